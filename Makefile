@@ -1,0 +1,41 @@
+# streamrec — every target does its own set-up (setup is idempotent and quick the second time).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SR := $(VENV)/bin/streamrec
+ARGS ?=
+
+.PHONY: help setup up down status demo test test-fast lint bench clean
+
+help: ## this list
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: ## venv, project, broker binary, Flink Kafka jars, MovieLens-100K (idempotent)
+	@bash deploy/setup.sh
+
+up: setup ## start the local stack (broker on 127.0.0.1:<stack.broker_port>, topics)
+	@$(SR) stack up
+
+down: ## stop what `make up` started
+	@if [ -x $(SR) ]; then $(SR) stack down; fi
+
+status: ## what runs, topics and their message counts
+	@$(SR) stack status
+
+demo: setup ## the pipeline on the embedded default (MovieLens replay; ARGS="--limit 20000")
+	@$(SR) demo $(ARGS)
+
+test: setup ## the whole test suite (starts and stops its own services on free loopback ports)
+	@$(VENV)/bin/pytest $(ARGS)
+
+test-fast: setup ## unit tests only (no services)
+	@$(VENV)/bin/pytest -m "not slow" $(ARGS)
+
+lint: setup ## ruff
+	@$(VENV)/bin/ruff check .
+
+bench: setup ## every benchmark in bench/, ratios against baselines of the same run
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean: down ## remove run state (keeps the venv and vendored binaries)
+	rm -rf .run

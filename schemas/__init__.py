@@ -1,0 +1,1 @@
+"""Data contracts: Avro schemas, their single-object codec, and feature ids."""

@@ -1,0 +1,1 @@
+"""streamrec: glue shared by every stage — the one config object, the CLI, Kafka helpers."""

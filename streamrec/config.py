@@ -1,0 +1,119 @@
+"""The one configuration object, loaded from one TOML file and overridable from the command line.
+
+Each stage owns the model of its own section (``joiner.config``, ``trainer.config`` ...) so the
+code that reads a setting sits beside the code that defines it; this module only composes them.
+Unknown keys are errors, so a typo fails at start with the field's dotted name.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+
+from joiner.config import JoinerConfig
+from replay.config import ReplayConfig
+from sinks.config import ArchiveConfig
+from streamrec.section import Section
+from trainer.config import TrainerConfig
+
+DEFAULT_CONFIG_FILE = Path("streamrec.toml")
+
+
+class TopicsConfig(Section):
+    features: str = "features"
+    actions: str = "actions"
+    examples: str = "examples"
+    dead_letter: str = "dead-letter"
+    partitions: dict[str, int] = Field(
+        default_factory=lambda: {"features": 2, "actions": 2, "examples": 2, "dead-letter": 1},
+        description="partition count per topic name, used when the stack creates topics",
+    )
+
+    def names(self) -> list[str]:
+        return [self.features, self.actions, self.examples, self.dead_letter]
+
+
+class KafkaConfig(Section):
+    bootstrap: str = "127.0.0.1:9092"
+    topics: TopicsConfig = Field(default_factory=TopicsConfig)
+    producer: dict[str, Any] = Field(
+        default_factory=dict, description="extra librdkafka producer settings"
+    )
+    consumer: dict[str, Any] = Field(
+        default_factory=lambda: {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500},
+        description="extra librdkafka consumer settings",
+    )
+
+
+class StackConfig(Section):
+    run_dir: Path = Path(".run")
+    vendor_dir: Path = Path(".vendor")
+    broker_port: int = Field(9092, ge=1, le=65535)
+
+
+class Settings(Section):
+    stack: StackConfig = Field(default_factory=StackConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    joiner: JoinerConfig = Field(default_factory=JoinerConfig)
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the field."""
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a","b","c"], value); the value is read as TOML, else as a string."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form section.key=value")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override {text!r} names no field")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return path, value
+
+
+def _apply(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(path)}: {part!r} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "<root>"
+        lines.append(f"  {field}: {e['msg']}" + (f" (got {e['input']!r})" if "input" in e else ""))
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Settings:
+    """Read ``path`` (default ``streamrec.toml`` if present), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    file = Path(path) if path is not None else DEFAULT_CONFIG_FILE
+    if path is not None and not file.exists():
+        raise ConfigError(f"config file {file} does not exist")
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {file}: {e}") from e
+    for text in overrides:
+        _apply(data, *parse_override(text))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e)) from None
