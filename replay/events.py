@@ -12,7 +12,9 @@ Everything is drawn from one seeded generator: same seed, same messages.
 
 from __future__ import annotations
 
+import heapq
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,6 +112,15 @@ def _shown_items(rng: np.random.Generator, cum_pop: np.ndarray, rated: int, k: i
 
 def build_events(cfg: ReplayConfig, source: str = "movielens", dataset: Dataset | None = None) -> list[ReplayEvent]:
     """Every message of the replay, in send order."""
+    return list(iter_events(cfg, source, dataset))
+
+
+def iter_events(cfg: ReplayConfig, source: str = "movielens", dataset: Dataset | None = None) -> Iterator[ReplayEvent]:
+    """The replay's messages in send order, generated as they are needed.
+
+    Events wait in a heap until no later rating can produce one that sorts before them, so
+    memory holds only the pending (mostly long-delayed) actions, not the whole replay.
+    """
     ds = dataset or load_dataset(cfg, source)
     n = len(ds) if cfg.limit == 0 else min(cfg.limit, len(ds))
     rng = np.random.default_rng(cfg.seed)
@@ -121,11 +132,21 @@ def build_events(cfg: ReplayConfig, source: str = "movielens", dataset: Dataset 
     user_seen = np.zeros(len(ds.user_ids), dtype=np.int64)
     item_seen = np.zeros(len(ds.item_ids), dtype=np.int64)
     prefix = f"{ds.name[:2]}{cfg.seed}-"
+    disorder = _Disorder(rng, cfg)
+    heap: list[tuple[int, int, ReplayEvent]] = []
+    seq = 0
 
-    events: list[ReplayEvent] = []
-    actions: list[ReplayEvent] = []
+    def push(e: ReplayEvent) -> None:
+        nonlocal seq
+        e.seq = seq
+        seq += 1
+        heapq.heappush(heap, (e.send_ms, e.seq, e))
+
     for r in range(n):
         u, rated, rating, ts = int(ds.r_user[r]), int(ds.r_item[r]), float(ds.r_rating[r]), int(ts_ms[r])
+        # nothing generated from now on is sent before ts - quarter (the earliest an early action goes)
+        while heap and heap[0][0] < ts - disorder.quarter:
+            yield heapq.heappop(heap)[2]
         request_id = f"{prefix}{r:07d}"
         shown = _shown_items(rng, cum_pop, rated, k)
         items = []
@@ -147,8 +168,9 @@ def build_events(cfg: ReplayConfig, source: str = "movielens", dataset: Dataset 
         }
         user_seen[u] += 1
         item_seen[rated] += 1
-        events.append(ReplayEvent(ts, len(events), FEATURES, request_id, log))
+        push(ReplayEvent(ts, 0, FEATURES, request_id, log))
 
+        actions = []
         imp_delays = rng.integers(0, cfg.impression_delay_max_ms + 1, len(shown))
         for i, d in zip(shown, imp_delays, strict=True):
             actions.append(_action(request_id, int(ds.item_ids[i]), "impression", ts + int(d)))
@@ -158,36 +180,43 @@ def build_events(cfg: ReplayConfig, source: str = "movielens", dataset: Dataset 
             if rating >= cfg.like_min_rating:
                 actions.append(_action(request_id, int(ds.item_ids[rated]), "like",
                                        ts + int(click_delay) + int(like_extra)))
-    _disorder(rng, cfg, events, actions)
-    events.extend(actions)
-    events.sort(key=lambda e: (e.send_ms, e.seq))
-    return events
+        for a in actions:
+            for e in disorder.apply(a, ts):
+                push(e)
+    while heap:
+        yield heapq.heappop(heap)[2]
 
 
 def _action(request_id: str, item_id: int, action: str, ts: int) -> ReplayEvent:
     record = {"request_id": request_id, "item_id": item_id, "action": action, "ts_ms": ts, "value": None}
-    return ReplayEvent(ts, -1, ACTIONS, request_id, record)
+    return ReplayEvent(ts, 0, ACTIONS, request_id, record)
 
 
-def _disorder(rng: np.random.Generator, cfg: ReplayConfig, logs: list[ReplayEvent], actions: list[ReplayEvent]) -> None:
-    """Send an exact share of actions early (before their feature log) and an exact share twice."""
-    # An early action runs ahead of the send clock by at most 2*quarter, a duplicate lags it by at
-    # most 2*quarter: together no event is more than disorder_max_ms behind the newest one seen.
-    log_ts = {e.key: e.send_ms for e in logs}
-    quarter = max(cfg.disorder_max_ms // 4, 1)
-    n = len(actions)
-    base_seq = len(logs)
-    for j, a in enumerate(actions):
-        a.seq = base_seq + j
-    eligible = np.array([j for j, a in enumerate(actions) if a.record["ts_ms"] - log_ts[a.key] <= quarter])
-    n_early = min(round(cfg.early_share * n), len(eligible))
-    if n_early:
-        for j in rng.choice(eligible, n_early, replace=False):
-            a = actions[int(j)]
-            a.send_ms = log_ts[a.key] - int(rng.integers(1, quarter + 1))
-    n_dup = round(cfg.duplicate_share * n)
-    if n_dup:
-        for j in rng.choice(n, n_dup, replace=False):
-            a = actions[int(j)]
-            lag = int(rng.integers(1, 2 * quarter + 1))
-            actions.append(ReplayEvent(a.send_ms + lag, base_seq + len(actions), ACTIONS, a.key, dict(a.record)))
+class _Disorder:
+    """Sends a share of actions early (before their feature log) and a share twice.
+
+    An early action runs ahead of the send clock by at most 2*quarter and a duplicate lags it by
+    at most 2*quarter, so no event is more than ``disorder_max_ms`` behind the newest one seen.
+    Only actions within ``quarter`` of their request can go early; their probability is scaled
+    by the running share of such actions so the measured early share meets the configured one.
+    """
+
+    def __init__(self, rng: np.random.Generator, cfg: ReplayConfig):
+        self.rng = rng
+        self.cfg = cfg
+        self.quarter = max(cfg.disorder_max_ms // 4, 1)
+        self.seen = 0
+        self.eligible = 0
+
+    def apply(self, a: ReplayEvent, log_ts: int) -> list[ReplayEvent]:
+        self.seen += 1
+        if a.record["ts_ms"] - log_ts <= self.quarter:
+            self.eligible += 1
+            p_early = min(1.0, self.cfg.early_share * self.seen / self.eligible)
+            if self.rng.random() < p_early:
+                a.send_ms = log_ts - int(self.rng.integers(1, self.quarter + 1))
+        out = [a]
+        if self.rng.random() < self.cfg.duplicate_share:
+            lag = int(self.rng.integers(1, 2 * self.quarter + 1))
+            out.append(ReplayEvent(a.send_ms + lag, 0, ACTIONS, a.key, dict(a.record)))
+        return out

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from sinks import cli as sinks_cli
 from streamrec.config import ConfigError, Settings, load_config
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ stack_app = typer.Typer(help="The local stack: a Kafka-protocol broker (Tansu) a
 replay_app = typer.Typer(help="Turn a dataset into the feature log and the action log on Kafka.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(replay_app, name="replay")
+sinks_cli.register(app)  # archive, archive-ls, hdfs up|down|status
 
 
 def settings(ctx: typer.Context) -> Settings:
@@ -46,6 +48,12 @@ def _root(
     except ConfigError as e:
         typer.secho(str(e), fg="red", err=True)
         raise typer.Exit(2) from None
+
+
+@app.command("config")
+def show_config(ctx: typer.Context) -> None:
+    """Print the effective configuration (file + --set overrides + defaults) as JSON."""
+    typer.echo(settings(ctx).model_dump_json(indent=2))
 
 
 # ---- stack ----------------------------------------------------------------------------------
@@ -101,6 +109,48 @@ def replay_synthetic(
 
     s = _with(settings(ctx), "replay", limit=limit, rate=rate, seed=seed)
     run_replay(s, source="synthetic")
+
+
+# ---- demo -----------------------------------------------------------------------------------
+@app.command("demo")
+def demo(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(help="MovieLens ratings to replay (0 = all 100,000)")] = 0,
+    down: Annotated[bool, typer.Option("--down/--keep-stack", help="stop the broker at the end")] = False,
+) -> None:
+    """Start the local stack, replay MovieLens and run the pipeline on it, then print a report."""
+    from jobs.demo import run_demo
+
+    run_demo(_with(settings(ctx), "replay", limit=limit), down=down)
+
+
+# ---- train ----------------------------------------------------------------------------------
+@app.command("train")
+def train(
+    ctx: typer.Context,
+    batch: Annotated[str | None, typer.Option(
+        "--batch", help="train on archive hours FROM..TO (end exclusive), e.g. 2026-11-24T00..2026-11-24T06")] = None,
+    online: Annotated[bool, typer.Option(
+        "--online", help="then train on the examples topic (continues from the newest snapshot)")] = False,
+    restore: Annotated[bool, typer.Option(
+        "--restore", help="resume from the newest snapshot and replay from its stream positions")] = False,
+    stop_when_idle: Annotated[float | None, typer.Option(
+        "--stop-when-idle", help="online: stop after this many seconds without new examples")] = None,
+    metrics_csv: Annotated[Path | None, typer.Option(help="per-window AUC / log loss CSV")] = None,
+    plot: Annotated[Path | None, typer.Option(help="PNG of the AUC curve, written at the end")] = None,
+) -> None:
+    """Embedded async DeepFM trainer: progressive AUC, touched-key sync to serving, snapshots."""
+    import json
+
+    from trainer.run import train as run_train
+
+    s = _with(settings(ctx), "trainer", metrics_csv=metrics_csv, plot=plot)
+    try:
+        summary = run_train(s, batch=batch, online=online, restore=restore, stop_when_idle_s=stop_when_idle)
+    except (ValueError, FileNotFoundError) as e:
+        typer.secho(str(e), fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(summary, default=str))
 
 
 def _with(s: Settings, section: str, **values: object) -> Settings:

@@ -64,7 +64,7 @@ def test_measured_duplicate_and_early_shares_match_config(events) -> None:
     counts = Counter((e.key, e.record["item_id"], e.record["action"], e.record["ts_ms"]) for e in actions)
     distinct = len(counts)
     duplicates = sum(c - 1 for c in counts.values())
-    assert duplicates / distinct == pytest.approx(0.08, abs=0.002)
+    assert duplicates / distinct == pytest.approx(0.08, abs=0.005)
 
     order = {e.key: k for k, e in enumerate(events) if e.role == FEATURES}
     first_copy: dict[tuple, int] = {}
@@ -72,7 +72,7 @@ def test_measured_duplicate_and_early_shares_match_config(events) -> None:
         if e.role == ACTIONS:
             first_copy.setdefault((e.key, e.record["item_id"], e.record["action"]), k)
     early = sum(1 for (key, *_), k in first_copy.items() if k < order[key])
-    assert early / distinct == pytest.approx(0.06, abs=0.002)
+    assert early / distinct == pytest.approx(0.06, abs=0.005)
 
 
 def test_disorder_stays_within_its_bound(events) -> None:
