@@ -1,0 +1,73 @@
+"""Settings of the embedded trainer: per-slot tables (``embedding``), the model, the loop, sync,
+snapshots and progressive evaluation."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from streamrec.section import Section
+from trainer.embedding.config import EmbeddingConfig
+
+DEFAULT_SLOTS = ["user_id", "age", "gender", "occupation", "zip", "item_id", "genre", "year", "user_genre"]
+
+
+class TrainerConfig(Section):
+    seed: int = 11
+    batch_size: int = Field(256, gt=0)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig,
+                                       description="per-slot tables: dim, filter, TTL, optimizer")
+    # --- model -----------------------------------------------------------------------------
+    slots: list[str] = Field(default_factory=lambda: list(DEFAULT_SLOTS),
+                             description="sparse slots fed to the model (TrainingExample.sparse keys)")
+    dense_features: list[str] = Field(default_factory=lambda: ["item_popularity", "user_activity"],
+                                      description="TrainingExample.dense keys fed to the model")
+    labels: list[str] = Field(default_factory=lambda: ["click"], min_length=1,
+                              description="one head per action label; the first is the evaluated one")
+    hidden: list[int] = Field(default_factory=lambda: [64, 32], description="MLP widths of DeepFM")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    fm_dim: int | None = Field(None, gt=0, description="FM over slots of this dim (default: the first slot's)")
+    dense_optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
+    dense_lr: float = Field(0.01, gt=0)
+    loss_weighting: Literal["none", "inverse_sample_rate"] = Field(
+        "none", description="none: learn the sampled distribution, correct scores by log-odds; "
+        "inverse_sample_rate: weight examples by 1/sample_rate (no correction needed)")
+    # --- loop ------------------------------------------------------------------------------
+    workers: int = Field(2, ge=1, description="async worker threads (no barrier between them)")
+    torch_threads: int = Field(1, ge=1, description="intra-op torch threads per worker")
+    queue_batches: int = Field(4, ge=1, description="batches read ahead of the workers")
+    dedup_capacity: int = Field(2_000_000, gt=0, description="example ids remembered to drop duplicates")
+    poll_timeout_s: float = Field(0.2, gt=0)
+    consumer_group: str = "streamrec-trainer"
+    online_start: Literal["earliest", "latest"] = Field(
+        "earliest", description="where --online starts on a topic the snapshot has no offsets for")
+    # --- sync to the serving PS ------------------------------------------------------------
+    sparse_sync_interval_s: float = Field(1.0, gt=0, description="touched rows -> serving PS period")
+    dense_sync_interval_s: float = Field(10.0, gt=0, description="dense weights -> serving PS period")
+    evict_interval_s: float = Field(60.0, gt=0, description="rows past their slot's ttl_s are evicted this often")
+    # --- snapshots -------------------------------------------------------------------------
+    snapshot_dir: Path = Path(".run/trainer/snapshots")
+    snapshot_every_s: float = Field(300.0, ge=0, description="0 = never by time")
+    snapshot_every_examples: int = Field(0, ge=0, description="0 = never by count")
+    snapshot_keep: int = Field(2, ge=1)
+    # --- progressive evaluation ------------------------------------------------------------
+    eval_window_ms: int = Field(3_600_000, gt=0, description="event-time window of the AUC curve")
+    eval_lateness_ms: int = Field(600_000, ge=0, description="a window closes this long after its end")
+    baseline_prior: float = Field(10.0, gt=0, description="popularity baseline smoothing (examples)")
+    metrics_port: int | None = Field(None, ge=0, le=65535,
+                                     description="Prometheus endpoint on 127.0.0.1 (0 = a free port)")
+    metrics_csv: Path | None = Path(".run/trainer/metrics.csv")
+    plot: Path | None = Path(".run/trainer/auc.png")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainerConfig":
+        if len(set(self.slots)) != len(self.slots):
+            raise ValueError("slots: duplicate slot names")
+        from schemas.fid import SLOTS
+
+        unknown = sorted(set(self.slots) - set(SLOTS))
+        if unknown:
+            raise ValueError(f"slots: unknown slot name(s) {unknown}; known: {sorted(SLOTS)}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels: duplicate labels")
+        return self

@@ -1,0 +1,115 @@
+"""The training parameter server: sparse tables per slot (collisionless, optimizer inside) + dense.
+
+Workers never share a barrier: each step pulls what it needs (a copy of the dense weights, the
+rows of its batch's FIDs), computes gradients on its own replica and pushes them; the dense
+optimizer steps under a short lock, the sparse optimizer runs inside the tables (numba kernels
+that release the GIL), so two workers overlap.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+
+from schemas.fid import SLOTS
+from trainer.config import TrainerConfig
+from trainer.model import DeepFM
+
+
+def make_model(cfg: TrainerConfig) -> DeepFM:
+    dims = [cfg.embedding.for_slot(s).dim for s in cfg.slots]
+    fm_dim = cfg.fm_dim or dims[0]
+    return DeepFM(dims, len(cfg.dense_features), cfg.hidden, len(cfg.labels), fm_dim, cfg.dropout)
+
+
+def make_optimizer(cfg: TrainerConfig, params: Any) -> torch.optim.Optimizer:
+    """The dense optimizer; fused kernels (one pass over all tensors: ~4x faster steps on CPU)."""
+    kind = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}[cfg.dense_optimizer]
+    return kind(params, lr=cfg.dense_lr, fused=True)
+
+
+class TrainingPS:
+    """Owns the EmbeddingStore, the master dense model and its optimizer, and sync bookkeeping."""
+
+    def __init__(self, cfg: TrainerConfig) -> None:
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+        from trainer.embedding.store import EmbeddingStore
+
+        self.store = EmbeddingStore(cfg.embedding, slots=cfg.slots)
+        self.model = make_model(cfg)
+        self.opt = make_optimizer(cfg, self.model.parameters())
+        self.params = list(self.model.parameters())
+        self.dense_version = 0
+        self.keep_rate = 1.0  # negative keep rate seen in the stream, for log-odds correction
+        self.applied_event_ms = 0  # newest event time whose gradients were applied
+        self.applied_ingest_ms = 0  # newest ingest time whose gradients were applied
+        self._dense_lock = threading.Lock()
+        self._meta_lock = threading.Lock()
+
+    # ---- dense --------------------------------------------------------------------------------
+    def pull_dense(self, replica: DeepFM) -> int:
+        with self._dense_lock, torch.no_grad():
+            for dst, src in zip(replica.parameters(), self.params, strict=True):
+                dst.copy_(src)
+            return self.dense_version
+
+    def push_dense(self, grads: list[torch.Tensor | None]) -> None:
+        with self._dense_lock:
+            for p, g in zip(self.params, grads, strict=True):
+                p.grad = g
+            self.opt.step()
+            self.dense_version += 1
+
+    def dense_state(self) -> dict[str, torch.Tensor]:
+        with self._dense_lock:
+            return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    # ---- sparse -------------------------------------------------------------------------------
+    def pull_sparse(self, slot: str, fids: np.ndarray, now_s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(unique FIDs, their rows, inverse index) for one slot's FID occurrences in a batch.
+
+        Every occurrence goes to the store, so its frequency filter counts occurrences (an id
+        seen k times in one batch counts k); admitted ids get rows, the others read as zeros.
+        """
+        rows = self.store.lookup(fids, slot=slot, train=True, now=now_s)
+        uniq, first, inv = np.unique(fids, return_index=True, return_inverse=True)
+        return uniq, rows[first], inv
+
+    def rows(self, slot: str, fids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, has_row) of one slot's FIDs without counting or inserting (absent ids -> zeros)."""
+        return self.store.lookup(fids, slot=slot, train=False, with_mask=True)
+
+    def push_sparse(self, slot: str, fids: np.ndarray, grads: np.ndarray, now_s: int) -> None:
+        self.store.apply_gradients(fids, grads, slot=slot, now=now_s)
+
+    def applied(self, event_ms: int, ingest_ms: int, keep_rate: float | None) -> None:
+        with self._meta_lock:
+            self.applied_event_ms = max(self.applied_event_ms, event_ms)
+            self.applied_ingest_ms = max(self.applied_ingest_ms, ingest_ms)
+            if keep_rate is not None:
+                self.keep_rate = keep_rate
+
+    def touched(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(slot number, ids, embeddings) of rows updated since the last call, per slot."""
+        return [(SLOTS[name], ids, rows) for name, (ids, rows) in self.store.drain_touched().items() if len(ids)]
+
+    def all_rows(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(slot number, ids, embeddings) of every live row (a full sync after a restore)."""
+        out = []
+        for name, tables in self.store.tables.items():
+            for t in tables:
+                ids, rows = t.items()
+                if len(ids):
+                    out.append((SLOTS[name], ids, rows))
+        return out
+
+    def num_rows(self) -> int:
+        return sum(self.store.num_rows().values())
+
+    def slot_dims(self) -> dict[int, int]:
+        """Slot number -> dim, for the serving PS."""
+        return {SLOTS[s]: self.cfg.embedding.for_slot(s).dim for s in self.cfg.slots}
