@@ -20,11 +20,6 @@ def _pid_file(s: Settings) -> Path:
     return Path(s.stack.run_dir) / "broker.pid"
 
 
-def topic_partitions(s: Settings) -> dict[str, int]:
-    t = s.kafka.topics
-    return {name: t.partitions.get(name, 1) for name in t.names()}
-
-
 def up(s: Settings) -> None:
     pid_file = _pid_file(s)
     pid = read_pid(pid_file)
@@ -38,8 +33,8 @@ def up(s: Settings) -> None:
         pid_file.write_text(json.dumps(broker.proc.pid) + "\n")
         console.print(f"broker up: pid {broker.proc.pid}, 127.0.0.1:{port}, log {broker.log}")
     s.kafka.bootstrap = f"127.0.0.1:{port}"
-    create_topics(s.kafka.bootstrap, topic_partitions(s))
-    console.print("topics: " + ", ".join(f"{n}({p})" for n, p in topic_partitions(s).items()))
+    create_topics(s.kafka.bootstrap, s.kafka.topics.partition_counts())
+    console.print("topics: " + ", ".join(f"{n}({p})" for n, p in s.kafka.topics.partition_counts().items()))
 
 
 def down(s: Settings) -> None:

@@ -1,24 +1,165 @@
-"""`streamrec demo`: the loop on one command — stack, MovieLens replay, and every stage that exists.
+"""`streamrec demo`: the whole loop on one command, then a report.
 
-Stages run one after another on the same topics so each one's throughput is measured alone; the
-report says what each stage counted.
+The local stack comes up; the MovieLens replay streams into the feature and action logs while
+the joiner, the archive dumper and the online trainer run together, each in its own process,
+on topics of this run alone. A stage is stopped (cleanly, by SIGTERM) once its input is
+complete and it has consumed all of it, so the demo ends when the replay is drained. The
+report accounts for every count from the replay to the trainer.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
 from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 
 from deploy import stack
-from jobs.replay import run_replay
+from jobs.demo_report import build_report, write_report
+from jobs.demo_stages import read_json, stage_main
+from jobs.replay import ReplaySummary, run_replay
 from streamrec.config import Settings
 
 console = Console(stderr=True)
 
 
-def run_demo(s: Settings, down: bool = False) -> None:
-    stack.up(s)
+@dataclass
+class Stage:
+    name: str
+    status_path: Path
+    proc: mp.Process | None = None
+    stop_sent: bool = False
+    status: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return bool(self.status.get("done")) and self.proc is not None and not self.proc.is_alive()
+
+    def refresh(self) -> None:
+        self.status = read_json(self.status_path) or self.status
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.is_alive() and not self.stop_sent:
+            self.proc.terminate()  # SIGTERM: the stage finishes its checkpoint and exits
+            self.stop_sent = True
+
+
+def prepare(s: Settings, tag: str) -> Path:
+    """Point every stage at this run's own topics and directories."""
+    run = Path(s.stack.run_dir).resolve() / "demo" / tag
+    run.mkdir(parents=True, exist_ok=True)
+    t = s.kafka.topics
+    t.features, t.actions = f"demo-{tag}-features", f"demo-{tag}-actions"
+    t.examples, t.dead_letter = f"demo-{tag}-examples", f"demo-{tag}-dead-letter"
+    s.joiner.state_dir = run / "joiner"
+    if s.archive.target == "local":
+        s.archive.root = run / "archive"
+    else:
+        s.archive.hdfs_root = f"/streamrec/demo-{tag}"
+    s.trainer.snapshot_dir = run / "snapshots"
+    s.trainer.metrics_csv = run / "auc.csv"
+    s.trainer.plot = run / "auc.png"
+    s.trainer.consumer_group = f"demo-{tag}-trainer"
+    return run
+
+
+def _progress_table(replay: dict[str, Any], stages: dict[str, Stage]) -> Table:
+    t = Table("stage", "consumed", "produced / state", "rate /s", title="streamrec demo", min_width=72)
+    sent = replay.get("summary")
+    elapsed = time.monotonic() - replay["t0"]
+    n = sent.messages if sent else 0
+    t.add_row("replay", "", f"{n:,} messages" + (" (done)" if replay.get("done") else ""),
+              f"{n / max(elapsed, 1e-9):,.0f}")
+    for st in stages.values():
+        s = st.status
+        consumed = s.get("consumed", 0)
+        rate = consumed / max(s.get("elapsed_s", 0.0), 1e-9)
+        if st.name == "join":
+            c = s.get("counts", {})
+            what = (f"{c.get('joined', 0):,} joined, {c.get('negatives_dropped', 0):,} neg dropped, "
+                    f"{c.get('late', 0):,} late, {sum(s.get('dead_reasons', {}).values()):,} dead")
+        elif st.name == "archive":
+            what = f"{s.get('archived', 0):,} archived, {s.get('files', 0)} files"
+        else:
+            auc = s.get("last_window_auc")
+            what = f"{s.get('examples', 0):,} trained" + (f", window AUC {auc:.3f}" if auc else "")
+        state = " (done)" if s.get("done") else (" (stopping)" if st.stop_sent else "")
+        if s.get("error"):
+            state = f" [red]{s['error']}[/red]"
+        t.add_row(st.name, f"{consumed:,}", what + state, f"{rate:,.0f}")
+    return t
+
+
+def run_demo(s: Settings, down: bool = False, timeout_s: float = 3600.0) -> dict[str, Any]:
+    tag = time.strftime("%Y%m%d-%H%M%S")
+    run = prepare(s, tag)
+    stack.up(s)  # creates this run's topics too
+    ctx = mp.get_context("spawn")
+    stages = {name: Stage(name, run / f"{name}.json") for name in ("join", "archive", "train")}
+    settings_json = s.model_dump_json()
+    for st in stages.values():
+        st.proc = ctx.Process(target=stage_main, args=(st.name, settings_json, str(st.status_path)),
+                              name=f"streamrec-{st.name}")
+        st.proc.start()
+
+    replay: dict[str, Any] = {"t0": time.monotonic(), "summary": ReplaySummary()}
+
+    def do_replay() -> None:
+        try:
+            run_replay(s, "movielens", quiet=True, read_back=False, summary=replay["summary"])
+        except BaseException as e:  # surfaced by the main loop
+            replay["error"] = e
+        finally:
+            replay["done"] = True
+
+    producer_thread = threading.Thread(target=do_replay, name="replay", daemon=True)
+    producer_thread.start()
+    deadline = time.monotonic() + timeout_s
     try:
-        run_replay(s, "movielens")
+        with Live(_progress_table(replay, stages), console=console, refresh_per_second=2) as live:
+            while not all(st.done for st in stages.values()):
+                time.sleep(0.5)
+                for st in stages.values():
+                    st.refresh()
+                    if st.proc is not None and not st.proc.is_alive() and not st.status.get("done"):
+                        st.status = {**st.status, "done": True, "error": f"exited with code {st.proc.exitcode}"}
+                _advance_stops(replay, stages)
+                live.update(_progress_table(replay, stages))
+                failed = [st for st in stages.values() if st.status.get("error")]
+                if failed or replay.get("error"):
+                    raise RuntimeError(f"demo stage failed: {[(st.name, st.status['error']) for st in failed]}"
+                                       f"{' replay: ' + repr(replay['error']) if replay.get('error') else ''}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"demo did not finish in {timeout_s:.0f}s")
     finally:
+        for st in stages.values():
+            st.stop()
+        for st in stages.values():
+            if st.proc is not None:
+                st.proc.join(60)
+                if st.proc.is_alive():
+                    st.proc.kill()
         if down:
             stack.down(s)
+    report = build_report(s, replay["summary"], {n: st.status for n, st in stages.items()},
+                          time.monotonic() - replay["t0"])
+    write_report(report, run)
+    return report
+
+
+def _advance_stops(replay: dict[str, Any], stages: dict[str, Stage]) -> None:
+    """Stop each stage once its input is complete and fully consumed."""
+    join, archive, train = stages["join"], stages["archive"], stages["train"]
+    if replay.get("done") and join.status.get("consumed", 0) >= replay["summary"].messages:
+        join.stop()
+    if join.done:
+        produced = join.status.get("examples", 0)
+        for st in (archive, train):
+            if st.status.get("consumed", 0) >= produced:
+                st.stop()

@@ -30,6 +30,8 @@ Outgoing = tuple[str, bytes, bytes]  # (topic, key, value)
 @dataclass
 class ReplaySummary:
     sent: Counter = field(default_factory=Counter)  # topic -> messages
+    requests: int = 0
+    shown_items: int = 0
     actions: Counter = field(default_factory=Counter)  # action type -> messages
     bytes: int = 0
     seconds: float = 0.0
@@ -105,14 +107,18 @@ def _outgoing(s: Settings, events: Iterator[ReplayEvent], summary: ReplaySummary
         summary.sent[topic] += 1
         summary.bytes += len(value)
         if e.role == FEATURES:
+            summary.requests += 1
+            summary.shown_items += len(e.record["items"])
             on_request()
         else:
             summary.actions[e.record["action"]] += 1
         yield topic, e.key.encode(), value
 
 
-def run_replay(s: Settings, source: str, quiet: bool = False, read_back: bool = True) -> ReplaySummary:
-    summary = ReplaySummary()
+def run_replay(s: Settings, source: str, quiet: bool = False, read_back: bool = True,
+               summary: ReplaySummary | None = None) -> ReplaySummary:
+    """Send the whole replay; ``summary`` (if given) is filled as messages go, for live progress."""
+    summary = summary if summary is not None else ReplaySummary()
     cols = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("requests"), TimeRemainingColumn())
     t0 = time.monotonic()

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from jobs.flink.config import FlinkConfig
 from joiner.config import JoinerConfig
 from replay.config import ReplayConfig
 from sinks.config import ArchiveConfig
@@ -28,12 +29,20 @@ class TopicsConfig(Section):
     examples: str = "examples"
     dead_letter: str = "dead-letter"
     partitions: dict[str, int] = Field(
-        default_factory=lambda: {"features": 2, "actions": 2, "examples": 2, "dead-letter": 1},
-        description="partition count per topic name, used when the stack creates topics",
+        default_factory=lambda: {"features": 2, "actions": 2, "examples": 2, "dead_letter": 1},
+        description="partition count per topic role (features, actions, examples, dead_letter)",
     )
 
+    def by_role(self) -> dict[str, str]:
+        return {"features": self.features, "actions": self.actions, "examples": self.examples,
+                "dead_letter": self.dead_letter}
+
     def names(self) -> list[str]:
-        return [self.features, self.actions, self.examples, self.dead_letter]
+        return list(self.by_role().values())
+
+    def partition_counts(self) -> dict[str, int]:
+        """Topic name -> partition count, for creating the topics."""
+        return {name: self.partitions.get(role, 1) for role, name in self.by_role().items()}
 
 
 class KafkaConfig(Section):
@@ -61,6 +70,7 @@ class Settings(Section):
     joiner: JoinerConfig = Field(default_factory=JoinerConfig)
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    flink: FlinkConfig = Field(default_factory=FlinkConfig)
 
 
 class ConfigError(ValueError):

@@ -74,6 +74,7 @@ class Trainer:
         self.dedup = Deduper(cfg.dedup_capacity)
         self.positions: dict[str, Any] = {}
         self.examples = 0
+        self.stop_requested = False  # set from another thread or a signal handler: stop after this batch
         self.steps = 0
         self.stream_event_ms = 0
         self.freshness: list[tuple[int, int]] = []  # (sync wall ms, freshness ms) right after each sync
@@ -141,7 +142,7 @@ class Trainer:
                             progress(len(fresh))
                 self.positions[source.name] = position  # the batch holding these records is queued
                 idle = stop_when_idle_s is not None and now - idle_since > stop_when_idle_s
-                if not records and (source.exhausted or idle):
+                if not records and (source.exhausted or idle or self.stop_requested):
                     break
                 self._periodic()
                 if max_examples is not None and self.examples >= max_examples:

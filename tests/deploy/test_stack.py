@@ -21,8 +21,8 @@ def test_up_status_down(tmp_path: Path, capsys) -> None:
         stack.up(s)  # idempotent: same broker
         assert read_pid(tmp_path / "broker.pid") == pid
         c = consumer(s.kafka)
-        assert len(partitions_of(c, "features")) == s.kafka.topics.partitions["features"]
-        assert len(partitions_of(c, "dead-letter")) == 1
+        assert len(partitions_of(c, "features")) == s.kafka.topics.partitions["features"] == 2
+        assert len(partitions_of(c, "dead-letter")) == s.kafka.topics.partitions["dead_letter"] == 1
         c.close()
         stack.status(s)
         assert "running" in capsys.readouterr().out

@@ -1,0 +1,136 @@
+"""The demo's report: every stage's counts reconciled, throughput, AUC vs baseline, freshness, plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from jobs.replay import ReplaySummary
+from streamrec.config import Settings
+
+console = Console(stderr=True)
+
+
+def _rate(n: float, seconds: float | None) -> float:
+    return n / seconds if seconds else 0.0
+
+
+def build_report(s: Settings, replay: ReplaySummary, st: dict[str, dict[str, Any]], wall_s: float) -> dict[str, Any]:
+    join, archive, train = st["join"], st["archive"], st["train"]
+    c = join.get("counts", {})
+    ts = train.get("summary", {})
+    window = c.get("positives", 0) + c.get("negatives_kept", 0)
+    examples = window + c.get("late", 0)
+    checks = {
+        "joiner read every feature log": (c.get("features", 0), replay.sent.get(s.kafka.topics.features, 0)),
+        "shown items = positives + negatives kept + negatives dropped":
+            (replay.shown_items, window + c.get("negatives_dropped", 0)),
+        "examples = impressions kept after sampling + late positives": (c.get("joined", 0), examples),
+        "archive holds every example once": (archive.get("archived", 0), examples),
+        "trainer learned from every example once": (train.get("examples", 0), examples),
+    }
+    return {
+        "config": {"limit": s.replay.limit, "seed": s.replay.seed, "negative_keep_rate": s.joiner.negative_keep_rate,
+                   "window_ms": s.joiner.window_ms, "archive": archive.get("description", s.archive.target)},
+        "replay": {"requests": replay.requests, "shown_items": replay.shown_items, "messages": replay.messages,
+                   "actions": dict(replay.actions), "bytes": replay.bytes},
+        "join": {"events": join.get("consumed", 0), "features": c.get("features", 0), "actions": c.get("actions", 0),
+                 "examples": c.get("joined", 0), "positives": c.get("positives", 0),
+                 "negatives_kept": c.get("negatives_kept", 0), "negatives_dropped": c.get("negatives_dropped", 0),
+                 "late": c.get("late", 0), "dead_letters": join.get("dead_reasons", {})},
+        "archive": {k: archive.get(k, 0) for k in ("archived", "late", "duplicates", "files", "commits")},
+        "train": {"examples": train.get("examples", 0), "duplicates_dropped": ts.get("duplicates", 0),
+                  "auc": ts.get("auc"), "baseline_auc": ts.get("baseline_auc"), "rows": ts.get("rows"),
+                  "freshness_p50_s": (ts.get("freshness_p50_ms") or 0) / 1000,
+                  "freshness_p99_s": (ts.get("freshness_p99_ms") or 0) / 1000},
+        "throughput_per_s": {
+            "replay messages": _rate(replay.messages, replay.seconds),
+            "join events": _rate(join.get("consumed", 0), join.get("run_seconds")),
+            "archive examples": _rate(archive.get("archived", 0), archive.get("run_seconds")),
+            "train examples": _rate(train.get("examples", 0), train.get("run_seconds")),
+        },
+        "checks": {k: {"got": a, "want": b, "ok": a == b} for k, (a, b) in checks.items()},
+        "wall_s": wall_s,
+        "freshness": train.get("freshness", []),
+    }
+
+
+def plot_freshness(samples: list[list[int]], path: Path) -> bool:
+    if not samples:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t0 = samples[0][0]
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    ax.plot([(t - t0) / 1000 for t, _ in samples], [f / 1000 for _, f in samples], ".-", ms=3)
+    ax.set_xlabel("wall time since the first sync (s)")
+    ax.set_ylabel("freshness (s)")
+    ax.set_title("serving freshness: age of the newest example reflected in the serving PS")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def render_markdown(r: dict[str, Any], run: Path) -> str:
+    j, a, t = r["join"], r["archive"], r["train"]
+    lines = [
+        "# streamrec demo report", "",
+        f"MovieLens-100K, {r['replay']['requests']:,} requests, seed {r['config']['seed']}, "
+        f"negative keep rate {r['config']['negative_keep_rate']}, archive: {r['config']['archive']}; "
+        f"wall time {r['wall_s']:.0f} s.", "",
+        "## Counts", "",
+        "| stage | count |", "|---|---|",
+        f"| replay: requests / shown items / messages | {r['replay']['requests']:,} / "
+        f"{r['replay']['shown_items']:,} / {r['replay']['messages']:,} |",
+        *(f"| replay: {k} actions | {v:,} |" for k, v in sorted(r["replay"]["actions"].items())),
+        f"| join: events consumed | {j['events']:,} |",
+        f"| join: examples (positives + negatives kept + late) | {j['examples']:,} "
+        f"({j['positives']:,} + {j['negatives_kept']:,} + {j['late']:,}) |",
+        f"| join: negatives dropped by sampling | {j['negatives_dropped']:,} |",
+        *(f"| join: dead letters `{k}` | {v:,} |" for k, v in sorted(j["dead_letters"].items())),
+        f"| archive: examples / late / duplicates dropped / files | {a['archived']:,} / {a['late']:,} / "
+        f"{a['duplicates']:,} / {a['files']:,} |",
+        f"| train: examples / duplicates dropped / embedding rows | {t['examples']:,} / "
+        f"{t['duplicates_dropped']:,} / {t['rows']} |", "",
+        "## Checks", "",
+        *(f"- {'✅' if v['ok'] else '❌'} {k}: {v['got']:,} vs {v['want']:,}" for k, v in r["checks"].items()), "",
+        "## Quality and freshness", "",
+        f"- progressive click AUC **{_fmt(t['auc'])}** vs popularity baseline {_fmt(t['baseline_auc'])}",
+        f"- freshness p50 {t['freshness_p50_s']:.2f} s, p99 {t['freshness_p99_s']:.2f} s", "",
+        "## Throughput", "",
+        *(f"- {k}: {v:,.0f}/s" for k, v in r["throughput_per_s"].items()), "",
+        "![AUC over event time](auc.png)", "", "![freshness](freshness.png)", "",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def write_report(r: dict[str, Any], run: Path) -> None:
+    plot_freshness(r.get("freshness", []), run / "freshness.png")
+    (run / "report.json").write_text(json.dumps({k: v for k, v in r.items() if k != "freshness"}, indent=2))
+    (run / "report.md").write_text(render_markdown(r, run))
+    latest = run.parent / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(run.name)
+    table = Table("", "", title="streamrec demo: report", show_header=False, min_width=72)
+    for k, v in r["checks"].items():
+        table.add_row(("[green]ok[/green] " if v["ok"] else "[red]MISMATCH[/red] ") + k, f"{v['got']:,}")
+    t = r["train"]
+    table.add_row("progressive click AUC (popularity baseline)", f"{_fmt(t['auc'])} ({_fmt(t['baseline_auc'])})")
+    table.add_row("freshness p50 / p99", f"{t['freshness_p50_s']:.2f} s / {t['freshness_p99_s']:.2f} s")
+    for k, v in r["throughput_per_s"].items():
+        table.add_row(f"throughput: {k}", f"{v:,.0f}/s")
+    console.print(table)
+    console.print(f"report: {run / 'report.md'} (plots: auc.png, freshness.png)")

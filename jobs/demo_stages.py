@@ -1,0 +1,145 @@
+"""The demo's stages, each run in a process of its own (the machine has few cores; the GIL one).
+
+A stage writes its live counters to a JSON status file twice a second, so the demo can show
+progress and decide when a stage has caught up with its input; SIGTERM asks it to finish
+cleanly (final checkpoint / commit / snapshot), after which it writes its final status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from streamrec.config import Settings
+
+# A stage that hears nothing for this long stops by itself; normally the demo stops it first.
+SAFETY_IDLE_S = 300.0
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, default=str))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+class _Reporter:
+    """Writes ``status()`` to the status file every ``period`` seconds until stopped."""
+
+    def __init__(self, path: Path, status: Callable[[], dict[str, Any]], period: float = 0.5):
+        self.path, self.status, self.period = path, status, period
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            self.write(done=False)
+
+    def write(self, done: bool, **extra: Any) -> None:
+        try:
+            data = self.status()
+        except Exception as e:  # a racy read of live counters: skip this tick
+            data = {"status_error": repr(e)}
+        write_json(self.path, {**data, **extra, "done": done, "elapsed_s": time.monotonic() - self.started})
+
+    def finish(self, **extra: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.write(done=True, **extra)
+
+
+def _on_sigterm(fn: Callable[[], None]) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: fn())
+    signal.signal(signal.SIGINT, lambda *_: fn())
+
+
+def run_join(s: Settings, status_path: Path) -> None:
+    from jobs.join_runner import JoinRunner
+
+    runner = JoinRunner(s, from_start=True)
+    e = runner.engine
+
+    def status() -> dict[str, Any]:
+        return {"consumed": e.counts.get("events", 0), "counts": dict(e.counts),
+                "dead_reasons": dict(e.dead_reasons), "lag": runner.lag}
+
+    rep = _Reporter(status_path, status)
+    _on_sigterm(lambda: setattr(runner, "stop", True))
+    stats = runner.run(stop_when_idle=SAFETY_IDLE_S)
+    rep.finish(produced=stats.examples + stats.dead_letters, examples=stats.examples,
+               run_seconds=stats.seconds, cpu_seconds=stats.cpu_seconds)
+
+
+def run_archive(s: Settings, status_path: Path) -> None:
+    from sinks.archive import Archiver
+
+    arch = Archiver(s)
+    rep = _Reporter(status_path, lambda: {"consumed": arch.stats.consumed, **asdict(arch.stats)})
+    _on_sigterm(arch.stop)
+    t0 = time.monotonic()
+    stats = arch.run(idle_s=SAFETY_IDLE_S)
+    rep.finish(run_seconds=time.monotonic() - t0, **{k: v for k, v in asdict(stats).items() if k != "consumed"},
+               description=arch.fs.description)
+
+
+def run_train(s: Settings, status_path: Path) -> None:
+    from trainer.loop import Trainer
+    from trainer.sources import KafkaSource
+
+    cfg = s.trainer
+    trainer = Trainer(cfg)
+    src = KafkaSource(s.kafka, s.kafka.topics.examples, cfg.consumer_group, "earliest")
+    trainer.on_snapshot = lambda _p: src.commit()
+
+    def status() -> dict[str, Any]:
+        ev = trainer.evaluator
+        auc = ev.rows[-1].get("auc") if ev.rows else None
+        return {"consumed": trainer.examples + trainer.dedup.dropped, "examples": trainer.examples,
+                "last_window_auc": auc, "rows": trainer.ps.num_rows()}
+
+    rep = _Reporter(status_path, status)
+    _on_sigterm(lambda: setattr(trainer, "stop_requested", True))
+    t0 = time.monotonic()
+    try:
+        trainer.run(src, stop_when_idle_s=SAFETY_IDLE_S)
+        run_s = time.monotonic() - t0
+        trainer.snapshot()
+    finally:
+        src.close()
+    summary = trainer.finish()
+    rep.finish(summary=summary, run_seconds=run_s, freshness=trainer.freshness)
+
+
+STAGES: dict[str, Callable[[Settings, Path], None]] = {
+    "join": run_join,
+    "archive": run_archive,
+    "train": run_train,
+}
+
+
+def stage_main(name: str, settings_json: str, status_path: str) -> None:
+    """Entry point of a stage process (multiprocessing target: picklable arguments only)."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format=f"[{name}] %(levelname)s %(name)s: %(message)s")
+    path = Path(status_path)
+    try:
+        STAGES[name](Settings.model_validate_json(settings_json), path)
+    except BaseException as e:
+        write_json(path, {**read_json(path), "done": True, "error": f"{type(e).__name__}: {e}"})
+        raise
