@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SR := $(VENV)/bin/streamrec
 ARGS ?=
 
-.PHONY: help setup up down status demo test test-fast lint bench clean
+.PHONY: help setup up down status demo test test-fast lint bench clean flink-up flink-down submit hdfs-up hdfs-down
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,5 +37,20 @@ lint: setup ## ruff
 bench: setup ## every benchmark in bench/, ratios against baselines of the same run
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-clean: down ## remove run state (keeps the venv and vendored binaries)
+flink-up: setup ## start a local standalone Flink cluster (free loopback ports; conf, pids, logs in .run/flink)
+	@$(SR) flink up
+
+flink-down: ## stop the Flink cluster `make flink-up` started
+	@if [ -x $(SR) ]; then $(SR) flink down; fi
+
+submit: flink-up ## flink run -py jobs/flink_join.py on that cluster, detached (ARGS="--stop-offsets f.json" ...)
+	@$(SR) flink submit $(ARGS)
+
+hdfs-up: setup ## start a local test HDFS (NameNode + DataNode, WebHDFS; free loopback ports; .run/hdfs)
+	@$(SR) hdfs up
+
+hdfs-down: ## stop the HDFS `make hdfs-up` started (data stays in .run/hdfs)
+	@if [ -x $(SR) ]; then $(SR) hdfs down; fi
+
+clean: down flink-down hdfs-down ## remove run state (keeps the venv and vendored binaries)
 	rm -rf .run

@@ -26,10 +26,19 @@ if [ ! -f "$VENDOR/jars/flink-connector-kafka.jar" ] || [ ! -f "$VENDOR/jars/kaf
     pyflink/lib/flink-connector-kafka.jar pyflink/lib/kafka-clients.jar -d "$VENDOR/jars/"
 fi
 
+# `flink run` needs flink-python in PyFlink's lib/ (else ClassNotFoundException ExternalPythonProcessOperator).
+PF=$(.venv/bin/python -c 'import importlib.util,os;print(os.path.dirname(importlib.util.find_spec("pyflink").origin))')
+if ! ls "$PF"/lib/flink-python-*.jar >/dev/null 2>&1; then
+  cp "$PF"/opt/flink-python-*.jar "$PF"/lib/
+fi
+
 # MovieLens-100K ships inside recbole; its licence forbids redistribution, so it is installed, never committed.
 if ! .venv/bin/python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('recbole') is None)"; then
   .venv/bin/pip install -q --disable-pip-version-check --no-deps "recbole==1.2.1"
 fi
+
+# A real HDFS (Hadoop 2.7.3 jars from the pyspark sdist + Debian Jersey 1) for the archive tests.
+bash deploy/hdfs/setup.sh
 
 rm -rf "$VENDOR/downloads"
 echo "setup ok: $(.venv/bin/python --version), tansu $("$VENDOR/bin/tansu" --version 2>/dev/null | head -1 || echo '?')"

@@ -54,7 +54,7 @@ def schema_fingerprint(raw: Any) -> bytes:
 
 def load_schema(path: Path) -> Schema:
     raw = json.loads(path.read_text())
-    parsed = fastavro.parse_schema(raw, _write_hint=False)
+    parsed = fastavro.parse_schema(raw)  # keeps the "parsed" hint: readers then skip re-parsing
     return Schema(raw["name"], parsed, schema_fingerprint(raw), path)
 
 
