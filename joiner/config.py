@@ -1,0 +1,54 @@
+"""Settings of the online joiner (cache, RocksDB store, windows, sampling, embedded runner)."""
+
+from pathlib import Path
+
+from pydantic import Field
+
+from streamrec.section import Section
+
+
+class JoinerConfig(Section):
+    # ---- join semantics (joiner/core.py; the Flink job uses the same fields) ----
+    window_ms: int = Field(300_000, gt=0, description="an item's window closes this long after its feature log")
+    allowed_lateness_ms: int = Field(60_000, ge=0, description="watermark = max event time - this - 1")
+    ttl_ms: int = Field(3 * 86_400_000, gt=0, description="feature logs stay joinable this long")
+    tombstone_ms: int = Field(
+        86_400_000, ge=0,
+        description="after the TTL a tiny tombstone stays this long so late actions are dead-lettered 'expired'",
+    )
+    action_wait_ms: int | None = Field(
+        None, gt=0, description="an action waits this long for its feature log, then 'no_features' (default ttl_ms)"
+    )
+    negative_keep_rate: float = Field(0.5, gt=0, le=1, description="r: share of negatives kept")
+    seed: int = 17
+    label_actions: list[str] = Field(
+        default_factory=lambda: ["click", "like", "finish", "share", "follow"],
+        description="one label (task) per action type; every example carries all of them (0/1)",
+    )
+    ignored_actions: list[str] = Field(
+        default_factory=lambda: ["impression"], description="action types that carry no label"
+    )
+    # ---- embedded runner: store ----
+    state_dir: Path = Path(".run/joiner")
+    cache_bytes: int = Field(256 << 20, gt=0, description="in-memory cache bound (estimated Python bytes)")
+    cache_bytes_per_state_byte: float = Field(
+        8.0, gt=0, description="estimate of a cached state's memory per byte of its serialized form"
+    )
+    rocksdb_write_buffer_mb: int = Field(16, gt=0, description="RocksDB memtable size per column family")
+    sweep_limit: int = Field(20_000, gt=0, description="timers fired from RocksDB per poll at most (bounded sweep)")
+    # ---- embedded runner: Kafka ----
+    group_id: str = "streamrec-join"
+    consume_batch: int = Field(10_000, gt=0, description="messages per consume() call")
+    checkpoint_interval_ms: int = Field(
+        1000, gt=0, description="state + offsets are committed in one RocksDB WriteBatch this often"
+    )
+    max_message_bytes: int = Field(1 << 20, gt=0, description="larger input messages are dead-lettered 'oversize'")
+    transactional_id: str | None = Field(
+        None, description="use Kafka transactions for output (real Kafka only; unreliable on Tansu)"
+    )
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus endpoint on 127.0.0.1 (0 = free)")
+    log_interval_s: float = Field(10.0, gt=0, description="a metrics log line this often")
+
+    @property
+    def action_wait(self) -> int:
+        return self.action_wait_ms if self.action_wait_ms is not None else self.ttl_ms

@@ -1,0 +1,424 @@
+"""The join as a per-request state machine, engine-agnostic (no I/O, no Kafka, no Flink).
+
+One ``RequestState`` per ``request_id`` holds the feature log (once it came), the actions that
+came before it, the positive actions seen per item (deduplicated by ``(item_id, action)``) and
+what was already emitted. Every decision is made from EVENT TIMES and the watermark, never
+from arrival order, so any interleaving of the same events within the allowed lateness gives
+the same examples (the embedded runner and the Flink job therefore agree after dedup by id).
+
+How a runtime drives it
+-----------------------
+::
+
+    joiner = Joiner(cfg)                      # cfg: joiner.config.JoinerConfig
+    step = joiner.on_features(state, feature_log_record, watermark)
+    step = joiner.on_action(state, action_log_record, watermark)
+    step = joiner.on_timer(state, watermark)  # when the watermark reached step.timer
+
+* ``state`` is the key's current ``RequestState`` or ``None`` (no state yet). Calls mutate and
+  may return the same object: treat the state you passed in as consumed, keep ``step.state``.
+* ``step.state`` is the new state, or ``None``: delete the key.
+* ``step.examples``: TrainingExample records (dicts matching TrainingExample.avsc) to produce,
+  or whatever the ``writer`` passed to ``Joiner(cfg, writer)`` returns (``joiner.splice``
+  returns the encoded bytes of the same records).
+* ``step.dead_letters``: ``DeadLetterOut(reason, detail, record_name, record)``; the runtime
+  turns each into a DeadLetter record (payload = the record re-encoded with its schema, key =
+  request_id, source topic, wall-clock ts_ms).
+* ``step.changed`` is False when the state and its timer did not change (e.g. an impression
+  of a known request): the runtime may skip writing it back. ``joiner.is_noop_action(state,
+  rec)`` says so before the call, for a runtime that knows the key's timer is not due.
+* ``step.negatives_dropped`` / ``negatives_kept`` / ``positives`` / ``late``: counts (metrics).
+* ``step.timer``: the next EVENT TIME (ms) at which ``on_timer`` must be called for this key
+  (when ``watermark >= step.timer``), or ``None`` if the key needs no timer. One timer per key:
+  Flink registers it with ``ctx.timer_service().register_event_time_timer(step.timer)``; old
+  registrations may still fire, which is harmless (``on_timer`` only does what is due and
+  returns the same ``timer`` again). The embedded runner keeps one timer index entry per key.
+* ``watermark`` is the runtime's current event-time watermark: ``max event time seen -
+  allowed_lateness_ms - 1`` (exactly Flink's ``for_bounded_out_of_orderness(allowed_lateness)``),
+  or ``WATERMARK_MIN`` before any event. A timer at ``t`` is due when ``watermark >= t``
+  (Flink's rule), so an event with ``ts >= watermark + 1`` is never late.
+* Validate records first with ``check_features`` / ``check_action`` (missing or empty
+  ``request_id`` -> ``missing_field``); decode errors are the runtime's (``schemas.codec``).
+* State to and from bytes: ``state.to_bytes()`` / ``RequestState.from_bytes(b)`` (compact:
+  the feature log is kept Avro-encoded; protocol versioned by the first byte). Flink keeps the
+  bytes in a keyed ValueState (Types.PICKLED_BYTE_ARRAY() or PRIMITIVE_ARRAY(BYTE())).
+
+Rules (DESIGN.md "Join semantics", notes/joiner_semantics.md)
+-------------------------------------------------------------
+With ``f`` = feature log time, ``T = f + window_ms`` (window close), ``E = f + ttl_ms``:
+
+* Window example per shown item, emitted when ``watermark >= T``: labels = every configured
+  ``label_actions`` type -> 0/1 plus any other non-ignored action type seen, counting actions
+  with ``ts <= T``; duplicates count once; ``impression`` (``ignored_actions``) gives no label.
+  Items with no positive label are negatives, kept iff ``keep_hash(seed, request_id, item_id)
+  < negative_keep_rate`` (``sample_rate = r``); positives have ``sample_rate = 1.0``.
+  ``join_delay_ms = window_ms``; ``kind = "window"``.
+* A positive action with ``T < ts <= E`` is a LATE positive: one example per ``(item, action)``
+  (``kind = "late-<action>"``, ``late = True``, labels ``{action: 1}``, ``join_delay_ms = ts -
+  f`` using the smallest such ts), emitted when ``watermark >= ts``, and not at all if the same
+  ``(item, action)`` already counted in the window example. A positive with ``ts <= T`` that
+  arrives after the window example was emitted (later than the allowed lateness) is treated
+  the same way (late example, emitted at once) unless the window already counted it.
+* Actions that come before their feature log wait in the state; if none came by
+  ``watermark >= ts + action_wait_ms`` they are dead letters ``no_features``.
+* At ``watermark >= E`` the feature log expires: the state shrinks to a tombstone (``f`` only)
+  kept until ``E + tombstone_ms``. An action with ``ts > E``, or one meeting a tombstone, is a
+  dead letter ``expired``; a feature log arriving when ``watermark >= E`` is ``expired`` too.
+  After the tombstone is gone, an action finds no state and waits (-> ``no_features``).
+* An action for an item the feature log did not show: dead letter ``unknown_item``. A second
+  feature log for the same request with another ts or other items: dead letter
+  ``conflicting_features`` (one with the same ts and items is a duplicate and ignored).
+* ``example_id = example_id(request_id, item_id, kind)`` (blake2b-128 hex): consumers dedup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+import fastavro
+
+from joiner.config import JoinerConfig
+from schemas.codec import default_codec
+
+WATERMARK_MIN = -(1 << 63)
+_STATE_V1 = b"\x01"
+_U64 = float(1 << 64)
+
+
+def example_id(request_id: str, item_id: int, kind: str) -> str:
+    """Deterministic id of an example; the same in every runtime and every rerun."""
+    return hashlib.blake2b(f"{request_id}\x1f{item_id}\x1f{kind}".encode(), digest_size=16).hexdigest()
+
+
+def keep_hash(seed: int, request_id: str, item_id: int) -> float:
+    """Uniform in [0, 1), decided by (seed, request_id, item_id) only: reruns sample the same.
+
+    (``Joiner._emit_window`` computes the same value incrementally; keep the two in step.)"""
+    d = hashlib.blake2b(f"{seed}\x1f{request_id}\x1f{item_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(d, "little") / _U64
+
+
+def check_features(rec: dict[str, Any]) -> tuple[str, str] | None:
+    """(reason, detail) if the feature log cannot be joined, else None."""
+    if not rec.get("request_id"):
+        return "missing_field", "FeatureLog.request_id is empty"
+    if not rec.get("items"):
+        return "missing_field", "FeatureLog.items is empty"
+    return None
+
+
+def check_action(rec: dict[str, Any]) -> tuple[str, str] | None:
+    if not rec.get("request_id"):
+        return "missing_field", "ActionLog.request_id is empty"
+    if not rec.get("action"):
+        return "missing_field", "ActionLog.action is empty"
+    return None
+
+
+@dataclass(slots=True)
+class DeadLetterOut:
+    reason: str
+    detail: str
+    record_name: str  # "ActionLog" | "FeatureLog"
+    record: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Step:
+    state: RequestState | None
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[DeadLetterOut] = field(default_factory=list)
+    timer: int | None = None
+    negatives_dropped: int = 0  # metrics: negatives not kept by sampling in this step
+    negatives_kept: int = 0  # metrics: window examples that are sampled negatives
+    positives: int = 0  # metrics: window examples with a positive label
+    late: int = 0  # metrics: late examples
+    changed: bool = True  # False: state and timer are exactly as before (nothing to save)
+
+
+class RequestState:
+    """Everything the join keeps for one request (see the module docstring)."""
+
+    __slots__ = ("request_id", "features", "ts", "pending", "win", "late", "late_done",
+                 "window_done", "expired", "_items", "fbytes", "_splice")
+
+    def __init__(self, request_id: str):
+        self.request_id = request_id
+        self.features: dict[str, Any] | None = None  # the FeatureLog record
+        self.ts: int | None = None  # feature log ts_ms (kept in the tombstone)
+        self.pending: list[tuple[int, str, int, float | None]] = []  # actions before features
+        self.win: set[tuple[int, str]] = set()  # positives with ts <= T
+        self.late: dict[tuple[int, str], int] = {}  # positives with ts > T -> smallest ts, not emitted yet
+        self.late_done: set[tuple[int, str]] = set()
+        self.window_done = False
+        self.expired = False  # tombstone: features dropped after the TTL
+        self._items: dict[int, dict[str, Any]] | None = None
+        # Avro body of ``features`` (current FeatureLog schema) if known: saves re-encoding it.
+        # A runtime that has the consumed message may set it (bytes after the 10-byte header).
+        self.fbytes: bytes | None = None
+        self._splice: Any = None  # a writer's cache of byte spans of fbytes (never serialized)
+
+    # ---- serialization --------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        feats = b""
+        if self.features is not None:
+            feats = self.fbytes
+            if feats is None:
+                buf = io.BytesIO()
+                fastavro.schemaless_writer(buf, _FEATURE_SCHEMA, self.features)
+                feats = self.fbytes = buf.getvalue()
+        body = (self.request_id, feats, self.ts, self.pending, self.win, self.late, self.late_done,
+                self.window_done, self.expired)
+        return _STATE_V1 + pickle.dumps(body, protocol=5)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RequestState:
+        if data[:1] != _STATE_V1:
+            raise ValueError(f"unknown join state version {data[:1]!r}")
+        (rid, feats, ts, pending, win, late, late_done, window_done, expired) = pickle.loads(data[1:])
+        s = cls(rid)
+        if feats:
+            s.features = fastavro.schemaless_reader(io.BytesIO(feats), _FEATURE_SCHEMA, None)
+            s.fbytes = feats
+        s.ts, s.pending, s.win, s.late, s.late_done = ts, pending, win, late, late_done
+        s.window_done, s.expired = window_done, expired
+        return s
+
+    def items(self) -> dict[int, dict[str, Any]]:
+        if self._items is None:
+            self._items = {it["item_id"]: it for it in self.features["items"]} if self.features else {}
+        return self._items
+
+    def __repr__(self) -> str:
+        return (f"RequestState({self.request_id!r}, ts={self.ts}, features={self.features is not None}, "
+                f"pending={len(self.pending)}, win={len(self.win)}, late={len(self.late)}, "
+                f"window_done={self.window_done}, expired={self.expired})")
+
+
+_FEATURE_SCHEMA = fastavro.parse_schema(json.loads(default_codec().current["FeatureLog"].source.read_text()))
+
+
+class DictWriter:
+    """Builds each example as a TrainingExample dict (the default; the Flink job uses it).
+
+    A runtime may pass its own writer to ``Joiner`` (e.g. ``joiner.splice.SpliceWriter``, which
+    returns the encoded bytes of the very same record).
+    """
+
+    def example(self, s: RequestState, item_id: int, kind: str, labels: dict[str, int], sample_rate: float,
+                late: bool, join_delay_ms: int) -> Any:
+        feats = s.features
+        item = s.items()[item_id]
+        sparse = dict(feats["user_sparse"])
+        for slot, ids in item["sparse"].items():
+            sparse[slot] = sparse[slot] + ids if slot in sparse else ids
+        dense = dict(feats["user_dense"])
+        dense.update(item["dense"])
+        rid = s.request_id
+        return {
+            "example_id": example_id(rid, item_id, kind),
+            "request_id": rid,
+            "item_id": item_id,
+            "user_id": feats["user_id"],
+            "ts_ms": s.ts,
+            "sparse": sparse,
+            "dense": dense,
+            "labels": labels,
+            "sample_rate": sample_rate,
+            "late": late,
+            "join_delay_ms": join_delay_ms,
+            "kind": kind,
+        }
+
+
+class Joiner:
+    """The join rules; one instance per runtime (holds only the config)."""
+
+    def __init__(self, cfg: JoinerConfig, writer: DictWriter | None = None):
+        self.cfg = cfg
+        self.writer = writer or DictWriter()
+        self.window_ms = cfg.window_ms
+        self.ttl_ms = cfg.ttl_ms
+        self.tombstone_ms = cfg.tombstone_ms
+        self.wait_ms = cfg.action_wait
+        self.rate = float(cfg.negative_keep_rate)
+        self.seed = cfg.seed
+        self.ignored = frozenset(cfg.ignored_actions)
+        self.label_zero = dict.fromkeys(cfg.label_actions, 0)
+
+    # ---- entry points ---------------------------------------------------------------------
+    def on_features(self, state: RequestState | None, rec: dict[str, Any], watermark: int) -> Step:
+        rid = rec["request_id"]
+        s = state if state is not None else RequestState(rid)
+        step = Step(s)
+        f = rec["ts_ms"]
+        if s.expired:
+            step.dead_letters.append(DeadLetterOut("expired", "feature log after its TTL (tombstone)",
+                                                   "FeatureLog", rec))
+        elif s.features is not None:
+            if f != s.ts or [i["item_id"] for i in rec["items"]] != list(s.items()):
+                step.dead_letters.append(DeadLetterOut(
+                    "conflicting_features", "a different feature log for this request_id was joined",
+                    "FeatureLog", rec))
+        elif watermark >= f + self.ttl_ms:
+            step.dead_letters.append(DeadLetterOut("expired", "feature log came after its TTL",
+                                                   "FeatureLog", rec))
+            s.ts, s.expired = f, True
+            for p in s.pending:
+                step.dead_letters.append(self._dead_action("expired", "feature log expired", rid, p))
+            s.pending = []
+        else:
+            s.features, s.ts, s._items, s._splice = rec, f, None, None
+            pending, s.pending = s.pending, []
+            for p in pending:
+                self._classify(s, p, step)
+        return self._advance(s, watermark, step)
+
+    def on_action(self, state: RequestState | None, rec: dict[str, Any], watermark: int) -> Step:
+        s = state if state is not None else RequestState(rec["request_id"])
+        step = Step(s)
+        p = (rec["item_id"], rec["action"], rec["ts_ms"], rec.get("value"))
+        if s.expired:
+            step.dead_letters.append(self._dead_action("expired", "feature log expired (tombstone)",
+                                                       s.request_id, p))
+        elif s.features is None:
+            s.pending.append(p)
+        elif p[1] in self.ignored and state is not None and p[0] in s.items() and p[2] <= s.ts + self.ttl_ms:
+            step.changed = False  # a valid impression: no label, nothing to remember
+            step.timer = self.next_timer(s)
+            if step.timer is None or step.timer > watermark:
+                return step
+            step.changed = True
+        else:
+            self._classify(s, p, step)
+        return self._advance(s, watermark, step)
+
+    def is_noop_action(self, state: RequestState | None, rec: dict[str, Any]) -> bool:
+        """True if ``on_action`` would change nothing and emit nothing for this action, provided
+        the key's timer is not due: a valid impression of a known request. A runtime that knows
+        its timer is later than the watermark may then skip ``on_action`` (the hot path)."""
+        return (state is not None and state.features is not None and rec["action"] in self.ignored
+                and rec["item_id"] in state.items() and rec["ts_ms"] <= state.ts + self.ttl_ms)
+
+    def on_timer(self, state: RequestState | None, watermark: int) -> Step:
+        if state is None:
+            return Step(None)
+        return self._advance(state, watermark, Step(state))
+
+    # ---- rules ----------------------------------------------------------------------------
+    def _classify(self, s: RequestState, p: tuple[int, str, int, float | None], step: Step) -> None:
+        """Place one action of a request whose feature log is known."""
+        item, action, ts, _ = p
+        if item not in s.items():
+            step.dead_letters.append(self._dead_action(
+                "unknown_item", f"item {item} not shown in request", s.request_id, p))
+            return
+        if ts > s.ts + self.ttl_ms:
+            step.dead_letters.append(self._dead_action("expired", "action after the feature log's TTL",
+                                                       s.request_id, p))
+            return
+        if action in self.ignored:
+            return
+        key = (item, action)
+        if key in s.win or key in s.late_done:
+            return  # duplicate
+        if ts <= s.ts + self.window_ms and not s.window_done:
+            s.win.add(key)
+        else:
+            old = s.late.get(key)
+            if old is None or ts < old:
+                s.late[key] = ts
+
+    def _advance(self, s: RequestState, wm: int, step: Step) -> Step:
+        """Emit whatever is due at watermark ``wm``; set step.state / step.timer."""
+        if s.features is not None:
+            f = s.ts
+            close = f + self.window_ms
+            if not s.window_done and wm >= close:
+                self._emit_window(s, step)
+                s.window_done = True
+            if s.late and s.window_done:
+                for key in [k for k, ts in s.late.items() if ts <= wm]:
+                    ts = s.late.pop(key)
+                    if key not in s.win:
+                        self._emit_late(s, key, ts, step)
+                    s.late_done.add(key)
+            if wm >= f + self.ttl_ms:
+                s.features, s._items, s.fbytes, s._splice, s.expired = None, None, None, None, True
+                s.win, s.late, s.late_done = set(), {}, set()
+        if s.expired:
+            if wm >= s.ts + self.ttl_ms + self.tombstone_ms:
+                step.state = None
+                return step
+        elif s.features is None and s.pending:
+            keep = []
+            for p in s.pending:
+                if wm >= p[2] + self.wait_ms:
+                    step.dead_letters.append(self._dead_action(
+                        "no_features", "no feature log came within action_wait_ms", s.request_id, p))
+                else:
+                    keep.append(p)
+            s.pending = keep
+            if not keep:
+                step.state = None
+                return step
+        step.timer = self.next_timer(s)
+        return step
+
+    def next_timer(self, s: RequestState) -> int | None:
+        if s.expired:
+            return s.ts + self.ttl_ms + self.tombstone_ms
+        if s.features is not None:
+            t = s.ts + self.ttl_ms
+            if not s.window_done:
+                t = min(t, s.ts + self.window_ms)
+            if s.late:
+                t = min(t, max(s.ts + self.window_ms, min(s.late.values())))
+            return t
+        if s.pending:
+            return min(p[2] for p in s.pending) + self.wait_ms
+        return None
+
+    # ---- outputs ----------------------------------------------------------------------------
+    def _emit_window(self, s: RequestState, step: Step) -> None:
+        positives: dict[int, list[str]] = {}
+        for item, action in s.win:
+            positives.setdefault(item, []).append(action)
+        write = self.writer.example
+        window = self.window_ms
+        # keep_hash(seed, request_id, item) for every item: hash the common prefix once
+        base = hashlib.blake2b(f"{self.seed}\x1f{s.request_id}\x1f".encode(), digest_size=8)
+        for item in s.features["items"]:
+            iid = item["item_id"]
+            acts = positives.get(iid)
+            labels = dict(self.label_zero)
+            if acts is None:
+                h = base.copy()
+                h.update(str(iid).encode())
+                if self.rate < 1.0 and int.from_bytes(h.digest(), "little") / _U64 >= self.rate:
+                    step.negatives_dropped += 1
+                    continue
+                rate = self.rate
+                step.negatives_kept += 1
+            else:
+                for a in sorted(acts):
+                    labels[a] = 1
+                rate = 1.0
+                step.positives += 1
+            step.examples.append(write(s, iid, "window", labels, rate, False, window))
+
+    def _emit_late(self, s: RequestState, key: tuple[int, str], ts: int, step: Step) -> None:
+        item, action = key
+        step.late += 1
+        step.examples.append(self.writer.example(s, item, f"late-{action}", {action: 1}, 1.0, True, ts - s.ts))
+
+    @staticmethod
+    def _dead_action(reason: str, detail: str, rid: str, p: tuple[int, str, int, float | None]) -> DeadLetterOut:
+        item, action, ts, value = p
+        rec = {"request_id": rid, "item_id": item, "action": action, "ts_ms": ts, "value": value}
+        return DeadLetterOut(reason, detail, "ActionLog", rec)

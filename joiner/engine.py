@@ -1,0 +1,247 @@
+"""The embedded runtime of the join, without Kafka: bytes in, bytes out, watermarks, store.
+
+``jobs/join_runner.py`` feeds it consumed messages and produces what it returns; tests and the
+benchmark drive it directly. It decodes input (bad input -> dead letters with a reason),
+keeps one event-time watermark per input partition, runs ``joiner.core`` on the state from
+the ``StateStore`` (cache, then RocksDB), fires due timers, and builds the checkpoint meta
+(next offsets + per-partition max event time) that the store writes with the state.
+
+Watermark: per partition ``max event time seen``; the join's watermark is the smallest of
+them over the partitions that still have data to give (a partition at end-of-data is idle and
+does not hold the others back; one that has given nothing yet holds everything back), minus
+``allowed_lateness_ms`` minus 1, as Flink's bounded-out-of-orderness generator does.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from typing import Any
+
+from joiner.config import JoinerConfig
+from joiner.core import WATERMARK_MIN, DeadLetterOut, Joiner, Step, check_action, check_features
+from joiner.fastcodec import FastCodec
+from joiner.splice import H_END, H_OVERLAP, H_RID0, H_RID1, H_TS, H_USER, ITEM_FIELDS, Spans, SpliceWriter
+from joiner.store import StateStore
+from schemas.codec import Codec, DecodeError, default_codec
+
+OFFSETS_KEY = b"offsets"
+DEAD_PAYLOAD_MAX = 64 << 10  # oversize payloads are cut to this in the dead letter
+
+
+class JoinEngine:
+    def __init__(self, cfg: JoinerConfig, store: StateStore, features_topic: str, actions_topic: str,
+                 codec: Codec | None = None, splice: bool = True):
+        self.cfg = cfg
+        self.store = store
+        self.codec = codec or default_codec()
+        self.roles = {features_topic: "FeatureLog", actions_topic: "ActionLog"}
+        self.fast = FastCodec(self.codec)
+        # splice: examples straight from the feature log's bytes (joiner/splice.py); else dicts
+        self.splice = splice
+        self.writer = SpliceWriter(self.fast)
+        self.core = Joiner(cfg, self.writer if splice else None)
+        self._feature_fp = self.fast.fingerprint("FeatureLog")
+        self.lateness = cfg.allowed_lateness_ms
+        self.max_bytes = cfg.max_message_bytes
+        self.examples: list[tuple[bytes, bytes]] = []  # (key, TrainingExample) to produce
+        self.dead: list[tuple[bytes | None, bytes]] = []  # (key, DeadLetter) to produce
+        self.offsets: dict[tuple[str, int], int] = {}  # next offset to consume
+        self.part_max: dict[tuple[str, int], int | None] = {}
+        self.idle: set[tuple[str, int]] = set()
+        self.watermark = WATERMARK_MIN
+        self.counts: Counter[str] = Counter()
+        self.dead_reasons: Counter[str] = Counter()
+
+    # ---- partitions, offsets, restore -----------------------------------------------------
+    def restore(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Load saved offsets and watermarks; return where each partition resumes (0 if new)."""
+        raw = self.store.meta(OFFSETS_KEY)
+        saved = json.loads(raw) if raw else {}
+        self.watermark = max(self.watermark, saved.pop("watermark", WATERMARK_MIN))  # never moves back
+        for tp in partitions:
+            off, mx = saved.get(f"{tp[0]}\x1f{tp[1]}", (0, None))
+            self.offsets[tp] = off
+            self.part_max[tp] = mx
+        self._update_watermark()
+        return dict(self.offsets)
+
+    def checkpoint_meta(self) -> dict[bytes, bytes]:
+        saved: dict[str, Any] = {f"{t}\x1f{p}": (off, self.part_max.get((t, p)))
+                                 for (t, p), off in self.offsets.items()}
+        saved["watermark"] = self.watermark
+        return {OFFSETS_KEY: json.dumps(saved).encode()}
+
+    def checkpoint(self) -> int:
+        """Save state + offsets atomically. Call only after everything returned so far was produced."""
+        return self.store.checkpoint(self.checkpoint_meta())
+
+    def mark_eof(self, topic: str, partition: int) -> None:
+        self.idle.add((topic, partition))
+
+    def all_idle(self) -> bool:
+        """Every input partition is at its end (as far as the consumer knows)."""
+        return all(tp in self.idle for tp in self.part_max)
+
+    # ---- input ----------------------------------------------------------------------------
+    def process(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+        tp = (topic, partition)
+        self.offsets[tp] = offset + 1
+        self.idle.discard(tp)
+        self.counts["events"] += 1
+        name = self.roles[topic]
+        if value is None or len(value) > self.max_bytes:
+            n = -1 if value is None else len(value)
+            self._dead_raw("oversize" if value else "malformed",
+                           "no value" if value is None else f"{n} bytes > max_message_bytes {self.max_bytes}",
+                           topic, partition, offset, key, value)
+            return
+        try:
+            if name == "FeatureLog":
+                self._last_spans = None
+                rec = self._features(value) if self.splice else self.fast.decode(value, name)
+                bad = check_features(rec)
+            else:
+                rec = self.fast.decode_action(value)
+                bad = check_action(rec)
+        except DecodeError as e:
+            self._dead_raw(e.reason, e.detail, topic, partition, offset, key, value)
+            return
+        if bad is not None:
+            self._dead_raw(bad[0], bad[1], topic, partition, offset, key, value)
+            return
+        ts = rec["ts_ms"]
+        pm = self.part_max.get(tp)
+        if pm is None or ts > pm:
+            self.part_max[tp] = ts
+        rid = rec["request_id"]
+        entry = self.store.get(rid)
+        state = entry.state if entry is not None else None
+        if name == "FeatureLog":
+            self.counts["features"] += 1
+            step = self.core.on_features(state, rec, self.watermark)
+            st = step.state
+            if st is not None and st.features is rec:
+                st.fbytes = value[10:]  # the consumed body: spliced into examples, saved as is
+                st._splice = self._last_spans
+            self._apply(rid, entry, step, len(value), value)
+        else:
+            self.counts["actions"] += 1
+            if (entry is not None and entry.timer is not None and entry.timer > self.watermark
+                    and self.core.is_noop_action(state, rec)):
+                return  # an impression of a known request: nothing to do
+            step = self.core.on_action(state, rec, self.watermark)
+            self._apply(rid, entry, step, 0)
+
+    def _features(self, value: bytes) -> dict[str, Any]:
+        """A FeatureLog as the join needs it: ids and times only, unless slots overlap (rare).
+
+        The features themselves stay Avro bytes (``state.fbytes``) that the writer splices.
+        """
+        if value[2:10] != self._feature_fp or value[:2] != b"\xc3\x01":
+            full = self.fast.decode(value, "FeatureLog")  # older writer or bad: the codec decides
+            return full
+        body = value[10:]
+        try:
+            spans, k = self.writer.scan(body)
+        except ValueError:
+            return self.fast.decode(value, "FeatureLog")  # raises the codec's reason
+        if spans[H_OVERLAP]:
+            return self.fast.decode(value, "FeatureLog")
+        try:
+            rid = body[spans[H_RID0]:spans[H_RID1]].decode()
+        except UnicodeDecodeError:
+            return self.fast.decode(value, "FeatureLog")
+        items = [{"item_id": i} for i in spans[H_END:k:ITEM_FIELDS].tolist()]
+        self._last_spans = Spans(body, spans)
+        return {"request_id": rid, "user_id": int(spans[H_USER]), "ts_ms": int(spans[H_TS]), "items": items}
+
+    def advance(self) -> int:
+        """Move the watermark on and fire every due timer (bounded sweep); return timers fired."""
+        self._update_watermark()
+        wm = self.watermark
+        fired = 0
+        store = self.store
+        for rid in store.due(wm):
+            entry = store.get(rid)
+            if entry is None or entry.timer is None or entry.timer > wm:
+                continue  # stale index entry
+            fired += 1
+            self._apply(rid, entry, self.core.on_timer(entry.state, wm), 0)
+        return fired
+
+    def _update_watermark(self) -> None:
+        lows = []
+        for tp, mx in self.part_max.items():
+            if tp in self.idle:
+                continue
+            if mx is None:
+                if self.offsets.get(tp, 0) == 0:
+                    return  # a partition that has given nothing yet holds the watermark back
+                continue
+            lows.append(mx)
+        if not lows:  # all idle: everything there is was seen
+            lows = [mx for mx in self.part_max.values() if mx is not None]
+            if not lows:
+                return
+            low = max(lows)
+        else:
+            low = min(lows)
+        wm = low - self.lateness - 1
+        if wm > self.watermark:
+            self.watermark = wm
+
+    # ---- output ---------------------------------------------------------------------------
+    def _apply(self, rid: str, entry: Any, step: Step, size_hint: int, raw: bytes | None = None) -> None:
+        if (step.state is None and entry is None) or not step.changed:
+            pass  # nothing stored, nothing to store / nothing changed
+        else:
+            self.store.put(rid, step.state, step.timer, entry, size_hint)
+        if step.examples:
+            k = rid.encode()
+            out = self.examples
+            if self.splice:
+                for ex in step.examples:
+                    out.append((k, ex))
+            else:
+                enc = self.fast.encode
+                for ex in step.examples:
+                    out.append((k, enc("TrainingExample", ex)))
+            c = self.counts
+            c["joined"] += len(step.examples)
+            c["late"] += step.late
+            c["negatives_kept"] += step.negatives_kept
+            c["positives"] += step.positives
+        if step.negatives_dropped:
+            self.counts["negatives_dropped"] += step.negatives_dropped
+        for d in step.dead_letters:
+            self._dead_out(d, raw)
+
+    def _dead_out(self, d: DeadLetterOut, raw: bytes | None = None) -> None:
+        topic = next((t for t, n in self.roles.items() if n == d.record_name), "")
+        if d.record_name == "FeatureLog" and raw is not None:
+            payload = raw  # the consumed message (the record the join saw may be partial)
+        else:
+            payload = self.fast.encode(d.record_name, d.record)
+        self._dead(d.reason, d.detail, topic, -1, -1, d.record["request_id"].encode(), payload)
+
+    def _dead_raw(self, reason: str, detail: str, topic: str, partition: int, offset: int,
+                  key: bytes | None, value: bytes | None) -> None:
+        payload = value or b""
+        if len(payload) > DEAD_PAYLOAD_MAX:
+            detail += f" (payload cut to {DEAD_PAYLOAD_MAX} bytes)"
+            payload = payload[:DEAD_PAYLOAD_MAX]
+        self._dead(reason, detail, topic, partition, offset, key, payload)
+
+    def _dead(self, reason: str, detail: str, topic: str, partition: int, offset: int,
+              key: bytes | None, payload: bytes) -> None:
+        self.dead_reasons[reason] += 1
+        rec = {"reason": reason, "detail": detail, "source_topic": topic, "partition": partition,
+               "offset": offset, "key": key, "payload": payload, "ts_ms": int(time.time() * 1000)}
+        self.dead.append((key, self.fast.encode("DeadLetter", rec)))
+
+    def take_output(self) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes | None, bytes]]]:
+        ex, dead = self.examples, self.dead
+        self.examples, self.dead = [], []
+        return ex, dead

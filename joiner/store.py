@@ -1,0 +1,246 @@
+"""Join state in two layers: a cache of live Python objects bounded in bytes, then RocksDB.
+
+Why two layers: most actions come seconds after their feature log, so the hot state is a
+small, recent set best kept as Python objects (no (de)serialization per event); a few come
+days later and must still find their features, so every state also lives in RocksDB
+(rocksdict) until the join's own TTL rules (event time, ``joiner.core``) delete it. RocksDB's
+own TTL only drops keys at compaction, so expiry here is exact and timestamp-based: each
+state has one event-time timer, indexed in a ``timers`` column family by (time, key), and
+``due(watermark)`` sweeps that index in time order, at most ``sweep_limit`` keys per call.
+
+Write-back with checkpoints: changed states are only marked dirty; ``checkpoint(meta)``
+writes all of them, their timer index changes and the caller's ``meta`` (consumed offsets,
+watermarks) in ONE RocksDB WriteBatch, so state and offsets are always consistent on disk.
+Cache eviction (LRU by estimated bytes) never drops unsaved changes: a dirty state is
+serialized into a spill buffer that the next checkpoint writes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import struct
+from collections import OrderedDict
+from pathlib import Path
+
+from rocksdict import Options, Rdict, WriteBatch
+
+from joiner.config import JoinerConfig
+from joiner.core import RequestState
+
+_TS = struct.Struct(">q")  # big-endian signed: keys sort by time (after the sign flip below)
+_SIGN = 1 << 63
+_ENTRY_OVERHEAD = 240  # bytes of a cache entry beyond its state (slots object, dict slot, key)
+_TIMER_NONE = -1
+
+
+def _ts_key(ts: int, rid: bytes) -> bytes:
+    return struct.pack(">Q", ts + _SIGN) + rid
+
+
+class Entry:
+    __slots__ = ("state", "charge", "timer", "ptimer", "dirty")
+
+    def __init__(self, state: RequestState | None, charge: int, timer: int | None, ptimer: int | None):
+        self.state = state
+        self.charge = charge
+        self.timer = timer  # current event-time timer (None: none)
+        self.ptimer = ptimer  # the timer as saved in RocksDB (None: none saved)
+        self.dirty = False
+
+
+class StateStore:
+    """Cache first, then RocksDB; see the module docstring."""
+
+    def __init__(self, path: Path, cache_bytes: int, bytes_per_state_byte: float = 8.0, sweep_limit: int = 20_000,
+                 write_buffer_mb: int = 16):
+        path.mkdir(parents=True, exist_ok=True)
+        opts = Options(raw_mode=True)
+        opts.set_write_buffer_size(write_buffer_mb << 20)
+        opts.set_max_write_buffer_number(2)
+        opts.create_if_missing(True)
+        opts.create_missing_column_families(True)
+        self.db = Rdict(str(path), options=opts, column_families={"timers": opts, "meta": opts})
+        self._timers = self.db.get_column_family("timers")
+        self._meta = self.db.get_column_family("meta")
+        self._h_timers = self.db.get_column_family_handle("timers")
+        self._h_meta = self.db.get_column_family_handle("meta")
+        self.cache_bytes = cache_bytes
+        self.factor = bytes_per_state_byte
+        self.sweep_limit = sweep_limit
+        self.cache: OrderedDict[str, Entry] = OrderedDict()
+        self.cached_bytes = 0
+        self.dirty: dict[str, Entry] = {}
+        self.spill: dict[str, tuple[bytes | None, Entry]] = {}  # evicted while dirty
+        self._heap: list[tuple[int, str]] = []  # timers set since the last checkpoint
+        self._cursor = -_SIGN  # timer index keys below this were swept already
+        self.hits = self.misses = self.evictions = 0
+        self._last_size = 0
+
+    @classmethod
+    def open(cls, cfg: JoinerConfig, path: Path | None = None) -> StateStore:
+        return cls(path or cfg.state_dir, cfg.cache_bytes, cfg.cache_bytes_per_state_byte, cfg.sweep_limit,
+                   cfg.rocksdb_write_buffer_mb)
+
+    # ---- reads ----------------------------------------------------------------------------
+    def get(self, rid: str) -> Entry | None:
+        e = self.cache.get(rid)
+        if e is not None:
+            self.cache.move_to_end(rid)
+            self.hits += 1
+            return e
+        self.misses += 1
+        spilled = self.spill.pop(rid, None)
+        if spilled is not None:
+            e = spilled[1]
+            if spilled[0] is not None:
+                e.state = RequestState.from_bytes(spilled[0])
+            self.dirty[rid] = e  # still unsaved
+        else:
+            raw = self.db.get(rid.encode())
+            if raw is None:
+                return None
+            timer = _TS.unpack_from(raw)[0]
+            timer = None if timer == _TIMER_NONE else timer
+            e = Entry(RequestState.from_bytes(raw[8:]), self._charge(len(raw)), timer, timer)
+        self._admit(rid, e)
+        return e
+
+    def put(self, rid: str, state: RequestState | None, timer: int | None, entry: Entry | None,
+            size_hint: int = 0) -> Entry:
+        """Record a key's new state (None = delete) and timer; saved at the next checkpoint."""
+        if entry is None:
+            entry = Entry(state, self._charge(size_hint), None, None)
+            self._admit(rid, entry)
+        elif size_hint:
+            new = self._charge(size_hint)
+            self.cached_bytes += new - entry.charge
+            entry.charge = new
+        entry.state = state
+        if timer != entry.timer:
+            entry.timer = timer
+            if timer is not None:
+                heapq.heappush(self._heap, (timer, rid))
+        if not entry.dirty:
+            entry.dirty = True
+            self.dirty[rid] = entry
+        if state is None:  # deleted: no need to keep it in memory beyond the checkpoint
+            self.cache.move_to_end(rid, last=False)
+        if self.cached_bytes > self.cache_bytes:
+            self._evict()
+        return entry
+
+    # ---- timers ---------------------------------------------------------------------------
+    def due(self, watermark: int) -> list[str]:
+        """Keys whose timer may be due at ``watermark`` (callers re-check ``entry.timer``)."""
+        out = []
+        heap = self._heap
+        while heap and heap[0][0] <= watermark:
+            out.append(heapq.heappop(heap)[1])
+        if watermark < self._cursor:
+            return out
+        start = _ts_key(self._cursor, b"")
+        end = _ts_key(watermark + 1, b"") if watermark < _SIGN - 1 else b"\xff" * 9
+        exhausted = True
+        for k in self._timers.keys(from_key=start):
+            if k >= end:
+                break
+            if len(out) >= self.sweep_limit:
+                exhausted = False
+                break
+            self._cursor = struct.unpack_from(">Q", k)[0] - _SIGN
+            out.append(k[8:].decode())
+        if exhausted:
+            self._cursor = max(self._cursor, watermark + 1)
+        return out
+
+    # ---- checkpoint -----------------------------------------------------------------------
+    def checkpoint(self, meta: dict[bytes, bytes]) -> int:
+        """Write every change and ``meta`` in one WriteBatch; return the number of states written."""
+        wb = WriteBatch(raw_mode=True)
+        n = 0
+        items = [(rid, e, None) for rid, e in self.dirty.items()]
+        items += [(rid, e, b) for rid, (b, e) in self.spill.items()]
+        for rid, e, data in items:
+            k = rid.encode()
+            if e.ptimer is not None and e.ptimer != e.timer:
+                wb.delete(_ts_key(e.ptimer, k), self._h_timers)
+            if e.state is None and data is None:
+                wb.delete(k)
+                if e.ptimer is not None and e.ptimer == e.timer:
+                    wb.delete(_ts_key(e.ptimer, k), self._h_timers)
+                e.ptimer = e.timer = None
+            else:
+                if data is None:
+                    data = e.state.to_bytes()
+                    new = self._charge(len(data) + 8)
+                    if rid in self.cache:
+                        self.cached_bytes += new - e.charge
+                    e.charge = new
+                wb.put(k, _TS.pack(_TIMER_NONE if e.timer is None else e.timer) + data)
+                if e.timer is not None and e.timer != e.ptimer:
+                    wb.put(_ts_key(e.timer, k), b"", self._h_timers)
+                e.ptimer = e.timer
+            e.dirty = False
+            n += 1
+        for mk, mv in meta.items():
+            wb.put(mk, mv, self._h_meta)
+        self.db.write(wb)
+        for rid, e in list(self.dirty.items()):
+            if e.state is None and rid in self.cache:
+                self.cached_bytes -= self.cache.pop(rid).charge
+        self.dirty.clear()
+        self.spill.clear()
+        if self._heap:
+            self._cursor = min(self._cursor, self._heap[0][0])
+            self._heap.clear()
+        if self.cached_bytes > self.cache_bytes:
+            self._evict()
+        return n
+
+    def meta(self, key: bytes) -> bytes | None:
+        return self._meta.get(key)
+
+    # ---- memory ---------------------------------------------------------------------------
+    def _charge(self, nbytes: int) -> int:
+        return int(nbytes * self.factor) + _ENTRY_OVERHEAD
+
+    def _admit(self, rid: str, e: Entry) -> None:
+        self.cache[rid] = e
+        self.cached_bytes += e.charge
+        if self.cached_bytes > self.cache_bytes:
+            self._evict()
+
+    def _evict(self) -> None:
+        target = self.cache_bytes * 0.9
+        cache = self.cache
+        while self.cached_bytes > target and len(cache) > 1:
+            rid, e = cache.popitem(last=False)
+            self.cached_bytes -= e.charge
+            self.evictions += 1
+            if e.dirty:
+                self.dirty.pop(rid, None)
+                data = e.state.to_bytes() if e.state is not None else None
+                e.state = None
+                self.spill[rid] = (data, e)
+
+    def size_bytes(self) -> int:
+        """RocksDB's estimate of its live data size (for the metrics; the last value once closed)."""
+        if self._timers is None:
+            return self._last_size
+        total = 0
+        for cf in (self.db, self._timers, self._meta):
+            try:
+                total += int(cf.property_int_value("rocksdb.estimate-live-data-size") or 0)
+                total += int(cf.property_int_value("rocksdb.cur-size-all-mem-tables") or 0)
+            except Exception:  # property names differ across RocksDB builds
+                pass
+        self._last_size = total
+        return total
+
+    def close(self) -> None:
+        self.size_bytes()
+        # the column-family handles keep the DB (and its LOCK) alive: drop them first
+        for cf in (self._timers, self._meta):
+            cf.close()
+        self._timers = self._meta = self._h_timers = self._h_meta = None
+        self.db.close()

@@ -1,0 +1,147 @@
+"""Crash safety: kill -9 the embedded runner at random points during a replay, then compare."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from jobs.join_runner import run_join
+from jobs.replay import encode_events
+from replay import build_events
+from replay.config import ReplayConfig
+from schemas.codec import default_codec
+from streamrec.config import Settings
+from streamrec.kafka import drain, producer
+
+ROOT = Path(__file__).resolve().parents[2]
+codec = default_codec()
+
+
+def preload(s: Settings, limit: int) -> int:
+    events = build_events(ReplayConfig(limit=limit), "movielens")
+    p = producer(s.kafka)
+    topics = {"features": s.kafka.topics.features, "actions": s.kafka.topics.actions}
+    for e, v in zip(events, encode_events(events), strict=True):
+        while True:
+            try:
+                p.produce(topics[e.role], v, e.key.encode())
+                break
+            except BufferError:
+                p.poll(0.01)
+    assert p.flush(60) == 0
+    return len(events)
+
+
+def examples(s: Settings, topic: str) -> tuple[dict[str, dict], int]:
+    by_id: dict[str, dict] = {}
+    raw = 0
+    for m in drain(s.kafka, [topic], idle_s=1.5):
+        rec = codec.decode(m.value())[1]
+        raw += 1
+        if rec["example_id"] in by_id:
+            assert by_id[rec["example_id"]] == rec  # a duplicate is the very same example
+        by_id[rec["example_id"]] = rec
+    return by_id, raw
+
+
+def runner_cmd(s: Settings, examples_topic: str, state_dir: Path) -> list[str]:
+    t = s.kafka.topics
+    sets = {
+        "kafka.bootstrap": s.kafka.bootstrap, "kafka.topics.features": t.features,
+        "kafka.topics.actions": t.actions, "kafka.topics.examples": examples_topic,
+        "kafka.topics.dead_letter": t.dead_letter, "joiner.state_dir": str(state_dir),
+        "joiner.checkpoint_interval_ms": 250, "joiner.consume_batch": 500, "joiner.log_interval_s": 0.3,
+        "joiner.cache_bytes": 4 << 20,
+    }
+    cmd = [sys.executable, "-m", "jobs.join_runner", "--stop-when-idle", "2"]
+    for k, v in sets.items():
+        cmd += ["--set", f'{k}="{v}"' if isinstance(v, str) else f"{k}={v}"]
+    return cmd
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_loses_nothing(settings: Settings, make_topics: Callable[..., dict[str, str]],
+                                              tmp_path: Path) -> None:
+    s = settings
+    n_events = preload(s, limit=8000)
+    # the clean run, in-process, into its own examples topic
+    clean_topic = make_topics(examples=2)["examples"]
+    clean = s.model_copy(deep=True)
+    clean.kafka.topics.examples = clean_topic
+    clean.joiner.state_dir = tmp_path / "clean-state"
+    clean.joiner.cache_bytes = 4 << 20
+    st = run_join(clean, from_start=True, stop_when_idle=1.5)
+    assert st.events == n_events
+    want, _ = examples(s, clean_topic)
+    assert len(want) > 1000
+
+    # the crashing run: a subprocess killed with SIGKILL at random points, restarted each time
+    rng = random.Random(int(os.environ.get("CRASH_SEED", "7")))
+    state = tmp_path / "crash-state"
+    crash_topic = s.kafka.topics.examples
+    cmd = runner_cmd(s, crash_topic, state)
+    kills = 0
+    logs = []
+    while kills < 5:
+        logs.append(tmp_path / f"runner-{kills}.log")
+        with open(logs[-1], "wb") as out:
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            # kill while it works: after its first progress line, at a random point
+            deadline = time.monotonic() + 30
+            while b"events/s=" not in logs[-1].read_bytes() and proc.poll() is None:
+                assert time.monotonic() < deadline, "runner made no progress"
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 1.2))
+            if proc.poll() is not None:
+                pytest.fail(f"runner finished before it could be killed: {logs[-1].read_text()[-2000:]}")
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+    logs.append(tmp_path / "runner-final.log")
+    with open(logs[-1], "wb") as out:
+        final = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=120)
+    assert final.returncode == 0, logs[-1].read_text()[-3000:]
+
+    got, raw = examples(s, crash_topic)
+    dupes = raw - len(got)
+    print(f"\ncrash test: {kills} kills, {len(got)} distinct examples, {raw} raw, {dupes} duplicates "
+          f"({dupes / max(1, raw):.1%}); clean run {len(want)}")
+    assert set(got) == set(want), f"lost {len(set(want) - set(got))}, extra {len(set(got) - set(want))}"
+    assert got == want
+    kinds = Counter(e["kind"] for e in got.values())
+    assert kinds["window"] > 0
+
+
+def test_sigterm_stops_cleanly_and_a_restart_duplicates_nothing(
+        settings: Settings, make_topics: Callable[..., dict[str, str]], tmp_path: Path) -> None:
+    s = settings
+    n_events = preload(s, limit=6000)
+    cmd = runner_cmd(s, s.kafka.topics.examples, tmp_path / "state")
+    logf = tmp_path / "runner.log"
+    with open(logf, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while b"events/s=" not in logf.read_bytes():
+            assert proc.poll() is None and time.monotonic() < deadline, logf.read_text()[-2000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, logf.read_text()[-2000:]
+    first = logf.read_text()
+    done = [line for line in first.splitlines() if "done: RunStats(events=" in line]
+    assert done, first[-2000:]
+    stopped_at = int(done[0].split("RunStats(events=")[1].split(",")[0])
+    assert 0 < stopped_at <= n_events  # it stopped on the signal (usually in the middle: printed below)
+    print(f"\nSIGTERM after {stopped_at} of {n_events} events")
+    final = subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=120)
+    assert final.returncode == 0
+    got, raw = examples(s, s.kafka.topics.examples)
+    assert raw == len(got) > 0  # a clean stop checkpoints after flushing: nothing is produced twice
