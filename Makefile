@@ -22,8 +22,8 @@ down: ## stop what `make up` started
 status: ## what runs, topics and their message counts
 	@$(SR) stack status
 
-demo: setup ## the pipeline on the embedded default (MovieLens replay; ARGS="--limit 20000")
-	@$(SR) demo $(ARGS)
+demo: setup ## the whole loop on MovieLens (ARGS="--limit 20000"; FLINK=1 joins on PyFlink; HDFS=1 archives to HDFS)
+	@$(SR) demo $(if $(FLINK),--flink) $(if $(HDFS),--hdfs) $(ARGS)
 
 test: setup ## the whole test suite (starts and stops its own services on free loopback ports)
 	@$(VENV)/bin/pytest $(ARGS)

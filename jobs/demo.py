@@ -96,8 +96,13 @@ def _progress_table(replay: dict[str, Any], stages: dict[str, Stage]) -> Table:
     return t
 
 
-def run_demo(s: Settings, down: bool = False, timeout_s: float = 3600.0) -> dict[str, Any]:
+def run_demo(s: Settings, down: bool = False, hdfs: bool = False, timeout_s: float = 3600.0) -> dict[str, Any]:
     tag = time.strftime("%Y%m%d-%H%M%S")
+    if hdfs:
+        from deploy import hdfs as local_hdfs
+
+        s.archive.target = "hdfs"
+        s.archive.hdfs_url = local_hdfs.up(Path(s.stack.run_dir) / "hdfs").url
     run = prepare(s, tag)
     stack.up(s)  # creates this run's topics too
     ctx = mp.get_context("spawn")
@@ -147,6 +152,8 @@ def run_demo(s: Settings, down: bool = False, timeout_s: float = 3600.0) -> dict
                     st.proc.kill()
         if down:
             stack.down(s)
+            if hdfs:
+                local_hdfs.down(Path(s.stack.run_dir) / "hdfs")
     report = build_report(s, replay["summary"], {n: st.status for n, st in stages.items()},
                           time.monotonic() - replay["t0"])
     write_report(report, run)

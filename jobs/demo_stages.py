@@ -63,12 +63,28 @@ class _Reporter:
         self.write(done=True, **extra)
 
 
-def _on_sigterm(fn: Callable[[], None]) -> None:
-    signal.signal(signal.SIGTERM, lambda *_: fn())
-    signal.signal(signal.SIGINT, lambda *_: fn())
+class _StopSignal:
+    """SIGTERM/SIGINT handler installed before a stage builds anything: a stop that comes early
+    is remembered and handed to the stage's stop function once it exists."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self.fn: Callable[[], None] | None = None
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, *_: object) -> None:
+        self.received = True
+        if self.fn is not None:
+            self.fn()
+
+    def __call__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+        if self.received:
+            fn()
 
 
-def run_join(s: Settings, status_path: Path) -> None:
+def run_join(s: Settings, status_path: Path, on_stop: _StopSignal) -> None:
     from jobs.join_runner import JoinRunner
 
     runner = JoinRunner(s, from_start=True)
@@ -79,25 +95,25 @@ def run_join(s: Settings, status_path: Path) -> None:
                 "dead_reasons": dict(e.dead_reasons), "lag": runner.lag}
 
     rep = _Reporter(status_path, status)
-    _on_sigterm(lambda: setattr(runner, "stop", True))
+    on_stop(lambda: setattr(runner, "stop", True))
     stats = runner.run(stop_when_idle=SAFETY_IDLE_S)
     rep.finish(produced=stats.examples + stats.dead_letters, examples=stats.examples,
                run_seconds=stats.seconds, cpu_seconds=stats.cpu_seconds)
 
 
-def run_archive(s: Settings, status_path: Path) -> None:
+def run_archive(s: Settings, status_path: Path, on_stop: _StopSignal) -> None:
     from sinks.archive import Archiver
 
     arch = Archiver(s)
     rep = _Reporter(status_path, lambda: {"consumed": arch.stats.consumed, **asdict(arch.stats)})
-    _on_sigterm(arch.stop)
+    on_stop(arch.stop)
     t0 = time.monotonic()
     stats = arch.run(idle_s=SAFETY_IDLE_S)
     rep.finish(run_seconds=time.monotonic() - t0, **{k: v for k, v in asdict(stats).items() if k != "consumed"},
                description=arch.fs.description)
 
 
-def run_train(s: Settings, status_path: Path) -> None:
+def run_train(s: Settings, status_path: Path, on_stop: _StopSignal) -> None:
     from trainer.loop import Trainer
     from trainer.sources import KafkaSource
 
@@ -113,7 +129,7 @@ def run_train(s: Settings, status_path: Path) -> None:
                 "last_window_auc": auc, "rows": trainer.ps.num_rows()}
 
     rep = _Reporter(status_path, status)
-    _on_sigterm(lambda: setattr(trainer, "stop_requested", True))
+    on_stop(lambda: setattr(trainer, "stop_requested", True))
     t0 = time.monotonic()
     try:
         trainer.run(src, stop_when_idle_s=SAFETY_IDLE_S)
@@ -125,7 +141,7 @@ def run_train(s: Settings, status_path: Path) -> None:
     rep.finish(summary=summary, run_seconds=run_s, freshness=trainer.freshness)
 
 
-STAGES: dict[str, Callable[[Settings, Path], None]] = {
+STAGES: dict[str, Callable[[Settings, Path, _StopSignal], None]] = {
     "join": run_join,
     "archive": run_archive,
     "train": run_train,
@@ -136,10 +152,11 @@ def stage_main(name: str, settings_json: str, status_path: str) -> None:
     """Entry point of a stage process (multiprocessing target: picklable arguments only)."""
     import logging
 
+    on_stop = _StopSignal()
     logging.basicConfig(level=logging.WARNING, format=f"[{name}] %(levelname)s %(name)s: %(message)s")
     path = Path(status_path)
     try:
-        STAGES[name](Settings.model_validate_json(settings_json), path)
+        STAGES[name](Settings.model_validate_json(settings_json), path, on_stop)
     except BaseException as e:
         write_json(path, {**read_json(path), "done": True, "error": f"{type(e).__name__}: {e}"})
         raise

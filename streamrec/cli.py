@@ -25,6 +25,9 @@ stack_app = typer.Typer(help="The local stack: a Kafka-protocol broker (Tansu) a
 replay_app = typer.Typer(help="Turn a dataset into the feature log and the action log on Kafka.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(replay_app, name="replay")
+flink_app = typer.Typer(help="The join on Flink: a local standalone cluster and `flink run` of jobs/flink_join.py.",
+                        no_args_is_help=True)
+app.add_typer(flink_app, name="flink")
 sinks_cli.register(app)  # archive, archive-ls, hdfs up|down|status
 
 
@@ -111,17 +114,55 @@ def replay_synthetic(
     run_replay(s, source="synthetic")
 
 
+# ---- join -----------------------------------------------------------------------------------
+@app.command("join")
+def join(
+    ctx: typer.Context,
+    from_start: Annotated[
+        bool, typer.Option(help="discard saved join state and offsets, consume from offset 0")
+    ] = False,
+    stop_when_idle: Annotated[
+        float | None, typer.Option(help="stop (after a final checkpoint) when no input came for S seconds")
+    ] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="stop after S seconds")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus endpoint on 127.0.0.1 (0 = free port)")] = None,
+    cache_mb: Annotated[float | None, typer.Option(help="in-memory join cache bound, MB")] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="RocksDB state directory")] = None,
+) -> None:
+    """Embedded join runner: features + actions -> examples + dead-letter (RocksDB state, crash-safe).
+
+    Resumes from the offsets saved with its state; SIGTERM stops it cleanly after a checkpoint.
+    """
+    import logging
+
+    from jobs.join_runner import run_join
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cache = int(cache_mb * (1 << 20)) if cache_mb is not None else None
+    s = _with(settings(ctx), "joiner", metrics_port=metrics_port, cache_bytes=cache, state_dir=state_dir)
+    st = run_join(s, from_start=from_start, stop_when_idle=stop_when_idle, max_seconds=max_seconds)
+    typer.echo(f"join: {st.events} events -> {st.examples} examples, {st.dead_letters} dead letters "
+               f"{st.dead_reasons} in {st.seconds:.1f}s")
+
+
 # ---- demo -----------------------------------------------------------------------------------
 @app.command("demo")
 def demo(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option(help="MovieLens ratings to replay (0 = all 100,000)")] = 0,
-    down: Annotated[bool, typer.Option("--down/--keep-stack", help="stop the broker at the end")] = False,
+    down: Annotated[bool, typer.Option("--down/--keep-stack", help="stop the broker (and HDFS) at the end")] = False,
+    hdfs: Annotated[bool, typer.Option("--hdfs", help="archive to a local HDFS (started on free ports)")] = False,
 ) -> None:
-    """Start the local stack, replay MovieLens and run the pipeline on it, then print a report."""
+    """The whole loop: stack up, MovieLens replay, joiner + archive + online trainer together, then a report.
+
+    Each run gets its own topics and a folder .run/demo/<time>/ with report.md, report.json,
+    auc.png, freshness.png, the archive and the trainer's snapshots (.run/demo/latest points there).
+    """
     from jobs.demo import run_demo
 
-    run_demo(_with(settings(ctx), "replay", limit=limit), down=down)
+    report = run_demo(_with(settings(ctx), "replay", limit=limit), down=down, hdfs=hdfs)
+    if not all(c["ok"] for c in report["checks"].values()):
+        raise typer.Exit(1)
 
 
 # ---- train ----------------------------------------------------------------------------------
@@ -151,6 +192,67 @@ def train(
         typer.secho(str(e), fg="red", err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps(summary, default=str))
+
+
+# ---- flink ----------------------------------------------------------------------------------
+def _config_args(ctx: typer.Context) -> list[str]:
+    """The global --config/--set flags again, for a job process that loads the config itself."""
+    root = ctx.find_root().params
+    args = ["--config", str(Path(root["config"]).resolve())] if root.get("config") else []
+    for o in root.get("set_") or []:
+        args += ["--set", o]
+    return args
+
+
+@flink_app.command("up")
+def flink_up(ctx: typer.Context) -> None:
+    """Start a JobManager + TaskManager on free 127.0.0.1 ports (idempotent); state in flink.run_dir."""
+    from deploy.flink import up
+
+    c = up(settings(ctx).flink)
+    typer.echo(f"Flink cluster up: {c.rest_url} (conf {c.conf_dir}, logs {c.log_dir})")
+
+
+@flink_app.command("down")
+def flink_down(ctx: typer.Context) -> None:
+    """Stop only the daemons `flink up` started (by the pid files in flink.run_dir)."""
+    from deploy.flink import down
+
+    typer.echo("Flink cluster stopped" if down(settings(ctx).flink) else "no Flink cluster was running")
+
+
+@flink_app.command("status")
+def flink_status(ctx: typer.Context) -> None:
+    """Whether the cluster runs, its REST address, task slots and jobs."""
+    import json
+
+    from deploy.flink import status
+
+    typer.echo(json.dumps(status(settings(ctx).flink)))
+
+
+@flink_app.command("submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def flink_submit(
+    ctx: typer.Context,
+    attached: Annotated[bool, typer.Option(help="wait for the job to end (use with --stop-offsets)")] = False,
+) -> None:
+    """`flink run -py jobs/flink_join.py` on the running cluster; extra args go to the job
+    (e.g. --stop-offsets offsets.json, --restore <checkpoint>)."""
+    from deploy.flink import submit
+
+    r = submit(settings(ctx).flink, _config_args(ctx) + list(ctx.args), detached=not attached)
+    typer.echo(r.stdout[-4000:])
+    if r.returncode != 0:
+        typer.secho(r.stderr[-4000:], fg="red", err=True)
+        raise typer.Exit(r.returncode)
+
+
+@flink_app.command("run-local", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def flink_run_local(ctx: typer.Context) -> None:
+    """Run the job on an in-process mini cluster (thread mode); extra args go to the job."""
+    from jobs.flink_join import main as job_main
+
+    raise typer.Exit(job_main(_config_args(ctx) + list(ctx.args)))
 
 
 def _with(s: Settings, section: str, **values: object) -> Settings:

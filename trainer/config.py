@@ -51,7 +51,7 @@ class TrainerConfig(Section):
     snapshot_every_examples: int = Field(0, ge=0, description="0 = never by count")
     snapshot_keep: int = Field(2, ge=1)
     # --- progressive evaluation ------------------------------------------------------------
-    eval_window_ms: int = Field(3_600_000, gt=0, description="event-time window of the AUC curve")
+    eval_window_ms: int = Field(600_000, gt=0, description="event-time window of the AUC curve")
     eval_lateness_ms: int = Field(600_000, ge=0, description="a window closes this long after its end")
     baseline_prior: float = Field(10.0, gt=0, description="popularity baseline smoothing (examples)")
     metrics_port: int | None = Field(None, ge=0, le=65535,
