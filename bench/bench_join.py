@@ -32,11 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from deploy.broker import Broker  # noqa: E402
 from jobs.join_runner import JoinRunner  # noqa: E402
-from jobs.replay import encode_events  # noqa: E402
-from replay import build_events  # noqa: E402
-from replay.config import ReplayConfig  # noqa: E402
+from jobs.replay import run_replay  # noqa: E402
 from streamrec.config import load_config  # noqa: E402
-from streamrec.kafka import count_messages, create_topics, producer  # noqa: E402
+from streamrec.kafka import count_messages, create_topics  # noqa: E402
 
 QUIX_VENV = ROOT / ".vendor/quix-venv"
 QUIX_PINS = ["quixstreams==3.28.1", "fastavro==1.13.1"]
@@ -53,19 +51,9 @@ def quix_python() -> Path:
 
 
 def preload(bootstrap: str, topics: dict[str, str], limit: int) -> int:
-    events = build_events(ReplayConfig(limit=limit), "movielens")
-    payloads = encode_events(events)
-    s = load_config(None, [f'kafka.bootstrap="{bootstrap}"'])
-    p = producer(s.kafka)
-    for e, v in zip(events, payloads, strict=True):
-        while True:
-            try:
-                p.produce(topics[e.role], v, e.key.encode())
-                break
-            except BufferError:
-                p.poll(0.01)
-    assert p.flush(120) == 0
-    return len(events)
+    s = load_config(None, [f'kafka.bootstrap="{bootstrap}"', f'kafka.topics.features="{topics["features"]}"',
+                           f'kafka.topics.actions="{topics["actions"]}"', f"replay.limit={limit}"])
+    return run_replay(s, "movielens", quiet=True, read_back=False).messages
 
 
 def run_ours(bootstrap: str, topics: dict[str, str], n: int, state: Path,

@@ -15,30 +15,18 @@ from pathlib import Path
 import pytest
 
 from jobs.join_runner import run_join
-from jobs.replay import encode_events
-from replay import build_events
-from replay.config import ReplayConfig
+from jobs.replay import run_replay
 from schemas.codec import default_codec
 from streamrec.config import Settings
-from streamrec.kafka import drain, producer
+from streamrec.kafka import drain
 
 ROOT = Path(__file__).resolve().parents[2]
 codec = default_codec()
 
 
 def preload(s: Settings, limit: int) -> int:
-    events = build_events(ReplayConfig(limit=limit), "movielens")
-    p = producer(s.kafka)
-    topics = {"features": s.kafka.topics.features, "actions": s.kafka.topics.actions}
-    for e, v in zip(events, encode_events(events), strict=True):
-        while True:
-            try:
-                p.produce(topics[e.role], v, e.key.encode())
-                break
-            except BufferError:
-                p.poll(0.01)
-    assert p.flush(60) == 0
-    return len(events)
+    s.replay.limit = limit
+    return run_replay(s, "movielens", quiet=True, read_back=False).messages
 
 
 def examples(s: Settings, topic: str) -> tuple[dict[str, dict], int]:
