@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from schemas.fid import SLOTS
 from streamrec.cli import app
 from streamrec.config import ConfigError, load_config, parse_override
 
@@ -55,3 +56,14 @@ def test_cli_help_explains_and_bad_config_exits_2() -> None:
     out = runner.invoke(app, ["--set", "joiner.window_ms=-1", "stack", "status"])
     assert out.exit_code == 2
     assert "joiner.window_ms" in out.output
+
+
+def test_the_example_config_file_is_valid_and_builds_a_trainer() -> None:
+    from trainer.loop import Trainer
+
+    s = load_config(Path(__file__).resolve().parents[1] / "deploy" / "streamrec.example.toml")
+    assert s.trainer.embedding.for_slot("user_genre").dim == 8
+    assert s.trainer.embedding.for_slot("item_id").filter_threshold == 2
+    trainer = Trainer(s.trainer)
+    dims = trainer.ps.slot_dims()
+    assert dims[SLOTS["user_genre"]] == 8 and dims[SLOTS["item_id"]] == 16
