@@ -69,6 +69,19 @@ def prepare(s: Settings, tag: str) -> Path:
     return run
 
 
+def write_stop_offsets(s: Settings, ends: dict[str, dict[int, int]], path: Path) -> None:
+    """The replay's end offsets for every input partition (0 where nothing was written)."""
+    from confluent_kafka.admin import AdminClient
+
+    from jobs.demo_stages import write_json
+
+    md = AdminClient({"bootstrap.servers": s.kafka.bootstrap}).list_topics(timeout=10)
+    t = s.kafka.topics
+    out = {topic: {str(p): ends.get(topic, {}).get(p, 0) for p in md.topics[topic].partitions}
+           for topic in (t.features, t.actions)}
+    write_json(path, out)
+
+
 def _progress_table(replay: dict[str, Any], stages: dict[str, Stage]) -> Table:
     t = Table("stage", "consumed", "produced / state", "rate /s", title="streamrec demo", min_width=72)
     sent = replay.get("summary")
@@ -96,7 +109,10 @@ def _progress_table(replay: dict[str, Any], stages: dict[str, Stage]) -> Table:
     return t
 
 
-def run_demo(s: Settings, down: bool = False, hdfs: bool = False, timeout_s: float = 3600.0) -> dict[str, Any]:
+def run_demo(s: Settings, down: bool = False, hdfs: bool = False, flink: bool = False,
+             timeout_s: float = 3600.0) -> dict[str, Any]:
+    """Run the loop; with ``flink`` the join runs on a PyFlink mini cluster once the replay is in
+    (a bounded job, stopped by the replay's recorded end offsets) instead of the embedded runner."""
     tag = time.strftime("%Y%m%d-%H%M%S")
     if hdfs:
         from deploy import hdfs as local_hdfs
@@ -106,18 +122,28 @@ def run_demo(s: Settings, down: bool = False, hdfs: bool = False, timeout_s: flo
     run = prepare(s, tag)
     stack.up(s)  # creates this run's topics too
     ctx = mp.get_context("spawn")
-    stages = {name: Stage(name, run / f"{name}.json") for name in ("join", "archive", "train")}
     settings_json = s.model_dump_json()
-    for st in stages.values():
-        st.proc = ctx.Process(target=stage_main, args=(st.name, settings_json, str(st.status_path)),
-                              name=f"streamrec-{st.name}")
+    stages = {name: Stage(name, run / f"{name}.json") for name in ("join", "archive", "train")}
+    join_runtime = "flink" if flink else "join"
+
+    def start(st: Stage, runtime: str) -> None:
+        st.proc = ctx.Process(target=stage_main, args=(runtime, settings_json, str(st.status_path)),
+                              name=f"streamrec-{runtime}")
         st.proc.start()
 
+    for st in stages.values():
+        if st.name != "join" or not flink:
+            start(st, st.name)
+
     replay: dict[str, Any] = {"t0": time.monotonic(), "summary": ReplaySummary()}
+    ends: dict[str, dict[int, int]] | None = {} if flink else None
 
     def do_replay() -> None:
         try:
-            run_replay(s, "movielens", quiet=True, read_back=False, summary=replay["summary"])
+            run_replay(s, "movielens", quiet=True, read_back=False, summary=replay["summary"], ends=ends)
+            if flink:
+                write_stop_offsets(s, ends, run / "stop-offsets.json")
+                start(stages["join"], join_runtime)
         except BaseException as e:  # surfaced by the main loop
             replay["error"] = e
         finally:
@@ -155,7 +181,7 @@ def run_demo(s: Settings, down: bool = False, hdfs: bool = False, timeout_s: flo
             if hdfs:
                 local_hdfs.down(Path(s.stack.run_dir) / "hdfs")
     report = build_report(s, replay["summary"], {n: st.status for n, st in stages.items()},
-                          time.monotonic() - replay["t0"])
+                          time.monotonic() - replay["t0"], join_runtime)
     write_report(report, run)
     return report
 

@@ -141,10 +141,72 @@ def run_train(s: Settings, status_path: Path, on_stop: _StopSignal) -> None:
     rep.finish(summary=summary, run_seconds=run_s, freshness=trainer.freshness)
 
 
+def run_flink(s: Settings, status_path: Path, on_stop: _StopSignal) -> None:
+    """The join on a PyFlink mini cluster, bounded by the replay's recorded end offsets.
+
+    Flink keeps its counters as Flink metrics, out of reach after a mini cluster ends, so the
+    stage counts what the job wrote: examples by kind and dead letters by reason.
+    """
+    import subprocess
+    import sys
+
+    from streamrec.config import to_overrides
+
+    stop_offsets = status_path.parent / "stop-offsets.json"
+    consumed = sum(sum(p.values()) for p in read_json(stop_offsets).values())
+    rep = _Reporter(status_path, lambda: {"consumed": 0, "state": "running on Flink"})
+    # PyFlink's embedded (thread-mode) Python wants a process started as `python -m`, as `flink run` does
+    cmd = [sys.executable, "-m", "jobs.flink_join", "--stop-offsets", str(stop_offsets)]
+    for o in to_overrides(s):
+        cmd += ["--set", o]
+    t0 = time.monotonic()
+    with open(status_path.with_suffix(".log"), "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
+        on_stop(proc.terminate)
+        if proc.wait() != 0:
+            raise RuntimeError(f"the Flink job exited with {proc.returncode}; see {status_path.with_suffix('.log')}")
+    run_s = time.monotonic() - t0
+    counts, dead_reasons, raw = count_join_output(s)
+    rep.finish(consumed=consumed, counts=counts, dead_reasons=dead_reasons, examples=raw, run_seconds=run_s)
+
+
+def count_join_output(s: Settings) -> tuple[dict[str, int], dict[str, int], int]:
+    """Join counters recomputed from the output topics (distinct examples by id)."""
+    from collections import Counter
+
+    from schemas.codec import default_codec
+    from streamrec.kafka import drain
+
+    codec = default_codec()
+    t = s.kafka.topics
+    seen: set[str] = set()
+    counts: Counter[str] = Counter()
+    dead: Counter[str] = Counter()
+    raw = 0
+    for m in drain(s.kafka, [t.examples, t.dead_letter], idle_s=2.0):
+        name, rec = codec.decode(m.value())
+        if name == "DeadLetter":
+            dead[rec["reason"]] += 1
+            continue
+        raw += 1
+        if rec["example_id"] in seen:
+            continue
+        seen.add(rec["example_id"])
+        counts["joined"] += 1
+        if rec["late"]:
+            counts["late"] += 1
+        elif any(rec["labels"].values()):
+            counts["positives"] += 1
+        else:
+            counts["negatives_kept"] += 1
+    return dict(counts), dict(dead), raw
+
+
 STAGES: dict[str, Callable[[Settings, Path, _StopSignal], None]] = {
     "join": run_join,
     "archive": run_archive,
     "train": run_train,
+    "flink": run_flink,
 }
 
 

@@ -56,9 +56,10 @@ class RateLimiter:
             time.sleep(ahead)
 
 
-def replay_producer(s: Settings) -> Producer:
-    """Delivery reports for failures only: a callback per message would halve throughput."""
-    return producer(s.kafka, **{"delivery.report.only.error": True})
+def replay_producer(s: Settings, report_all: bool = False) -> Producer:
+    """Delivery reports for failures only (a callback per message would halve throughput),
+    unless every message's offset is wanted."""
+    return producer(s.kafka, **{"delivery.report.only.error": not report_all})
 
 
 def encode_events(events: Iterable[ReplayEvent]) -> list[bytes]:
@@ -67,13 +68,21 @@ def encode_events(events: Iterable[ReplayEvent]) -> list[bytes]:
 
 
 def produce_stream(p: Producer, messages: Iterable[Outgoing], rate: float = 0.0,
-                   tick: Callable[[int], None] | None = None) -> int:
-    """Produce in order; blocks until every message is acknowledged (delivery errors raise)."""
+                   tick: Callable[[int], None] | None = None,
+                   ends: dict[str, dict[int, int]] | None = None) -> int:
+    """Produce in order; blocks until every message is acknowledged (delivery errors raise).
+
+    With ``ends`` (and a producer from ``replay_producer(report_all=True)``), records each
+    partition's end offset (last + 1): Tansu's high watermark can't bound a read, these can.
+    """
     errors: list[str] = []
 
-    def on_delivery(err, _msg) -> None:  # noqa: ANN001 (librdkafka callback)
+    def on_delivery(err, msg) -> None:  # noqa: ANN001 (librdkafka callback)
         if err is not None:
             errors.append(str(err))
+        elif ends is not None:
+            parts = ends.setdefault(msg.topic(), {})
+            parts[msg.partition()] = max(parts.get(msg.partition(), 0), msg.offset() + 1)
 
     p.poll(0)
     limiter = RateLimiter(rate)
@@ -116,8 +125,10 @@ def _outgoing(s: Settings, events: Iterator[ReplayEvent], summary: ReplaySummary
 
 
 def run_replay(s: Settings, source: str, quiet: bool = False, read_back: bool = True,
-               summary: ReplaySummary | None = None) -> ReplaySummary:
-    """Send the whole replay; ``summary`` (if given) is filled as messages go, for live progress."""
+               summary: ReplaySummary | None = None,
+               ends: dict[str, dict[int, int]] | None = None) -> ReplaySummary:
+    """Send the whole replay; ``summary`` (if given) is filled as messages go, for live progress;
+    ``ends`` (if given) receives every partition's end offset."""
     summary = summary if summary is not None else ReplaySummary()
     cols = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("requests"), TimeRemainingColumn())
@@ -125,8 +136,8 @@ def run_replay(s: Settings, source: str, quiet: bool = False, read_back: bool = 
     with Progress(*cols, console=console, disable=quiet) as progress:
         task = progress.add_task(f"replay {source}", total=s.replay.limit or 100_000)
         events = iter_events(s.replay, source)
-        produce_stream(replay_producer(s), _outgoing(s, events, summary, lambda: progress.advance(task)),
-                       s.replay.rate)
+        produce_stream(replay_producer(s, report_all=ends is not None),
+                       _outgoing(s, events, summary, lambda: progress.advance(task)), s.replay.rate, ends=ends)
     summary.seconds = time.monotonic() - t0
     if not quiet:
         print_summary(source, summary)

@@ -152,6 +152,8 @@ def demo(
     limit: Annotated[int, typer.Option(help="MovieLens ratings to replay (0 = all 100,000)")] = 0,
     down: Annotated[bool, typer.Option("--down/--keep-stack", help="stop the broker (and HDFS) at the end")] = False,
     hdfs: Annotated[bool, typer.Option("--hdfs", help="archive to a local HDFS (started on free ports)")] = False,
+    flink: Annotated[bool, typer.Option("--flink", help="join on a PyFlink mini cluster instead of the embedded runner")
+                     ] = False,
 ) -> None:
     """The whole loop: stack up, MovieLens replay, joiner + archive + online trainer together, then a report.
 
@@ -160,7 +162,7 @@ def demo(
     """
     from jobs.demo import run_demo
 
-    report = run_demo(_with(settings(ctx), "replay", limit=limit), down=down, hdfs=hdfs)
+    report = run_demo(_with(settings(ctx), "replay", limit=limit), down=down, hdfs=hdfs, flink=flink)
     if not all(c["ok"] for c in report["checks"].values()):
         raise typer.Exit(1)
 

@@ -7,6 +7,7 @@ Unknown keys are errors, so a typo fails at start with the field's dotted name.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,23 @@ def _describe(err: ValidationError) -> str:
         field = ".".join(str(p) for p in e["loc"]) or "<root>"
         lines.append(f"  {field}: {e['msg']}" + (f" (got {e['input']!r})" if "input" in e else ""))
     return "invalid configuration:\n" + "\n".join(lines)
+
+
+def to_overrides(settings: Settings) -> list[str]:
+    """``--set`` overrides that rebuild ``settings`` in another process (only what differs from defaults)."""
+    out: list[str] = []
+
+    def walk(prefix: str, value: Any, default: Any) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}", v, default.get(k) if isinstance(default, dict) else None)
+        elif value != default and value is not None and value != {}:
+            out.append(f"{prefix}={json.dumps(value)}")  # JSON scalars and lists are valid TOML values
+
+    defaults = Settings().model_dump(mode="json")
+    for section, value in settings.model_dump(mode="json").items():
+        walk(section, value, defaults[section])
+    return out
 
 
 def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Settings:

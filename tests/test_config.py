@@ -67,3 +67,14 @@ def test_the_example_config_file_is_valid_and_builds_a_trainer() -> None:
     trainer = Trainer(s.trainer)
     dims = trainer.ps.slot_dims()
     assert dims[SLOTS["user_genre"]] == 8 and dims[SLOTS["item_id"]] == 16
+
+
+def test_overrides_rebuild_the_same_settings_in_another_process() -> None:
+    from streamrec.config import to_overrides
+
+    s = load_config(None, ['kafka.topics.examples="ex-1"', "joiner.window_ms=1234", "replay.rate=2.5",
+                           'stack.run_dir="/tmp/x y"', "kafka.topics.partitions.features=5",
+                           'trainer.labels=["click", "like"]', "trainer.embedding.slots.item_id.dim=8"])
+    ov = to_overrides(s)
+    assert load_config(None, ov) == s
+    assert "joiner.window_ms=1234" in ov and not any(o.startswith("archive.") for o in ov)

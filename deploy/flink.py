@@ -1,0 +1,219 @@
+"""A local standalone Flink cluster (JobManager + TaskManager from the PyFlink wheel) and ``flink run``.
+
+``make flink-up`` writes a config under ``flink.run_dir`` (free loopback ports, pid and log dirs
+there, ``python.executable`` = this venv's python), starts the two daemons with PyFlink's own
+scripts and waits until the TaskManager has registered. ``make flink-down`` stops only the
+daemons recorded in that pid dir. ``submit`` runs ``flink run -py jobs/flink_join.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from deploy.procs import free_port, pid_alive, port_open, read_pid, stop_pid
+from jobs.flink.config import FlinkConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = Path(__file__).parent / "flink" / "config.yaml.tmpl"
+JOB_SCRIPT = ROOT / "jobs" / "flink_join.py"
+# script -> the daemon name in its pid file
+DAEMONS = {"jobmanager": "standalonesession", "taskmanager": "taskexecutor"}
+MARKER = "org.apache.flink"  # in every Flink daemon's command line
+
+
+def pyflink_home() -> Path:
+    spec = importlib.util.find_spec("pyflink")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("PyFlink is not installed in this Python: run `make setup`")
+    return Path(spec.origin).parent
+
+
+def ensure_python_jar(home: Path | None = None) -> Path:
+    """`flink run` needs flink-python in lib/ (else ClassNotFoundException ExternalPythonProcessOperator)."""
+    home = home or pyflink_home()
+    found = sorted((home / "lib").glob("flink-python-*.jar"))
+    if found:
+        return found[0]
+    src = sorted((home / "opt").glob("flink-python-*.jar"))
+    if not src:
+        raise FileNotFoundError(f"no flink-python jar in {home / 'opt'}")
+    dst = home / "lib" / src[0].name
+    shutil.copy2(src[0], dst)
+    return dst
+
+
+@dataclass
+class Cluster:
+    """Where a started cluster lives; persisted as ``<run_dir>/cluster.json``."""
+
+    run_dir: Path
+    rest_port: int
+    rpc_port: int
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.run_dir / "conf"
+
+    @property
+    def pid_dir(self) -> Path:
+        return self.run_dir / "pids"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / "log"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def address(self) -> str:
+        return f"localhost:{self.rest_port}"
+
+    def env(self, cfg: FlinkConfig, client: bool = False) -> dict[str, str]:
+        """Environment of PyFlink's scripts; ``client`` caps the `flink run` client's heap (the
+        daemons size their own JVMs from the memory settings)."""
+        env = dict(os.environ)
+        env.pop("JVM_ARGS", None)
+        if client:
+            env["JVM_ARGS"] = f"-Xmx{cfg.jvm_heap}"
+        env.update(
+            FLINK_CONF_DIR=str(self.conf_dir),
+            FLINK_LOG_DIR=str(self.log_dir),
+            FLINK_PID_DIR=str(self.pid_dir),
+            # the client runs the job script with the venv's python, which must find the project
+            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")])),
+        )
+        env.pop("FLINK_HOME", None)
+        return env
+
+    def pids(self) -> dict[str, int | None]:
+        out = {}
+        for script, daemon in DAEMONS.items():
+            files = sorted(self.pid_dir.glob(f"flink-*-{daemon}.pid"))
+            out[script] = read_pid(files[0]) if files else None
+        return out
+
+    def running(self) -> bool:
+        return all(p is not None and pid_alive(p, MARKER) for p in self.pids().values())
+
+    def rest(self, path: str, timeout: float = 3.0) -> dict:
+        with urllib.request.urlopen(self.rest_url + path, timeout=timeout) as r:
+            return json.loads(r.read())
+
+
+def _state_file(cfg: FlinkConfig) -> Path:
+    return cfg.run_dir / "cluster.json"
+
+
+def load_cluster(cfg: FlinkConfig) -> Cluster | None:
+    try:
+        d = json.loads(_state_file(cfg).read_text())
+    except (OSError, ValueError):
+        return None
+    return Cluster(Path(d["run_dir"]), int(d["rest_port"]), int(d["rpc_port"]))
+
+
+def write_conf(cfg: FlinkConfig, cluster: Cluster) -> None:
+    home = pyflink_home()
+    for d in (cluster.conf_dir, cluster.log_dir, cluster.pid_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    for name in ("log4j.properties", "log4j-cli.properties", "log4j-console.properties"):
+        shutil.copy2(home / "conf" / name, cluster.conf_dir / name)
+    text = Template(TEMPLATE.read_text()).substitute(
+        pid_dir=cluster.pid_dir, log_dir=cluster.log_dir, rpc_port=cluster.rpc_port,
+        rest_port=cluster.rest_port, task_slots=cfg.task_slots, parallelism=cfg.parallelism,
+        jobmanager_memory=cfg.jobmanager_memory, taskmanager_memory=cfg.taskmanager_memory,
+        python=sys.executable,
+    )
+    (cluster.conf_dir / "config.yaml").write_text(text)
+    (cluster.conf_dir / "masters").write_text(f"localhost:{cluster.rest_port}\n")
+    (cluster.conf_dir / "workers").write_text("localhost\n")
+
+
+def up(cfg: FlinkConfig, timeout: float = 60.0) -> Cluster:
+    """Start the cluster (idempotent: a running one is returned as is)."""
+    old = load_cluster(cfg)
+    if old is not None and old.running():
+        return old
+    home = pyflink_home()
+    ensure_python_jar(home)
+    run_dir = cfg.run_dir.resolve()
+    cluster = Cluster(run_dir, rest_port=free_port(), rpc_port=free_port())
+    write_conf(cfg, cluster)
+    env = cluster.env(cfg)
+    for d in DAEMONS:
+        subprocess.run(["bash", str(home / "bin" / f"{d}.sh"), "start"], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    _state_file(cfg).write_text(json.dumps(
+        {"run_dir": str(run_dir), "rest_port": cluster.rest_port, "rpc_port": cluster.rpc_port}))
+    try:
+        _wait_ready(cluster, timeout)
+    except Exception:
+        down(cfg)
+        raise
+    return cluster
+
+
+def _wait_ready(cluster: Cluster, timeout: float) -> None:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if port_open(cluster.rest_port):
+            try:
+                if cluster.rest("/taskmanagers").get("taskmanagers"):
+                    return
+            except OSError:
+                pass
+        alive = [p for p in cluster.pids().values() if p and pid_alive(p, MARKER)]
+        if not alive and time.monotonic() - start > 5:
+            raise RuntimeError(f"Flink daemons exited; see {cluster.log_dir}")
+        time.sleep(0.2)
+    raise TimeoutError(f"Flink cluster not ready on {cluster.rest_url} within {timeout:.0f}s; see {cluster.log_dir}")
+
+
+def down(cfg: FlinkConfig) -> bool:
+    """Stop the daemons named in our pid dir (never any other Flink); True if something was stopped."""
+    cluster = load_cluster(cfg)
+    if cluster is None:
+        return False
+    stopped = False
+    for script, pid in cluster.pids().items():
+        if pid is not None and stop_pid(pid, MARKER, timeout=15):
+            stopped = True
+        for f in cluster.pid_dir.glob(f"flink-*-{DAEMONS[script]}.pid"):
+            f.unlink(missing_ok=True)
+    _state_file(cfg).unlink(missing_ok=True)
+    return stopped
+
+
+def status(cfg: FlinkConfig) -> dict:
+    cluster = load_cluster(cfg)
+    if cluster is None or not cluster.running():
+        return {"running": False}
+    overview = cluster.rest("/overview")
+    return {"running": True, "rest": cluster.rest_url, **overview}
+
+
+def submit(cfg: FlinkConfig, job_args: list[str], detached: bool = False,
+           timeout: float | None = None) -> subprocess.CompletedProcess:
+    """``flink run [-d] -py jobs/flink_join.py <job_args>`` against the running cluster."""
+    cluster = load_cluster(cfg)
+    if cluster is None or not cluster.running():
+        raise RuntimeError("no Flink cluster runs: `make flink-up` first")
+    home = pyflink_home()
+    cmd = ["bash", str(home / "bin" / "flink"), "run", "-m", cluster.address]
+    if detached:
+        cmd.append("-d")
+    cmd += ["-py", str(JOB_SCRIPT), *job_args]
+    return subprocess.run(cmd, env=cluster.env(cfg, client=True), cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)

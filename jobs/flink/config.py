@@ -1,0 +1,48 @@
+"""Settings of the PyFlink join job and of the local standalone Flink cluster (section ``flink``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from streamrec.section import Section
+
+
+class FlinkConfig(Section):
+    parallelism: int = Field(2, ge=1, description="job parallelism (= Kafka partitions for full use)")
+    execution_mode: Literal["thread", "process"] = Field(
+        "thread", description="Python UDF execution: thread (in the JVM via pemja, ~10x faster) or process"
+    )
+    state_backend: Literal["rocksdb", "hashmap"] = "rocksdb"
+    checkpoint_interval_ms: int = Field(2000, ge=0, description="0 = checkpointing off")
+    checkpoint_dir: Path = Field(Path(".run/flink/checkpoints"), description="file:// checkpoint storage")
+    restart_attempts: int = Field(3, ge=0, description="fixed-delay restart strategy: attempts")
+    restart_delay_ms: int = Field(1000, ge=0)
+    bundle_size: int = Field(1000, ge=1, description="python.fn-execution.bundle.size")
+    bundle_time_ms: int = Field(100, ge=1, description="python.fn-execution.bundle.time (latency bound)")
+    state_cache_size: int = Field(1000, ge=0, description="python.state.cache-size (keyed state entries)")
+    object_cache_size: int = Field(
+        20_000, ge=0,
+        description="per subtask: decoded join states kept as Python objects (write-through; 0 = off)",
+    )
+    watermark_poll: int = Field(
+        64, ge=1, description="the join re-reads Flink's watermark every N elements (and at every timer)"
+    )
+    jars: list[Path] = Field(
+        default_factory=lambda: [Path(".vendor/jars/flink-connector-kafka.jar"),
+                                 Path(".vendor/jars/kafka-clients.jar")],
+        description="Kafka connector jars (thin jars + kafka-clients; see STACK.md)",
+    )
+    group_id: str = Field("streamrec-flink-join", description="Kafka consumer group of the sources")
+    start_from: Literal["earliest", "committed"] = Field(
+        "earliest", description="where sources start without a checkpoint: topic start or the group's offsets"
+    )
+    job_name: str = "streamrec-join"
+    jvm_heap: str = Field("384m", description="-Xmx of the JVM that runs a local mini cluster / the client")
+    # standalone cluster (deploy/flink.py): ports are picked free at `up` and written to run_dir
+    run_dir: Path = Field(Path(".run/flink"), description="conf, pid, log dirs of the standalone cluster")
+    task_slots: int = Field(2, ge=1)
+    jobmanager_memory: str = "1024m"
+    taskmanager_memory: str = "1728m"

@@ -1,0 +1,121 @@
+"""The online joiner as a PyFlink DataStream job (the Flink runtime of ``joiner/core.py``).
+
+    KafkaSource(features) -> decode --+                                     +-> KafkaSink(examples)
+                                      +-> key by request_id -> connect -> JoinFn
+    KafkaSource(actions)  -> decode --+     (event time, bounded           +-> KafkaSink(dead-letter)
+                                             out-of-orderness watermark)    (side outputs)
+
+State: the core's per-request bytes in keyed ValueState on the RocksDB backend, checkpointed
+with the sources' offsets; output at-least-once with deterministic example ids.
+
+Run on a local mini cluster:  python -m jobs.flink_join [--config f.toml] [--set k=v ...]
+Submit to a cluster:          flink run -py jobs/flink_join.py [same flags]      (make submit)
+A finite run (tests, bench): --stop-offsets offsets.json (exact end offsets recorded when
+producing: Tansu's high watermark cannot bound a read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:
+    # `flink run -py jobs/flink_join.py` runs this file as a script, so its folder jobs/ comes
+    # first on sys.path and jobs/replay.py would shadow the top-level package replay/.
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+    sys.path.insert(0, str(_here.parent))
+
+from streamrec.config import Settings, load_config  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="jobs.flink_join", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", "-c", type=Path, help="TOML config file (default ./streamrec.toml if present)")
+    ap.add_argument("--set", "-s", dest="overrides", action="append", default=[],
+                    help="override a setting, e.g. --set flink.parallelism=1 (repeatable)")
+    ap.add_argument("--stop-offsets", type=Path,
+                    help="JSON {topic: {partition: end offset}}: run until both inputs reach them, then finish")
+    ap.add_argument("--restore", help="resume from this checkpoint/savepoint path")
+    ap.add_argument("--fail-after", type=int, help="TEST: raise once after N elements per subtask")
+    ap.add_argument("--fail-flag", help="TEST: the failure fires only while this file exists (deleted)")
+    return ap.parse_args(argv)
+
+
+def build(settings: Settings, args: argparse.Namespace):  # noqa: ANN201 - StreamExecutionEnvironment
+    """The job graph on a fresh environment."""
+    from pyflink.common import Duration, Types, WatermarkStrategy
+    from pyflink.datastream import DataStream
+    from pyflink.java_gateway import get_gateway
+
+    from jobs.flink import kafka
+    from jobs.flink.env import make_env
+    from jobs.flink.functions import BYTES, DEAD_LETTERS, KEYED, TIMED, DecodeFn, JoinFn
+
+    fc, jc, topics = settings.flink, settings.joiner, settings.kafka.topics
+    stops = kafka.load_stop_offsets(args.stop_offsets) if args.stop_offsets else None
+    env = make_env(fc, restore_from=args.restore)
+    bootstrap = settings.kafka.bootstrap
+
+    # Flink's bounded-out-of-orderness watermark is max seen - bound - 1: the core's definition.
+    # Event times are read in Python (after decoding), so a generator sees what its subtask
+    # reads; it must be one partition, else a partition read ahead would make another's events
+    # late. Hence the source, decode and watermark operators all run with parallelism = the
+    # topic's partitions. PyFlink's assign_timestamps_and_watermarks would add a Python
+    # operator at the job's default parallelism; instead DecodeFn emits (value, ts) and the
+    # Java side assigns it (the same two Java functions PyFlink uses there).
+    jvm = get_gateway().jvm
+    py_eventtime = jvm.org.apache.flink.streaming.api.functions.python.eventtime
+    watermarks = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(jc.allowed_lateness_ms)) \
+        ._j_watermark_strategy.withTimestampAssigner(py_eventtime.CustomTimestampAssigner())
+
+    def read(role: str, topic: str, record_name: str):  # noqa: ANN202
+        n = kafka.partition_count(bootstrap, topic)
+        src = kafka.source(bootstrap, topic, fc.group_id, fc.start_from,
+                           None if stops is None else stops.get(topic, {}))
+        raw = env.from_source(src, WatermarkStrategy.no_watermarks(), f"kafka-{role}") \
+            .uid(f"src-{role}").set_parallelism(n)
+        decoded = raw.process(DecodeFn(record_name, topic, jc.max_message_bytes), output_type=TIMED) \
+            .name(f"decode-{role}").uid(f"decode-{role}").set_parallelism(n)
+        j_timed = decoded._j_data_stream.assignTimestampsAndWatermarks(watermarks) \
+            .name(f"event-time-{role}").uid(f"event-time-{role}").setParallelism(n)
+        timed = DataStream(j_timed.map(py_eventtime.RemoveTimestampMapFunction(), KEYED.get_java_type_info())
+                           .name(f"untime-{role}").uid(f"untime-{role}").setParallelism(n))
+        return timed.key_by(lambda v: v[0], key_type=Types.STRING()), decoded.get_side_output(DEAD_LETTERS)
+
+    features, dl_f = read("features", topics.features, "FeatureLog")
+    actions, dl_a = read("actions", topics.actions, "ActionLog")
+
+    join_fn = JoinFn(jc, (topics.features, topics.actions), fc.object_cache_size, fc.watermark_poll,
+                     args.fail_after, args.fail_flag, str(fc.checkpoint_dir.resolve()))
+    examples = features.connect(actions).process(join_fn, output_type=BYTES) \
+        .name("join").uid("join")
+    examples.sink_to(kafka.sink(bootstrap, topics.examples)).name("examples").uid("sink-examples")
+    dead = dl_f.union(dl_a, examples.get_side_output(DEAD_LETTERS))
+    dead.sink_to(kafka.sink(bootstrap, topics.dead_letter)).name("dead-letters").uid("sink-dead-letters")
+    return env
+
+
+def local_environment(settings: Settings) -> None:
+    """Caps and log dir for the JVM PyFlink starts for a local mini cluster (ignored under `flink run`)."""
+    log_dir = (settings.flink.run_dir / "log").resolve()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("FLINK_LOG_DIR", str(log_dir))
+    os.environ.setdefault("JVM_ARGS", f"-Xmx{settings.flink.jvm_heap}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = load_config(args.config, args.overrides)
+    local_environment(settings)
+    settings.flink.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    # blocks until a bounded run ends; under `flink run -d` it returns once submitted
+    build(settings, args).execute(settings.flink.job_name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""The PyFlink join job against the embedded runner, a mid-stream failure, and `flink run`.
+
+One MovieLens replay (20 K+ events with duplicates and out-of-order actions, plus a few bad
+messages) is produced once per module; every run reads it through its own output topics.
+
+End of input: Flink's bounded sources end with the maximal watermark, which fires every timer,
+while the embedded runner's watermark stops at max event time - allowed lateness. So the input
+ends with one end-of-stream request per partition (``eos-*``) whose event time lies past every
+TTL and wait: both runtimes then fire the same timers for the real requests. The ``eos-*``
+requests themselves are left out of the comparison.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from jobs.flink.feed import produce_recorded, write_offsets
+from jobs.replay import encode_events
+from replay import build_events
+from schemas.codec import default_codec
+from streamrec.config import ConfigError, Settings, load_config
+from streamrec.kafka import create_topics, drain
+
+ROOT = Path(__file__).resolve().parents[2]
+PARTITIONS = 2
+EOS = "eos-"
+MAX_BYTES = 8192  # larger input messages are dead letters "oversize"
+
+
+@dataclass
+class Feed:
+    bootstrap: str
+    features: str
+    actions: str
+    offsets: Path
+    events: int
+    tmp: Path
+
+    def settings(self, tag: str, **extra: object) -> tuple[Settings, list[str]]:
+        """A config with fresh output topics; also returned as ``--set`` overrides for a subprocess."""
+        out = {"examples": f"{self.features}-{tag}-ex", "dead": f"{self.features}-{tag}-dl"}
+        create_topics(self.bootstrap, {out["examples"]: PARTITIONS, out["dead"]: 1})
+        ov = [
+            f'kafka.bootstrap="{self.bootstrap}"',
+            f'kafka.topics.features="{self.features}"',
+            f'kafka.topics.actions="{self.actions}"',
+            f'kafka.topics.examples="{out["examples"]}"',
+            f'kafka.topics.dead_letter="{out["dead"]}"',
+            f'joiner.state_dir="{self.tmp / tag / "joiner"}"',
+            f'flink.checkpoint_dir="{self.tmp / tag / "checkpoints"}"',
+            f'flink.run_dir="{self.tmp / tag / "flink"}"',
+            f'flink.group_id="g-{tag}"',
+            "flink.jvm_heap=\"512m\"",
+            f"joiner.max_message_bytes={MAX_BYTES}",
+            *(f"{k}={v}" for k, v in extra.items()),
+        ]
+        return load_config(None, ov), ov
+
+
+def eos_messages(features: str, actions: str, last_ts: int, s: Settings) -> list[tuple]:
+    """One feature log and one action per partition, far enough in event time to fire every timer."""
+    j = s.joiner
+    ts = last_ts + j.ttl_ms + j.tombstone_ms + max(j.action_wait, j.window_ms) + j.allowed_lateness_ms + 10
+    codec = default_codec()
+    out = []
+    for p in range(PARTITIONS):
+        rid = f"{EOS}{p}"
+        f = {"request_id": rid, "user_id": 0, "ts_ms": ts, "source": "eos",
+             "items": [{"item_id": 0, "position": 0, "sparse": {}, "dense": {}}]}
+        a = {"request_id": rid, "item_id": 0, "action": "impression", "ts_ms": ts, "value": None}
+        out.append((features, rid.encode(), codec.encode("FeatureLog", f), p))
+        out.append((actions, rid.encode(), codec.encode("ActionLog", a), p))
+    return out
+
+
+def bad_messages(features: str, actions: str) -> list[tuple]:
+    codec = default_codec()
+    empty_rid = {"request_id": "", "item_id": 1, "action": "click", "ts_ms": 1, "value": None}
+    return [
+        (actions, b"bad-1", b"not avro at all"),
+        (features, b"bad-2", codec.encode("ActionLog", {**empty_rid, "request_id": "x"})),  # wrong_type
+        (actions, b"bad-3", codec.encode("ActionLog", empty_rid)),  # missing_field
+        (features, b"bad-4", b"\xc3\x01" + bytes(MAX_BYTES)),  # oversize
+    ]
+
+
+@pytest.fixture(scope="module")
+def feed(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Feed:
+    tmp = tmp_path_factory.mktemp("flink")
+    tag = uuid.uuid4().hex[:8]
+    features, actions = f"f{tag}-features", f"f{tag}-actions"
+    create_topics(kafka_bootstrap, {features: PARTITIONS, actions: PARTITIONS})
+    s = load_config(None, [f'kafka.bootstrap="{kafka_bootstrap}"', "replay.limit=2000"])
+    events = build_events(s.replay, "movielens")
+    topic = {"features": features, "actions": actions}
+    msgs: list[tuple] = [(topic[e.role], e.key.encode(), v) for e, v in zip(events, encode_events(events), strict=True)]
+    msgs[len(msgs) // 2:len(msgs) // 2] = bad_messages(features, actions)
+    msgs += eos_messages(features, actions, max(e.record["ts_ms"] for e in events), s)
+    offsets = produce_recorded(s.kafka, msgs)
+    return Feed(kafka_bootstrap, features, actions, write_offsets(tmp / "offsets.json", offsets), len(events), tmp)
+
+
+@dataclass
+class Output:
+    examples: dict[str, dict]  # example_id -> record (eos-* left out)
+    copies: int  # example messages read, duplicates included
+    dead: Counter  # (reason, payload) -> count, eos-* left out
+
+
+def read_output(s: Settings) -> Output:
+    codec = default_codec()
+    examples, copies = {}, 0
+    for m in drain(s.kafka, [s.kafka.topics.examples], idle_s=1.5):
+        rec = codec.decode(m.value(), expect="TrainingExample")[1]
+        copies += 1
+        if not rec["request_id"].startswith(EOS):
+            old = examples.setdefault(rec["example_id"], rec)
+            assert old == rec, "two different examples with one id"
+    dead: Counter = Counter()
+    for m in drain(s.kafka, [s.kafka.topics.dead_letter], idle_s=1.5):
+        rec = codec.decode(m.value(), expect="DeadLetter")[1]
+        if not (rec["key"] or b"").startswith(EOS.encode()):
+            dead[(rec["reason"], rec["payload"])] += 1
+    return Output(examples, copies, dead)
+
+
+def diff(got: dict[str, dict], want: dict[str, dict]) -> str:
+    """A short account of how two example sets differ (for assertion messages)."""
+    missing = [k for k in want if k not in got]
+    extra = [k for k in got if k not in want]
+    changed = [k for k in want if k in got and got[k] != want[k]]
+    lines = [f"missing {len(missing)}, extra {len(extra)}, changed {len(changed)}"]
+    lines += [f"  missing {want[k]}" for k in missing[:2]] + [f"  extra {got[k]}" for k in extra[:2]]
+    for k in changed[:3]:
+        lines.append(f"  {want[k]['request_id']}/{want[k]['item_id']}/{want[k]['kind']}: "
+                     + str({f: (got[k][f], v) for f, v in want[k].items() if got[k][f] != v}))
+    return "\n".join(lines)
+
+
+def run_flink_local(feed: Feed, ov: list[str], log: Path, *extra: str, timeout: float = 300) -> float:
+    """``python -m jobs.flink_join`` (a local mini cluster, thread mode) until the input's end."""
+    cmd = [sys.executable, "-m", "jobs.flink_join", *(a for o in ov for a in ("--set", o)),
+           "--stop-offsets", str(feed.offsets), *extra]
+    t0 = time.monotonic()
+    with open(log, "wb") as out:
+        r = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
+    assert r.returncode == 0, f"Flink job failed ({r.returncode}):\n{log.read_text()[-4000:]}"
+    return time.monotonic() - t0
+
+
+@pytest.fixture(scope="module")
+def embedded(feed: Feed) -> Output:
+    from jobs.join_runner import run_join
+
+    s, _ = feed.settings("embedded")
+    stats = run_join(s, from_start=True, stop_when_idle=2.0, max_seconds=240)
+    assert stats.events >= feed.events
+    return read_output(s)
+
+
+@pytest.fixture(scope="module")
+def flink_clean(feed: Feed) -> Output:
+    s, ov = feed.settings("clean")
+    run_flink_local(feed, ov, feed.tmp / "clean.log")
+    return read_output(s)
+
+
+def test_cross_runtime_equivalence(feed: Feed, flink_clean: Output, embedded: Output) -> None:
+    assert feed.events >= 20_000
+    kinds = Counter(e["kind"] for e in embedded.examples.values())
+    # the replay exercises every path: positives, sampled negatives, late examples
+    assert kinds["window"] > 10_000 and sum(n for k, n in kinds.items() if k.startswith("late-")) > 0
+    assert any(e["sample_rate"] < 1.0 for e in embedded.examples.values())
+    assert flink_clean.examples == embedded.examples, diff(flink_clean.examples, embedded.examples)
+    reasons = Counter(r for r, _ in flink_clean.dead.elements())
+    assert {"malformed", "wrong_type", "missing_field", "oversize"} <= set(reasons)
+    assert flink_clean.dead == embedded.dead
+
+
+def test_failover_restores_from_checkpoint(feed: Feed, flink_clean: Output) -> None:
+    # join parallelism 1 (the sources keep one subtask per partition): outputs must not change
+    s, ov = feed.settings("failover", **{"flink.checkpoint_interval_ms": 300, "flink.parallelism": 1})
+    flag = feed.tmp / "fail.flag"
+    flag.write_text("")
+    took = run_flink_local(feed, ov, feed.tmp / "failover.log",
+                           "--fail-after", "4000", "--fail-flag", str(flag))
+    fired = Path(str(flag) + ".fired")
+    assert fired.exists() and not flag.exists(), "the injected failure did not fire"
+    chk = Path(fired.read_text()).name  # the completed checkpoint the failure waited for
+    logs = "".join(p.read_text(errors="replace") for p in (feed.tmp / "failover" / "flink" / "log").glob("*.log"))
+    restored = re.findall(r"Restoring job \w+ from Checkpoint (\d+)", logs)
+    assert restored and int(restored[0]) >= int(chk.split("-")[1]), "the job did not restore from a checkpoint"
+    out = read_output(s)
+    assert out.examples == flink_clean.examples, diff(out.examples, flink_clean.examples)  # 0 lost
+    assert out.copies >= len(out.examples)
+    print(f"failover run {took:.1f}s: {out.copies - len(out.examples)} duplicate example messages")
+
+
+def test_flink_config_errors_name_the_field() -> None:
+    with pytest.raises(ConfigError, match="flink.parallelism"):
+        load_config(None, ["flink.parallelism=0"])
+    with pytest.raises(ConfigError, match="flink.state_backend"):
+        load_config(None, ['flink.state_backend="leveldb"'])
+
+
+@pytest.mark.slow
+def test_flink_run_on_standalone_cluster(feed: Feed, flink_clean: Output) -> None:
+    from deploy import flink
+
+    s, ov = feed.settings("standalone")
+    cfg = s.flink
+    cluster = flink.up(cfg)
+    try:
+        assert flink.status(cfg)["taskmanagers"] == 1
+        r = flink.submit(cfg, [*(a for o in ov for a in ("--set", o)), "--stop-offsets", str(feed.offsets)],
+                         timeout=300)
+        assert r.returncode == 0, f"flink run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        jobs = cluster.rest("/jobs/overview")["jobs"]
+        assert [j["state"] for j in jobs] == ["FINISHED"]
+    finally:
+        flink.down(cfg)
+    assert not cluster.running()
+    out = read_output(s)
+    assert out.examples == flink_clean.examples, diff(out.examples, flink_clean.examples)
