@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from deploy.procs import free_port, pid_alive, port_open, read_pid, stop_pid
+from deploy.procs import free_port, pid_alive, port_open, read_pid, stop_pid, with_python_on_path
 from jobs.flink.config import FlinkConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +95,7 @@ class Cluster:
             PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")])),
         )
         env.pop("FLINK_HOME", None)
-        return env
+        return with_python_on_path(env)
 
     def pids(self) -> dict[str, int | None]:
         out = {}

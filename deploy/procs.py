@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -77,3 +78,15 @@ def stop_pid(pid: int, marker: str, timeout: float = 10.0) -> bool:
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
     return True
+
+
+def with_python_on_path(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with this interpreter's bin dir first on PATH.
+
+    PyFlink's embedded (thread-mode) Python, pemja, finds its site-packages through the
+    ``python`` on PATH: without an activated venv it would pick the system one and fail with
+    "No module named 'pemja'".
+    """
+    bin_dir = os.path.dirname(sys.executable)
+    parts = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != bin_dir]
+    return {**env, "PATH": os.pathsep.join([bin_dir, *parts])}

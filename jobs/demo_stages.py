@@ -155,7 +155,7 @@ def run_flink(s: Settings, status_path: Path, on_stop: _StopSignal) -> None:
     stop_offsets = status_path.parent / "stop-offsets.json"
     consumed = sum(sum(p.values()) for p in read_json(stop_offsets).values())
     rep = _Reporter(status_path, lambda: {"consumed": 0, "state": "running on Flink"})
-    # PyFlink's embedded (thread-mode) Python wants a process started as `python -m`, as `flink run` does
+    # the job runs as it would on its own (`python -m jobs.flink_join`): its JVM and logs stay out of the demo
     cmd = [sys.executable, "-m", "jobs.flink_join", "--stop-offsets", str(stop_offsets)]
     for o in to_overrides(s):
         cmd += ["--set", o]

@@ -7,12 +7,14 @@ be resumed from its last checkpoint), the restart strategy and the Python bundle
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from pyflink.common import Configuration
 from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 
+from deploy.procs import with_python_on_path
 from jobs.flink.config import FlinkConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +57,7 @@ def flink_configuration(cfg: FlinkConfig, restore_from: str | None = None) -> di
 
 
 def make_env(cfg: FlinkConfig, restore_from: str | None = None) -> StreamExecutionEnvironment:
+    os.environ.update(with_python_on_path(dict(os.environ)))  # before the JVM starts: it inherits PATH
     conf = Configuration()
     for k, v in flink_configuration(cfg, restore_from).items():
         conf.set_string(k, v)
