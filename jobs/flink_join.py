@@ -53,7 +53,7 @@ def build(settings: Settings, args: argparse.Namespace):  # noqa: ANN201 - Strea
 
     from jobs.flink import kafka
     from jobs.flink.env import make_env
-    from jobs.flink.functions import BYTES, DEAD_LETTERS, KEYED, TIMED, DecodeFn, JoinFn
+    from jobs.flink.functions import BYTES, DEAD_LETTERS, KEYED, STAMPED, TIMED, DecodeFn, JoinFn
 
     fc, jc, topics = settings.flink, settings.joiner, settings.kafka.topics
     stops = kafka.load_stop_offsets(args.stop_offsets) if args.stop_offsets else None
@@ -91,10 +91,14 @@ def build(settings: Settings, args: argparse.Namespace):  # noqa: ANN201 - Strea
 
     join_fn = JoinFn(jc, (topics.features, topics.actions), fc.object_cache_size, fc.watermark_poll,
                      args.fail_after, args.fail_flag, str(fc.checkpoint_dir.resolve()))
-    examples = features.connect(actions).process(join_fn, output_type=BYTES) \
+    joined = features.connect(actions).process(join_fn, output_type=STAMPED) \
         .name("join").uid("join")
-    examples.sink_to(kafka.sink(bootstrap, topics.examples)).name("examples").uid("sink-examples")
-    dead = dl_f.union(dl_a, examples.get_side_output(DEAD_LETTERS))
+    wall_clock = WatermarkStrategy.no_watermarks()._j_watermark_strategy \
+        .withTimestampAssigner(py_eventtime.CustomTimestampAssigner())
+    j_examples = joined._j_data_stream.assignTimestampsAndWatermarks(wall_clock).name("stamp").uid("stamp") \
+        .map(py_eventtime.RemoveTimestampMapFunction(), BYTES.get_java_type_info()).name("unstamp").uid("unstamp")
+    DataStream(j_examples).sink_to(kafka.sink(bootstrap, topics.examples)).name("examples").uid("sink-examples")
+    dead = dl_f.union(dl_a, joined.get_side_output(DEAD_LETTERS))
     dead.sink_to(kafka.sink(bootstrap, topics.dead_letter)).name("dead-letters").uid("sink-dead-letters")
     return env
 

@@ -37,6 +37,9 @@ BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
 KEYED = Types.PICKLED_BYTE_ARRAY()
 # DecodeFn's output: (KEYED value, event time) for the Java timestamp assigner
 TIMED = Types.TUPLE([KEYED, Types.LONG()])
+# JoinFn's output: (encoded example, wall-clock ms) so the sink stamps records with the time they
+# were made (freshness downstream), not with the event time of the timer that emitted them
+STAMPED = Types.TUPLE([BYTES, Types.LONG()])
 DEAD_LETTERS = OutputTag("dead-letters", BYTES)
 METRICS_FLUSH_EVERY = 1000  # elements between pushes of the Python-side counts to Flink metrics
 
@@ -210,8 +213,10 @@ class JoinFn(KeyedCoProcessFunction):
                 if len(self.cache) >= self.cache_size:
                     del self.cache[next(iter(self.cache))]  # least recently used first
                 self.cache[key] = (step.state, data, timer)
-        for ex in step.examples:
-            yield self.codec.encode("TrainingExample", ex)
+        if step.examples:
+            now_ms = int(time.time() * 1000)  # the Kafka timestamp: when the example was made, not its event time
+            for ex in step.examples:
+                yield self.codec.encode("TrainingExample", ex), now_ms
         self.counts.add("examples", len(step.examples))
         for d in step.dead_letters:
             topic = self.topics[0] if d.record_name == "FeatureLog" else self.topics[1]
