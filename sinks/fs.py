@@ -13,6 +13,8 @@ import posixpath
 from pathlib import Path
 from typing import Protocol
 
+from streamrec.files import fsync_dir
+
 
 class FileSystem(Protocol):
     """What the archive writer and reader use; implementations: LocalFS, HdfsFS."""
@@ -46,14 +48,6 @@ class LocalFS:
     def _p(self, path: str) -> Path:
         return self.root / path
 
-    @staticmethod
-    def _fsync_dir(d: Path) -> None:
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
     def write_bytes(self, path: str, data: bytes) -> None:
         p = self._p(path)
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +65,7 @@ class LocalFS:
         # link + unlink: fails with FileExistsError instead of replacing dst (os.rename would).
         os.link(s, d)
         os.unlink(s)
-        self._fsync_dir(d.parent)
+        fsync_dir(d.parent)
 
     def exists(self, path: str) -> bool:
         return self._p(path).exists()

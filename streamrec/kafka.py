@@ -58,7 +58,7 @@ def create_topics(
         for name, n in partitions.items()
     ]
     futures = admin.create_topics(new, operation_timeout=timeout)
-    for name, fut in futures.items():
+    for fut in futures.values():
         try:
             fut.result(timeout)
         except KafkaException as e:
@@ -74,7 +74,9 @@ def partitions_of(client: Consumer | Producer, topic: str, timeout: float = 10.0
     return sorted(t.partitions)
 
 
-def assign_from_start(c: Consumer, topics: Iterable[str], offsets: dict[tuple[str, int], int] | None = None) -> list[TopicPartition]:
+def assign_from_start(
+    c: Consumer, topics: Iterable[str], offsets: dict[tuple[str, int], int] | None = None
+) -> list[TopicPartition]:
     """Assign every partition of ``topics`` explicitly (no group join delay), from ``offsets`` or 0."""
     tps = []
     for topic in topics:

@@ -18,15 +18,9 @@ from typing import Any
 
 import torch
 
+from streamrec.files import fsync_dir
+
 PREFIX = "snap-"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def latest(root: Path) -> Path | None:
@@ -63,7 +57,7 @@ def write(root: Path, store: Any, dense: dict[str, Any], evaluator: Any, dedup_i
             os.fsync(f.fileno())
     final = root / f"{PREFIX}{seq:08d}"
     os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     _prune(root, keep)
     return final
 

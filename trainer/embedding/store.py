@@ -45,10 +45,11 @@ from pathlib import Path
 import numpy as np
 
 from schemas.fid import SLOTS, slot_of
+from streamrec.files import atomic_write
 from trainer.embedding import _kernels as K
 from trainer.embedding.config import EmbeddingConfig, SlotConfig
 from trainer.embedding.filters import Filter, filter_from_state, make_filter
-from trainer.embedding.table import CuckooTable, atomic_write
+from trainer.embedding.table import CuckooTable
 
 STORE_FORMAT = "streamrec.embedding_store"
 STORE_VERSION = 1

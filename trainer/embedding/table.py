@@ -53,13 +53,13 @@ import contextlib
 import json
 import math
 import mmap
-import os
 import threading
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from streamrec.files import atomic_write
 from trainer.embedding import _kernels as K
 
 FORMAT = "streamrec.cuckoo_table"
@@ -103,21 +103,6 @@ class _MappedArray:
     @property
     def nbytes(self) -> int:
         return self._bytes(self.rows)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through ``write(fileobj)`` into a temp file beside ``path``, fsync, then rename over it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 class CuckooTable:
