@@ -155,19 +155,17 @@ class JoinRunner:
         ckpt_s = jc.checkpoint_interval_ms / 1000
         stats = RunStats()
         engine = self.engine
+
+        def on_error(m: Any) -> None:
+            err = m.error()
+            if err.code() == KafkaError._PARTITION_EOF:
+                engine.mark_eof(m.topic(), m.partition())
+            else:
+                raise KafkaException(err)
+
         try:
             while not self.stop:
-                msgs = c.consume(jc.consume_batch, timeout=0.1)
-                got = 0
-                for m in msgs:
-                    err = m.error()
-                    if err is None:
-                        engine.process(m.topic(), m.partition(), m.offset(), m.key(), m.value())
-                        got += 1
-                    elif err.code() == KafkaError._PARTITION_EOF:
-                        engine.mark_eof(m.topic(), m.partition())
-                    else:
-                        raise KafkaException(err)
+                got = engine.process_batch(c.consume(jc.consume_batch, timeout=0.1), on_error)
                 engine.advance()
                 self._produce(p, t.examples, t.dead_letter)
                 now = time.monotonic()
@@ -213,14 +211,19 @@ class JoinRunner:
 
     def _produce(self, p: Any, examples_topic: str, dead_topic: str) -> None:
         ex, dead = self.engine.take_output()
+        produce = p.produce
         for topic, batch in ((examples_topic, ex), (dead_topic, dead)):
             for k, v in batch:
-                while True:
-                    try:
-                        p.produce(topic, v, k)
-                        break
-                    except BufferError:
+                try:
+                    produce(topic, v, k)
+                except BufferError:  # local queue full: serve delivery reports until it takes it
+                    while True:
                         p.poll(0.05)
+                        try:
+                            produce(topic, v, k)
+                            break
+                        except BufferError:
+                            pass
         p.poll(0)
 
     def _checkpoint(self, p: Any) -> None:

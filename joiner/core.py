@@ -393,24 +393,31 @@ class Joiner:
         window = self.window_ms
         # keep_hash(seed, request_id, item) for every item: hash the common prefix once
         base = hashlib.blake2b(f"{self.seed}\x1f{s.request_id}\x1f".encode(), digest_size=8)
+        rate = self.rate
+        zero = self.label_zero
+        out = step.examples
+        kept = dropped = pos = 0
         for item in s.features["items"]:
             iid = item["item_id"]
             acts = positives.get(iid)
-            labels = dict(self.label_zero)
             if acts is None:
-                h = base.copy()
-                h.update(str(iid).encode())
-                if self.rate < 1.0 and int.from_bytes(h.digest(), "little") / _U64 >= self.rate:
-                    step.negatives_dropped += 1
-                    continue
-                rate = self.rate
-                step.negatives_kept += 1
+                if rate < 1.0:
+                    h = base.copy()
+                    h.update(str(iid).encode())
+                    if int.from_bytes(h.digest(), "little") / _U64 >= rate:
+                        dropped += 1
+                        continue
+                kept += 1
+                out.append(write(s, iid, "window", dict(zero), rate, False, window))
             else:
+                labels = dict(zero)
                 for a in sorted(acts):
                     labels[a] = 1
-                rate = 1.0
-                step.positives += 1
-            step.examples.append(write(s, iid, "window", labels, rate, False, window))
+                pos += 1
+                out.append(write(s, iid, "window", labels, 1.0, False, window))
+        step.negatives_dropped += dropped
+        step.negatives_kept += kept
+        step.positives += pos
 
     def _emit_late(self, s: RequestState, key: tuple[int, str], ts: int, step: Step) -> None:
         item, action = key

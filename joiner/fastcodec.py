@@ -72,14 +72,23 @@ _F32 = struct.Struct("<f")
 
 
 def _action(v: bytes) -> dict[str, Any]:
-    """ActionLog body: string request_id, long item_id, string action, long ts_ms, [null, float].
+    """ActionLog body: string request_id, long item_id, string action, long ts_ms, [null, float]."""
+    t = action_fields(v)
+    if t is None:
+        return _action_general(v)
+    return {"request_id": t[0], "item_id": t[1], "action": t[2], "ts_ms": t[3], "value": t[4]}
 
-    Unrolled for the usual shape (both strings under 64 bytes); anything else goes the general way.
+
+def action_fields(v: bytes) -> tuple[str, int, str, int, float | None] | None:
+    """(request_id, item_id, action, ts_ms, value) of a current-schema ActionLog message, no dict.
+
+    Unrolled for the usual shape (both strings under 64 bytes): None for any other shape (use
+    ``FastCodec.decode_action``); raises IndexError / ValueError / UnicodeDecodeError if corrupt.
     """
     n = len(v)
     b = v[HEADER_LEN]
     if b >= 0x80 or b & 1:
-        return _action_general(v)
+        return None
     i = HEADER_LEN + 1 + (b >> 1)
     if i > n:
         raise ValueError("bad string length")
@@ -96,7 +105,7 @@ def _action(v: bytes) -> dict[str, Any]:
     item = (x >> 1) ^ -(x & 1)
     b = v[i]
     if b >= 0x80 or b & 1:
-        return _action_general(v)
+        return None
     j = i + 1 + (b >> 1)
     if j > n:
         raise ValueError("bad string length")
@@ -123,7 +132,7 @@ def _action(v: bytes) -> dict[str, Any]:
         raise ValueError("bad union index")
     if i != n:
         raise ValueError("trailing bytes")
-    return {"request_id": rid, "item_id": item, "action": act, "ts_ms": ts, "value": value}
+    return rid, item, act, ts, value
 
 
 def _action_general(v: bytes) -> dict[str, Any]:

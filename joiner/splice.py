@@ -90,58 +90,63 @@ def _skip_map(b: np.ndarray, i: int, arrays: bool) -> tuple[int, int, int]:
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=True)
-def _keys_equal(b: np.ndarray, s0: int, e0: int, s1: int, e1: int) -> bool:
-    """Does any key of the map blocks b[s0:e0] equal a key of the map blocks b[s1:e1]?"""
-    i = s0
-    while i < e0:
+def _skip_longs(b: np.ndarray, i: int) -> int:
+    """Skip an array<long> value (blocks of varints ended by a zero count)."""
+    while True:
+        n, i = _varint(b, i)
+        if n == 0:
+            return i
+        if n < 0:
+            n = -n
+            _, i = _varint(b, i)
+        for _ in range(n):
+            while b[i] >= 0x80:
+                i += 1
+            i += 1
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=True)
+def _map_keys(b: np.ndarray, s: int, e: int) -> np.ndarray:
+    """(start, length) of every key of the map<array<long>> blocks b[s:e], as rows of an array."""
+    keys = np.empty((e - s + 1, 2), dtype=np.int64)  # a key takes >= 1 byte: enough rows
+    n = 0
+    i = s
+    while i < e:
         count, i = _varint(b, i)
         if count < 0:
             count = -count
             _, i = _varint(b, i)
         for _ in range(count):
             klen, i = _varint(b, i)
-            k0 = i
-            i += klen
-            # walk the other map's keys
-            j = s1
-            while j < e1:
-                c2, j = _varint(b, j)
-                if c2 < 0:
-                    c2 = -c2
-                    _, j = _varint(b, j)
-                for _ in range(c2):
-                    kl2, j = _varint(b, j)
-                    if kl2 == klen:
-                        same = True
-                        for t in range(klen):
-                            if b[k0 + t] != b[j + t]:
-                                same = False
-                                break
-                        if same:
-                            return True
-                    j += kl2
-                    while True:  # skip the array<long> value
-                        n, j = _varint(b, j)
-                        if n == 0:
+            keys[n, 0] = i
+            keys[n, 1] = klen
+            n += 1
+            i = _skip_longs(b, i + klen)
+    return keys[:n]
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=True)
+def _keys_equal(b: np.ndarray, keys: np.ndarray, s1: int, e1: int) -> bool:
+    """Does a key of the map blocks b[s1:e1] equal one of ``keys`` (rows of ``_map_keys``)?"""
+    j = s1
+    while j < e1:
+        c2, j = _varint(b, j)
+        if c2 < 0:
+            c2 = -c2
+            _, j = _varint(b, j)
+        for _ in range(c2):
+            kl2, j = _varint(b, j)
+            for r in range(keys.shape[0]):
+                if keys[r, 1] == kl2:
+                    k0 = keys[r, 0]
+                    same = True
+                    for t in range(kl2):
+                        if b[k0 + t] != b[j + t]:
+                            same = False
                             break
-                        if n < 0:
-                            n = -n
-                            _, j = _varint(b, j)
-                        for _ in range(n):
-                            while b[j] >= 0x80:
-                                j += 1
-                            j += 1
-            while True:  # skip our own array<long> value
-                n, i = _varint(b, i)
-                if n == 0:
-                    break
-                if n < 0:
-                    n = -n
-                    _, i = _varint(b, i)
-                for _ in range(n):
-                    while b[i] >= 0x80:
-                        i += 1
-                    i += 1
+                    if same:
+                        return True
+            j = _skip_longs(b, j + kl2)
     return False
 
 
@@ -161,6 +166,7 @@ def _scan(b: np.ndarray, out: np.ndarray) -> int:
     k = H_END
     items = 0
     overlap = odd | odd2
+    ukeys = _map_keys(b, out[H_US0], out[H_US1])
     while True:
         count, i = _varint(b, i)
         if count == 0:
@@ -179,7 +185,7 @@ def _scan(b: np.ndarray, out: np.ndarray) -> int:
             out[k + 5], i, odd2 = _skip_map(b, i, False)
             overlap |= odd | odd2
             if (overlap == 0 and out[H_US1] > out[H_US0] and out[k + 3] > out[k + 2]
-                    and _keys_equal(b, out[H_US0], out[H_US1], out[k + 2], out[k + 3])):
+                    and _keys_equal(b, ukeys, out[k + 2], out[k + 3])):
                 overlap = 1
             k += ITEM_FIELDS
             items += 1
@@ -196,6 +202,12 @@ def _scan(b: np.ndarray, out: np.ndarray) -> int:
 
 
 def _long(n: int) -> bytes:
+    if 0 <= n < _SMALL:
+        return _SMALL_LONGS[n]  # ids and delays are mostly small: encoded once
+    return _long_slow(n)
+
+
+def _long_slow(n: int) -> bytes:
     n = (n << 1) ^ (n >> 63)
     out = bytearray()
     while n > 0x7F:
@@ -203,6 +215,10 @@ def _long(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+_SMALL = 1 << 13
+_SMALL_LONGS = [_long_slow(i) for i in range(_SMALL)]
 
 
 def _str(s: str | bytes) -> bytes:
@@ -215,7 +231,8 @@ class Spans:
 
     __slots__ = ("body", "rid_str", "prefix_tail", "us", "ud", "index", "spans")
 
-    def __init__(self, body: bytes, spans: np.ndarray):
+    def __init__(self, body: bytes, spans: np.ndarray, items: list[int] | None = None):
+        """``items``: ``spans[H_END:H_END + n * ITEM_FIELDS].tolist()`` if the caller has it."""
         self.body = body
         self.rid_str = _str(body[spans[H_RID0]:spans[H_RID1]])
         # request_id, then per item: item_id, then user_id + ts_ms (same for all items)
@@ -224,7 +241,7 @@ class Spans:
         self.ud = body[spans[H_UD0]:spans[H_UD1]]
         n = int(spans[H_N])
         end = H_END + n * ITEM_FIELDS
-        self.spans = spans[H_END:end].tolist()
+        self.spans = items if items is not None else spans[H_END:end].tolist()
         self.index = dict(zip(self.spans[::ITEM_FIELDS], range(0, n * ITEM_FIELDS, ITEM_FIELDS), strict=True))
 
     def item(self, item_id: int) -> tuple[bytes, bytes, bytes]:

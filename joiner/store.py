@@ -157,37 +157,46 @@ class StateStore:
     def checkpoint(self, meta: dict[bytes, bytes]) -> int:
         """Write every change and ``meta`` in one WriteBatch; return the number of states written."""
         wb = WriteBatch(raw_mode=True)
+        put, delete = wb.put, wb.delete
+        ht = self._h_timers
+        pack = _TS.pack
+        cache = self.cache
+        factor = self.factor
         n = 0
-        items = [(rid, e, None) for rid, e in self.dirty.items()]
-        items += [(rid, e, b) for rid, (b, e) in self.spill.items()]
-        for rid, e, data in items:
-            k = rid.encode()
-            if e.ptimer is not None and e.ptimer != e.timer:
-                wb.delete(_ts_key(e.ptimer, k), self._h_timers)
-            if e.state is None and data is None:
-                wb.delete(k)
-                if e.ptimer is not None and e.ptimer == e.timer:
-                    wb.delete(_ts_key(e.ptimer, k), self._h_timers)
-                e.ptimer = e.timer = None
-            else:
-                if data is None:
-                    data = e.state.to_bytes()
-                    new = self._charge(len(data) + 8)
-                    if rid in self.cache:
-                        self.cached_bytes += new - e.charge
-                    e.charge = new
-                wb.put(k, _TS.pack(_TIMER_NONE if e.timer is None else e.timer) + data)
-                if e.timer is not None and e.timer != e.ptimer:
-                    wb.put(_ts_key(e.timer, k), b"", self._h_timers)
-                e.ptimer = e.timer
-            e.dirty = False
-            n += 1
+        for src in (self.dirty.items(), self.spill.items()):
+            for rid, e in src:
+                if type(e) is tuple:  # spilled: (serialized state or None, entry)
+                    data, e = e
+                else:
+                    data = None
+                k = rid.encode()
+                pt, t = e.ptimer, e.timer
+                if pt is not None and pt != t:
+                    delete(_ts_key(pt, k), ht)
+                if e.state is None and data is None:
+                    delete(k)
+                    if pt is not None and pt == t:
+                        delete(_ts_key(pt, k), ht)
+                    e.ptimer = e.timer = None
+                else:
+                    if data is None:
+                        data = e.state.to_bytes()
+                        new = int((len(data) + 8) * factor) + _ENTRY_OVERHEAD  # _charge
+                        if rid in cache:
+                            self.cached_bytes += new - e.charge
+                        e.charge = new
+                    put(k, pack(_TIMER_NONE if t is None else t) + data)
+                    if t is not None and t != pt:
+                        put(_ts_key(t, k), b"", ht)
+                    e.ptimer = t
+                e.dirty = False
+                n += 1
         for mk, mv in meta.items():
             wb.put(mk, mv, self._h_meta)
         self.db.write(wb)
-        for rid, e in list(self.dirty.items()):
-            if e.state is None and rid in self.cache:
-                self.cached_bytes -= self.cache.pop(rid).charge
+        for rid, e in self.dirty.items():
+            if e.state is None and rid in cache:
+                self.cached_bytes -= cache.pop(rid).charge
         self.dirty.clear()
         self.spill.clear()
         if self._heap:
