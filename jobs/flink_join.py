@@ -1,9 +1,12 @@
 """The online joiner as a PyFlink DataStream job (the Flink runtime of ``joiner/core.py``).
 
-    KafkaSource(features) -> decode --+                                     +-> KafkaSink(examples)
-                                      +-> key by request_id -> connect -> JoinFn
-    KafkaSource(actions)  -> decode --+     (event time, bounded           +-> KafkaSink(dead-letter)
-                                             out-of-orderness watermark)    (side outputs)
+    Kafka table (features) --+                                              +-> KafkaSink(examples)
+                             +-> key by Kafka key -> connect -> JoinFn -----+
+    Kafka table (actions)  --+   (event time = Kafka timestamp,  (decode,   +-> KafkaSink(dead-letter)
+                                  bounded out-of-orderness)       join)         (side output)
+
+Producers stamp each log's Kafka timestamp with its ts_ms and key it by request_id (the replay
+does), so keying and event time are Java's and the join is the only Python operator.
 
 State: the core's per-request bytes in keyed ValueState on the RocksDB backend, checkpointed
 with the sources' offsets; output at-least-once with deterministic example ids.
@@ -47,47 +50,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build(settings: Settings, args: argparse.Namespace):  # noqa: ANN201 - StreamExecutionEnvironment
     """The job graph on a fresh environment."""
-    from pyflink.common import Duration, Types, WatermarkStrategy
-    from pyflink.datastream import DataStream
+    from pyflink.common import Types, WatermarkStrategy
+    from pyflink.datastream import DataStream, KeyedStream
     from pyflink.java_gateway import get_gateway
+    from pyflink.table import StreamTableEnvironment
 
     from jobs.flink import kafka
     from jobs.flink.env import make_env
-    from jobs.flink.functions import BYTES, DEAD_LETTERS, KEYED, STAMPED, TIMED, DecodeFn, JoinFn
+    from jobs.flink.functions import BYTES, DEAD_LETTERS, STAMPED, JoinFn
 
     fc, jc, topics = settings.flink, settings.joiner, settings.kafka.topics
     stops = kafka.load_stop_offsets(args.stop_offsets) if args.stop_offsets else None
     env = make_env(fc, restore_from=args.restore)
     bootstrap = settings.kafka.bootstrap
-
-    # Flink's bounded-out-of-orderness watermark is max seen - bound - 1: the core's definition.
-    # Event times are read in Python (after decoding), so a generator sees what its subtask
-    # reads; it must be one partition, else a partition read ahead would make another's events
-    # late. Hence the source, decode and watermark operators all run with parallelism = the
-    # topic's partitions. PyFlink's assign_timestamps_and_watermarks would add a Python
-    # operator at the job's default parallelism; instead DecodeFn emits (value, ts) and the
-    # Java side assigns it (the same two Java functions PyFlink uses there).
     jvm = get_gateway().jvm
     py_eventtime = jvm.org.apache.flink.streaming.api.functions.python.eventtime
-    watermarks = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(jc.allowed_lateness_ms)) \
-        ._j_watermark_strategy.withTimestampAssigner(py_eventtime.CustomTimestampAssigner())
+    tenv = StreamTableEnvironment.create(env)
+    ROWS = Types.ROW_NAMED(["rid", "v"], [Types.STRING(), BYTES])  # noqa: N806
 
-    def read(role: str, topic: str, record_name: str):  # noqa: ANN202
-        n = kafka.partition_count(bootstrap, topic)
-        src = kafka.source(bootstrap, topic, fc.group_id, fc.start_from,
-                           None if stops is None else stops.get(topic, {}))
-        raw = env.from_source(src, WatermarkStrategy.no_watermarks(), f"kafka-{role}") \
-            .uid(f"src-{role}").set_parallelism(n)
-        decoded = raw.process(DecodeFn(record_name, topic, jc.max_message_bytes), output_type=TIMED) \
-            .name(f"decode-{role}").uid(f"decode-{role}").set_parallelism(n)
-        j_timed = decoded._j_data_stream.assignTimestampsAndWatermarks(watermarks) \
-            .name(f"event-time-{role}").uid(f"event-time-{role}").setParallelism(n)
-        timed = DataStream(j_timed.map(py_eventtime.RemoveTimestampMapFunction(), KEYED.get_java_type_info())
-                           .name(f"untime-{role}").uid(f"untime-{role}").setParallelism(n))
-        return timed.key_by(lambda v: v[0], key_type=Types.STRING()), decoded.get_side_output(DEAD_LETTERS)
+    # Sources are Kafka tables (Java): key = request_id, event time = the Kafka timestamp (the
+    # producer stamps each log with its ts_ms), per-partition watermarks max - lateness - 1 (the
+    # core's definition). Java keys the rows by field 0, as DataStream.key_by does after its
+    # Python key operator, so the only Python operator is the join, which also decodes.
+    def read(role: str, topic: str):  # noqa: ANN202
+        tenv.execute_sql(kafka.table_ddl(f"{role}_in", bootstrap, topic, fc.group_id, jc.allowed_lateness_ms,
+                                         fc.start_from, None if stops is None else stops.get(topic, {})))
+        rows = tenv.to_data_stream(tenv.sql_query(f"SELECT rid, v FROM {role}_in"))
+        # the Python operator wants a RowTypeInfo (the same rows, a type it can read)
+        rows._j_data_stream.getTransformation().setOutputType(ROWS.get_java_type_info())
+        j_keyed = rows._j_data_stream.keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info())
+        return KeyedStream(j_keyed, BYTES, rows)
 
-    features, dl_f = read("features", topics.features, "FeatureLog")
-    actions, dl_a = read("actions", topics.actions, "ActionLog")
+    features = read("features", topics.features)
+    actions = read("actions", topics.actions)
 
     join_fn = JoinFn(jc, (topics.features, topics.actions), fc.object_cache_size, fc.watermark_poll,
                      args.fail_after, args.fail_flag, str(fc.checkpoint_dir.resolve()))
@@ -98,8 +93,8 @@ def build(settings: Settings, args: argparse.Namespace):  # noqa: ANN201 - Strea
     j_examples = joined._j_data_stream.assignTimestampsAndWatermarks(wall_clock).name("stamp").uid("stamp") \
         .map(py_eventtime.RemoveTimestampMapFunction(), BYTES.get_java_type_info()).name("unstamp").uid("unstamp")
     DataStream(j_examples).sink_to(kafka.sink(bootstrap, topics.examples)).name("examples").uid("sink-examples")
-    dead = dl_f.union(dl_a, joined.get_side_output(DEAD_LETTERS))
-    dead.sink_to(kafka.sink(bootstrap, topics.dead_letter)).name("dead-letters").uid("sink-dead-letters")
+    joined.get_side_output(DEAD_LETTERS).sink_to(kafka.sink(bootstrap, topics.dead_letter)) \
+        .name("dead-letters").uid("sink-dead-letters")
     return env
 
 

@@ -24,7 +24,9 @@ from streamrec.kafka import count_messages, producer
 
 console = Console(stderr=True)
 SCHEMA_OF_ROLE = {FEATURES: "FeatureLog", "actions": "ActionLog"}
-Outgoing = tuple[str, bytes, bytes]  # (topic, key, value)
+# (topic, key, value[, Kafka timestamp ms]): the replay stamps each log with its event time
+# (ts_ms), as a logging producer would, so consumers may use Kafka timestamps as event time
+Outgoing = tuple[str, bytes, bytes] | tuple[str, bytes, bytes, int]
 
 
 @dataclass
@@ -87,10 +89,11 @@ def produce_stream(p: Producer, messages: Iterable[Outgoing], rate: float = 0.0,
     p.poll(0)
     limiter = RateLimiter(rate)
     n = 0
-    for topic, key, value in messages:
+    for topic, key, value, *ts in messages:
+        when = ts[0] if ts else 0  # 0: librdkafka stamps the current time
         while True:
             try:
-                p.produce(topic, value, key=key, on_delivery=on_delivery)
+                p.produce(topic, value, key=key, on_delivery=on_delivery, timestamp=when)
                 break
             except BufferError:
                 p.poll(0.05)
@@ -121,7 +124,7 @@ def _outgoing(s: Settings, events: Iterator[ReplayEvent], summary: ReplaySummary
             on_request()
         else:
             summary.actions[e.record["action"]] += 1
-        yield topic, e.key.encode(), value
+        yield topic, e.key.encode(), value, e.record["ts_ms"]
 
 
 def run_replay(s: Settings, source: str, quiet: bool = False, read_back: bool = True,

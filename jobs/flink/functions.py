@@ -1,9 +1,9 @@
 """The Python functions of the Flink join job: decode, and the keyed join that drives ``joiner.core``.
 
-``DecodeFn`` turns raw Kafka bytes into ``(request_id, ts_ms, record)`` or a dead letter (side
-output). ``JoinFn`` is a thin adapter: it keeps the core's ``RequestState`` bytes in keyed
-ValueState (RocksDB backend, checkpointed), feeds it the Flink watermark and registers the
-event-time timer the core asks for. All join decisions are the core's.
+``JoinFn`` gets raw Kafka values keyed by the Kafka key (= request_id); its ``Decoder``s turn
+them into records or dead letters (side output). It is a thin adapter: it keeps the core's
+``RequestState`` bytes in keyed ValueState (RocksDB backend, checkpointed), feeds it the Flink
+watermark and registers the event-time timer the core asks for. All join decisions are the core's.
 
 Every call from Python into Flink's Java side (state, timers, watermark, metrics) costs tens of
 microseconds in thread mode (measured: state update ~90 us, counter inc ~60 us, watermark ~40
@@ -24,7 +24,7 @@ from typing import Any
 
 from pyflink.common import Types
 from pyflink.datastream import OutputTag
-from pyflink.datastream.functions import KeyedCoProcessFunction, ProcessFunction, RuntimeContext
+from pyflink.datastream.functions import KeyedCoProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
 from joiner.config import JoinerConfig
@@ -33,10 +33,6 @@ from joiner.engine import DEAD_PAYLOAD_MAX
 from schemas.codec import DecodeError, default_codec
 
 BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
-# (request_id, event time, decoded record) between the decode and the join operators
-KEYED = Types.PICKLED_BYTE_ARRAY()
-# DecodeFn's output: (KEYED value, event time) for the Java timestamp assigner
-TIMED = Types.TUPLE([KEYED, Types.LONG()])
 # JoinFn's output: (encoded example, wall-clock ms) so the sink stamps records with the time they
 # were made (freshness downstream), not with the event time of the timer that emitted them
 STAMPED = Types.TUPLE([BYTES, Types.LONG()])
@@ -82,46 +78,37 @@ class Counts:
                 self.pending[name] = 0
 
 
-class DecodeFn(ProcessFunction):
-    """Bytes of one topic -> ``((request_id, ts_ms, record), ts_ms)``; unusable -> dead letter.
+class Decoder:
+    """Raw Kafka bytes of one topic -> the record, or ``None`` after counting a dead letter
+    (``oversize`` / ``malformed`` / ``unknown_schema`` / ``wrong_type`` / ``missing_field``)
+    put in ``self.dead`` for the caller to emit."""
 
-    The outer pair is what Flink's Python timestamp assigner reads (value, event time)."""
-
-    def __init__(self, record_name: str, topic: str, max_message_bytes: int):
+    def __init__(self, record_name: str, topic: str, max_message_bytes: int, counts: Counts):
         self.record_name = record_name
         self.topic = topic
         self.max_bytes = max_message_bytes
         self.check = check_features if record_name == "FeatureLog" else check_action
-
-    def open(self, ctx: RuntimeContext) -> None:
         self.codec = default_codec()
-        self.counts = Counts(ctx, "decoded", "dead_letters")
+        self.counts = counts
+        self.dead: bytes | None = None
 
-    def close(self) -> None:
-        self.counts.flush()
-
-    def process_element(self, value: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
-        self.counts.tick()
-        value = bytes(value)
+    def __call__(self, value: bytes) -> dict | None:
+        value = value if isinstance(value, bytes) else bytes(value)
         if len(value) > self.max_bytes:
-            self.counts.add("dead_letters")
-            yield DEAD_LETTERS, dead_letter("oversize", f"{len(value)} bytes > {self.max_bytes}",
-                                            self.topic, value)
-            return
+            return self._dead("oversize", f"{len(value)} bytes > {self.max_bytes}", value)
         try:
             _, rec = self.codec.decode(value, expect=self.record_name)
         except DecodeError as e:
-            self.counts.add("dead_letters")
-            yield DEAD_LETTERS, dead_letter(e.reason, e.detail, self.topic, value)
-            return
+            return self._dead(e.reason, e.detail, value)
         bad = self.check(rec)
         if bad is not None:
-            self.counts.add("dead_letters")
-            yield DEAD_LETTERS, dead_letter(bad[0], bad[1], self.topic, value)
-            return
+            return self._dead(bad[0], bad[1], value)
         self.counts.add("decoded")
-        ts = rec["ts_ms"]
-        yield (rec["request_id"], ts, rec), ts
+        return rec
+
+    def _dead(self, reason: str, detail: str, value: bytes) -> None:
+        self.counts.add("dead_letters")
+        self.dead = dead_letter(reason, detail, self.topic, value)
 
 
 class JoinFn(KeyedCoProcessFunction):
@@ -140,6 +127,7 @@ class JoinFn(KeyedCoProcessFunction):
     def __init__(self, cfg: JoinerConfig, topics: tuple[str, str], cache_size: int = 0, watermark_poll: int = 1,
                  fail_after: int | None = None, fail_flag: str | None = None, checkpoint_dir: str | None = None):
         self.cfg = cfg
+        self.max_bytes = cfg.max_message_bytes
         self.topics = topics
         self.cache_size = cache_size
         self.watermark_poll = max(1, watermark_poll)
@@ -153,7 +141,9 @@ class JoinFn(KeyedCoProcessFunction):
         # PICKLED_BYTE_ARRAY: PRIMITIVE_ARRAY(BYTE) state fails on an empty key in thread mode
         # (PyFlink 2.0.2 converts the missing value with `bytes(None)`).
         self.state = ctx.get_state(ValueStateDescriptor("request", Types.PICKLED_BYTE_ARRAY()))
-        self.counts = Counts(ctx, "examples", "dead_letters", "state_writes", "state_reads")
+        self.counts = Counts(ctx, "decoded", "examples", "dead_letters", "state_writes", "state_reads")
+        self.decode1 = Decoder("FeatureLog", self.topics[0], self.max_bytes, self.counts)
+        self.decode2 = Decoder("ActionLog", self.topics[1], self.max_bytes, self.counts)
         self.seen = 0
         self.wm = -(1 << 63)
         # key -> (state, its bytes as written to Flink, the timer registered for it)
@@ -169,15 +159,25 @@ class JoinFn(KeyedCoProcessFunction):
             self.wm = max(self.wm, ctx.timer_service().current_watermark())
         return self.wm
 
-    def process_element1(self, value: tuple, ctx: KeyedCoProcessFunction.Context) -> Iterator[Any]:
+    def process_element1(self, value: bytes, ctx: KeyedCoProcessFunction.Context) -> Iterator[Any]:
         self._tick()
-        step = self.joiner.on_features(self._load(value[0]), value[2], self._watermark(ctx))
-        yield from self._apply(value[0], step, ctx)
+        rec = self.decode1(value)
+        if rec is None:
+            yield DEAD_LETTERS, self.decode1.dead
+            return
+        key = rec["request_id"]
+        step = self.joiner.on_features(self._load(key), rec, self._watermark(ctx))
+        yield from self._apply(key, step, ctx)
 
-    def process_element2(self, value: tuple, ctx: KeyedCoProcessFunction.Context) -> Iterator[Any]:
+    def process_element2(self, value: bytes, ctx: KeyedCoProcessFunction.Context) -> Iterator[Any]:
         self._tick()
-        step = self.joiner.on_action(self._load(value[0]), value[2], self._watermark(ctx))
-        yield from self._apply(value[0], step, ctx)
+        rec = self.decode2(value)
+        if rec is None:
+            yield DEAD_LETTERS, self.decode2.dead
+            return
+        key = rec["request_id"]
+        step = self.joiner.on_action(self._load(key), rec, self._watermark(ctx))
+        yield from self._apply(key, step, ctx)
 
     def on_timer(self, timestamp: int, ctx: KeyedCoProcessFunction.OnTimerContext) -> Iterator[Any]:
         self.wm = max(self.wm, timestamp, ctx.timer_service().current_watermark())
@@ -205,7 +205,8 @@ class JoinFn(KeyedCoProcessFunction):
             if self._bytes is not None:
                 self.state.clear()
         else:
-            data = step.state.to_bytes()
+            # unchanged (e.g. an impression of a known request): skip re-serializing it
+            data = self._bytes if not step.changed and self._bytes is not None else step.state.to_bytes()
             if data != self._bytes:
                 self.state.update(data)
                 self.counts.add("state_writes")

@@ -1,8 +1,9 @@
 """Kafka sources and sinks of raw bytes for the PyFlink job.
 
-Values are read and written as raw bytes (``ByteArraySchema``): messages are Avro single-object
-encoded, so a string schema would corrupt them; decoding happens in Python with the project's
-codec, where an undecodable message becomes a dead letter instead of failing the job.
+Sources are Kafka tables (``table_ddl``) read as raw key and value bytes with the Kafka timestamp
+as event time; sinks write raw bytes (``ByteArraySchema``). Messages are Avro single-object
+encoded; decoding happens in the Python join with the project's codec, where an undecodable
+message becomes a dead letter instead of failing the job.
 
 Tansu's high watermark is wrong, so a finite run is never bounded by ``latest``: it is bounded
 by the exact end offsets the producer recorded (``StopOffsets``), or runs unbounded.
@@ -14,17 +15,8 @@ import json
 from pathlib import Path
 
 from pyflink.common.serialization import ByteArraySchema
-from pyflink.datastream.connectors.kafka import (
-    DeliveryGuarantee,
-    KafkaOffsetResetStrategy,
-    KafkaOffsetsInitializer,
-    KafkaRecordSerializationSchema,
-    KafkaSink,
-    KafkaSource,
-    KafkaTopicPartition,
-)
+from pyflink.datastream.connectors.kafka import DeliveryGuarantee, KafkaRecordSerializationSchema, KafkaSink
 
-from jobs.flink import compat
 from jobs.flink.feed import StopOffsets  # {topic: {partition: end offset (exclusive)}}
 
 
@@ -32,49 +24,6 @@ def load_stop_offsets(path: Path) -> StopOffsets:
     """Read ``{"topic": {"0": 123, ...}}`` as written by ``feed.write_offsets``."""
     raw = json.loads(Path(path).read_text())
     return {t: {int(p): int(o) for p, o in parts.items()} for t, parts in raw.items()}
-
-
-def partition_count(bootstrap: str, topic: str, timeout: float = 10.0) -> int:
-    """Partitions of ``topic`` (the job's client reads it once, when it builds the graph)."""
-    from confluent_kafka.admin import AdminClient
-
-    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=timeout)
-    t = md.topics.get(topic)
-    if t is None or t.error is not None or not t.partitions:
-        raise RuntimeError(f"topic {topic} not found on {bootstrap}: {t.error if t else 'no metadata'}")
-    return len(t.partitions)
-
-
-def source(
-    bootstrap: str,
-    topic: str,
-    group_id: str,
-    start_from: str = "earliest",
-    stop_at: dict[int, int] | None = None,
-) -> KafkaSource:
-    """A bytes source on ``topic``; bounded at ``stop_at`` offsets per partition if given."""
-    compat.install()
-    if start_from == "committed":
-        starting = KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
-    else:
-        starting = KafkaOffsetsInitializer.earliest()
-    b = (
-        KafkaSource.builder()
-        .set_bootstrap_servers(bootstrap)
-        .set_topics(topic)
-        .set_group_id(group_id)
-        .set_client_id_prefix(f"{group_id}-{topic}")
-        .set_starting_offsets(starting)
-        .set_value_only_deserializer(ByteArraySchema())
-        # offsets go back to Kafka on checkpoints only (restore uses Flink's own checkpoint)
-        .set_property("enable.auto.commit", "false")
-    )
-    if stop_at is not None:
-        ends = {KafkaTopicPartition(topic, p): o for p, o in stop_at.items()}
-        b = b.set_bounded(KafkaOffsetsInitializer.offsets(ends)).set_property(
-            "partition.discovery.interval.ms", "0"
-        )
-    return b.build()
 
 
 def sink(bootstrap: str, topic: str) -> KafkaSink:
@@ -93,3 +42,36 @@ def sink(bootstrap: str, topic: str) -> KafkaSink:
         .set_property("linger.ms", "20")
         .build()
     )
+
+
+def interval(ms: int) -> str:
+    """Milliseconds as a SQL interval literal (SECOND alone is limited to 2 digits)."""
+    d, rest = divmod(ms, 86_400_000)
+    h, rest = divmod(rest, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    return f"INTERVAL '{d} {h:02d}:{m:02d}:{rest // 1000:02d}.{rest % 1000:03d}' DAY TO SECOND(3)"
+
+
+def table_ddl(name: str, bootstrap: str, topic: str, group_id: str, lateness_ms: int,
+              start_from: str = "earliest", stop_at: dict[int, int] | None = None) -> str:
+    """A Kafka table ``name(rid STRING, v BYTES)``: key and value as raw bytes, event time = the
+    Kafka timestamp (producers stamp each log with its ts_ms), watermark = max seen - lateness - 1
+    per partition (Flink's bounded out-of-orderness, the join core's definition). Reading keys
+    and timestamps in Java lets the job key and time records without a Python decode operator."""
+    opts = {
+        "connector": "kafka", "topic": topic, "properties.bootstrap.servers": bootstrap,
+        "properties.group.id": group_id, "properties.enable.auto.commit": "false",
+        "key.format": "raw", "key.fields": "rid", "value.format": "raw", "value.fields-include": "EXCEPT_KEY",
+    }
+    if start_from == "committed":
+        opts |= {"scan.startup.mode": "group-offsets", "properties.auto.offset.reset": "earliest"}
+    else:
+        opts["scan.startup.mode"] = "earliest-offset"
+    if stop_at is not None:
+        opts |= {"scan.bounded.mode": "specific-offsets", "scan.topic-partition-discovery.interval": "0",
+                 "scan.bounded.specific-offsets": ";".join(f"partition:{p},offset:{o}"
+                                                           for p, o in sorted(stop_at.items()))}
+    with_ = ", ".join(f"'{k}' = '{v}'" for k, v in opts.items())
+    return (f"CREATE TEMPORARY TABLE {name} (rid STRING, v BYTES, "
+            f"ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL, "
+            f"WATERMARK FOR ts AS ts - {interval(lateness_ms + 1)}) WITH ({with_})")

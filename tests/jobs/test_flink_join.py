@@ -77,8 +77,8 @@ def eos_messages(features: str, actions: str, last_ts: int, s: Settings) -> list
         f = {"request_id": rid, "user_id": 0, "ts_ms": ts, "source": "eos",
              "items": [{"item_id": 0, "position": 0, "sparse": {}, "dense": {}}]}
         a = {"request_id": rid, "item_id": 0, "action": "impression", "ts_ms": ts, "value": None}
-        out.append((features, rid.encode(), codec.encode("FeatureLog", f), p))
-        out.append((actions, rid.encode(), codec.encode("ActionLog", a), p))
+        out.append((features, rid.encode(), codec.encode("FeatureLog", f), p, ts))
+        out.append((actions, rid.encode(), codec.encode("ActionLog", a), p, ts))
     return out
 
 
@@ -102,8 +102,11 @@ def feed(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Feed
     s = load_config(None, [f'kafka.bootstrap="{kafka_bootstrap}"', "replay.limit=2000"])
     events = build_events(s.replay, "movielens")
     topic = {"features": features, "actions": actions}
-    msgs: list[tuple] = [(topic[e.role], e.key.encode(), v) for e, v in zip(events, encode_events(events), strict=True)]
-    msgs[len(msgs) // 2:len(msgs) // 2] = bad_messages(features, actions)
+    # Kafka timestamp = the log's event time (ts_ms), as the replay stamps it: the job's event time
+    msgs: list[tuple] = [(topic[e.role], e.key.encode(), v, None, e.record["ts_ms"])
+                         for e, v in zip(events, encode_events(events), strict=True)]
+    mid = len(msgs) // 2
+    msgs[mid:mid] = [(*m, None, msgs[mid][4]) for m in bad_messages(features, actions)]
     msgs += eos_messages(features, actions, max(e.record["ts_ms"] for e in events), s)
     offsets = produce_recorded(s.kafka, msgs)
     return Feed(kafka_bootstrap, features, actions, write_offsets(tmp / "offsets.json", offsets), len(events), tmp)
