@@ -73,13 +73,13 @@ def write_stop_offsets(s: Settings, ends: dict[str, dict[int, int]], path: Path)
     """The replay's end offsets for every input partition (0 where nothing was written)."""
     from confluent_kafka.admin import AdminClient
 
-    from jobs.demo_stages import write_json
+    from jobs.flink.feed import write_offsets
+    from streamrec.kafka import partitions_of
 
-    md = AdminClient({"bootstrap.servers": s.kafka.bootstrap}).list_topics(timeout=10)
+    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
     t = s.kafka.topics
-    out = {topic: {str(p): ends.get(topic, {}).get(p, 0) for p in md.topics[topic].partitions}
-           for topic in (t.features, t.actions)}
-    write_json(path, out)
+    write_offsets(path, {topic: {p: ends.get(topic, {}).get(p, 0) for p in partitions_of(admin, topic)}
+                         for topic in (t.features, t.actions)})
 
 
 def _progress_table(replay: dict[str, Any], stages: dict[str, Stage]) -> Table:
