@@ -96,7 +96,8 @@ def run_join(s: Settings, status_path: Path, on_stop: _StopSignal) -> None:
 
     rep = _Reporter(status_path, status)
     on_stop(lambda: setattr(runner, "stop", True))
-    stats = runner.run(stop_when_idle=SAFETY_IDLE_S)
+    # the demo stops the joiner once it has consumed the whole replay: the input is complete
+    stats = runner.run(stop_when_idle=SAFETY_IDLE_S, drain=True)
     rep.finish(produced=stats.examples + stats.dead_letters, examples=stats.examples,
                run_seconds=stats.seconds, cpu_seconds=stats.cpu_seconds)
 

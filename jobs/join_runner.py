@@ -116,7 +116,12 @@ class JoinRunner:
             self._delivery_errors.append(str(err))
 
     def run(self, stop_when_idle: float | None = None, max_seconds: float | None = None,
-            stop_after_events: int | None = None) -> RunStats:
+            stop_after_events: int | None = None, drain: bool = False) -> RunStats:
+        """Consume until stopped (``self.stop``, idle, time or event limits), then checkpoint.
+
+        ``drain``: the input is complete; before the final checkpoint fire every timer
+        (``JoinEngine.drain``), so no shown item is left without its window example.
+        """
         jc, kc = self.s.joiner, self.s.kafka
         t = kc.topics
         c = consumer(kc, group=jc.group_id, **{"fetch.max.bytes": 64 << 20,
@@ -188,6 +193,8 @@ class JoinRunner:
                     break  # all consumed and every partition at its end: the final watermark
             engine.advance()
             self._produce(p, t.examples, t.dead_letter)
+            while drain and engine.drain():
+                self._produce(p, t.examples, t.dead_letter)
             self._checkpoint(p)
             stats.checkpoints += 1
             self.lag = self._lag(c)
@@ -255,7 +262,7 @@ class JoinRunner:
 
 
 def run_join(settings: Settings, from_start: bool = False, stop_when_idle: float | None = None,
-             max_seconds: float | None = None) -> RunStats:
+             max_seconds: float | None = None, drain: bool = False) -> RunStats:
     """Run until SIGTERM/SIGINT (or idle / time limits); a clean stop checkpoints first."""
     runner = JoinRunner(settings, from_start=from_start)
 
@@ -264,7 +271,7 @@ def run_join(settings: Settings, from_start: bool = False, stop_when_idle: float
 
     old = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return runner.run(stop_when_idle=stop_when_idle, max_seconds=max_seconds)
+        return runner.run(stop_when_idle=stop_when_idle, max_seconds=max_seconds, drain=drain)
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
@@ -278,10 +285,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--from-start", action="store_true", help="discard saved state and offsets first")
     ap.add_argument("--stop-when-idle", type=float, default=None, help="stop after S seconds without input")
     ap.add_argument("--max-seconds", type=float, default=None)
+    ap.add_argument("--drain", action="store_true", help="on stop, fire every timer first (the input is complete)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     s = load_config(a.config, a.overrides)
-    st = run_join(s, from_start=a.from_start, stop_when_idle=a.stop_when_idle, max_seconds=a.max_seconds)
+    st = run_join(s, from_start=a.from_start, stop_when_idle=a.stop_when_idle, max_seconds=a.max_seconds,
+                  drain=a.drain)
     log.info("done: %s", st)
 
 

@@ -86,6 +86,7 @@ from joiner.config import JoinerConfig
 from schemas.codec import default_codec
 
 WATERMARK_MIN = -(1 << 63)
+WATERMARK_MAX = (1 << 63) - 1  # end of input: every timer is due (Flink's MAX_WATERMARK)
 _STATE_V1 = b"\x01"
 _U64 = float(1 << 64)
 

@@ -20,7 +20,7 @@ from collections import Counter
 from typing import Any
 
 from joiner.config import JoinerConfig
-from joiner.core import WATERMARK_MIN, DeadLetterOut, Joiner, Step, check_action, check_features
+from joiner.core import WATERMARK_MAX, WATERMARK_MIN, DeadLetterOut, Joiner, Step, check_action, check_features
 from joiner.fastcodec import FastCodec
 from joiner.splice import H_END, H_OVERLAP, H_RID0, H_RID1, H_TS, H_USER, ITEM_FIELDS, Spans, SpliceWriter
 from joiner.splice import _str as _avro_str
@@ -259,16 +259,32 @@ class JoinEngine:
     def advance(self) -> int:
         """Move the watermark on and fire every due timer (bounded sweep); return timers fired."""
         self._update_watermark()
+        return self._fire_due()[0]
+
+    def _fire_due(self) -> tuple[int, int]:
+        """Fire the timers due at the watermark (one bounded sweep): (fired, index entries seen)."""
         wm = self.watermark
         fired = 0
         store = self.store
-        for rid in store.due(wm):
+        due = store.due(wm)
+        for rid in due:
             entry = store.get(rid)
             if entry is None or entry.timer is None or entry.timer > wm:
                 continue  # stale index entry
             fired += 1
             self._apply(rid, entry, self.core.on_timer(entry.state, wm), 0)
-        return fired
+        return fired, len(due)
+
+    def drain(self) -> int:
+        """End of input: move the watermark to its maximum and fire every timer, one bounded
+        sweep per call (returns the timer entries it looked at: call until 0).
+
+        Every window closes, late positives already seen are emitted, actions still waiting for
+        features become ``no_features``, states expire: what Flink does at the end of a bounded
+        source or on ``flink stop --drain``. The watermark stays at its maximum, so a drained
+        state only dead-letters new input."""
+        self.watermark = WATERMARK_MAX
+        return self._fire_due()[1]
 
     def _update_watermark(self) -> None:
         lows = []

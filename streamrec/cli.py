@@ -125,6 +125,9 @@ def join(
         float | None, typer.Option(help="stop (after a final checkpoint) when no input came for S seconds")
     ] = None,
     max_seconds: Annotated[float | None, typer.Option(help="stop after S seconds")] = None,
+    drain: Annotated[bool, typer.Option(
+        help="the input is complete: on stop, close every window and fire every timer before the last "
+             "checkpoint (like `flink stop --drain`; the drained state then only dead-letters new input)")] = False,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus endpoint on 127.0.0.1 (0 = free port)")] = None,
     cache_mb: Annotated[float | None, typer.Option(help="in-memory join cache bound, MB")] = None,
     state_dir: Annotated[Path | None, typer.Option(help="RocksDB state directory")] = None,
@@ -140,7 +143,7 @@ def join(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cache = int(cache_mb * (1 << 20)) if cache_mb is not None else None
     s = _with(settings(ctx), "joiner", metrics_port=metrics_port, cache_bytes=cache, state_dir=state_dir)
-    st = run_join(s, from_start=from_start, stop_when_idle=stop_when_idle, max_seconds=max_seconds)
+    st = run_join(s, from_start=from_start, stop_when_idle=stop_when_idle, max_seconds=max_seconds, drain=drain)
     typer.echo(f"join: {st.events} events -> {st.examples} examples, {st.dead_letters} dead letters "
                f"{st.dead_reasons} in {st.seconds:.1f}s")
 

@@ -146,3 +146,28 @@ def test_state_and_offsets_survive_reopen(tmp_path: Path) -> None:
     entry = eng2.store.get("r")
     assert entry is not None and entry.state.win == {(1, "click")} and entry.timer == 1000
     eng2.store.close()
+
+
+def test_drain_closes_every_window_and_fires_every_timer(tmp_path: Path) -> None:
+    """End of input: every shown item gets its window outcome, waiting actions become dead letters,
+    even when the timers sit in RocksDB and the sweep takes several calls."""
+    cfg = JoinerConfig(**{**CFG, "negative_keep_rate": 1.0}, cache_bytes=1, sweep_limit=3)
+    eng = make_engine(tmp_path / "s", cfg)
+    recs = [feature_log(f"r{i}", 100 * i, [1, 2]) for i in range(10)]
+    recs += [action("r9", 1, "click", 950), action("orphan", 5, "click", 990)]
+    feed(eng, recs, checkpoint_every=2)  # timers go to RocksDB's index
+    before, _ = outputs(eng)
+    assert len(before) < 20  # the last windows are still open at the streaming watermark
+    rounds = 0
+    while eng.drain():
+        rounds += 1
+    ex, dead = outputs(eng)
+    assert rounds > 1  # bounded sweep: more than one call
+    got = [json.loads(e) for e in [*before, *ex]]
+    assert sorted((e["request_id"], e["item_id"]) for e in got) == sorted(
+        (f"r{i}", item) for i in range(10) for item in (1, 2))
+    assert [e["labels"]["click"] for e in got if e["request_id"] == "r9" and e["item_id"] == 1] == [1]
+    assert [(r, k) for (r, k, _) in dead] == [("no_features", b"orphan")]
+    eng.checkpoint()
+    assert b"orphan" not in eng.store.db  # nothing left waiting
+    eng.store.close()
