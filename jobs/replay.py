@@ -110,11 +110,14 @@ def produce_stream(p: Producer, messages: Iterable[Outgoing], rate: float = 0.0,
 
 
 def _outgoing(s: Settings, events: Iterator[ReplayEvent], summary: ReplaySummary,
-              on_request: Callable[[], None]) -> Iterator[Outgoing]:
+              on_request: Callable[[], None],
+              observe: Callable[[ReplayEvent], None] | None = None) -> Iterator[Outgoing]:
     codec = default_codec()
     topics = {FEATURES: s.kafka.topics.features, "actions": s.kafka.topics.actions}
     for e in events:
         value = codec.encode(SCHEMA_OF_ROLE[e.role], e.record)
+        if observe is not None:
+            observe(e)
         topic = topics[e.role]
         summary.sent[topic] += 1
         summary.bytes += len(value)
@@ -129,9 +132,11 @@ def _outgoing(s: Settings, events: Iterator[ReplayEvent], summary: ReplaySummary
 
 def run_replay(s: Settings, source: str, quiet: bool = False, read_back: bool = True,
                summary: ReplaySummary | None = None,
-               ends: dict[str, dict[int, int]] | None = None) -> ReplaySummary:
+               ends: dict[str, dict[int, int]] | None = None,
+               observe: Callable[[ReplayEvent], None] | None = None) -> ReplaySummary:
     """Send the whole replay; ``summary`` (if given) is filled as messages go, for live progress;
-    ``ends`` (if given) receives every partition's end offset."""
+    ``ends`` (if given) receives every partition's end offset; ``observe`` (if given) sees every
+    event sent, in send order (the demo joins them in memory for its expected outcome)."""
     summary = summary if summary is not None else ReplaySummary()
     cols = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("requests"), TimeRemainingColumn())
@@ -140,7 +145,8 @@ def run_replay(s: Settings, source: str, quiet: bool = False, read_back: bool = 
         task = progress.add_task(f"replay {source}", total=s.replay.limit or 100_000)
         events = iter_events(s.replay, source)
         produce_stream(replay_producer(s, report_all=ends is not None),
-                       _outgoing(s, events, summary, lambda: progress.advance(task)), s.replay.rate, ends=ends)
+                       _outgoing(s, events, summary, lambda: progress.advance(task), observe),
+                       s.replay.rate, ends=ends)
     summary.seconds = time.monotonic() - t0
     if not quiet:
         print_summary(source, summary)

@@ -67,6 +67,14 @@ class ArchiveReader:
         for hour in self.hours(start, end, complete_only):
             yield from self.read_hour(hour, columns, include_late).to_batches(max_chunksize=batch_rows)
 
+    def example_ids(self, start: HourLike | None = None, end: HourLike | None = None) -> list[str]:
+        """Every archived ``example_id`` in [start, end), duplicates included (reads only that column)."""
+        ids: list[str] = []
+        for hour in self.hours(start, end):
+            for p in self.files(hour):
+                ids += pq.read_table(io.BytesIO(self.fs.read_bytes(p)), columns=["example_id"]).column(0).to_pylist()
+        return ids
+
     def count(self, start: HourLike | None = None, end: HourLike | None = None) -> int:
         n = 0
         for hour in self.hours(start, end):

@@ -1,4 +1,4 @@
-"""`streamrec demo` end to end on a MovieLens slice: every stage's counts reconcile, AUC beats the baseline."""
+"""`streamrec demo` end to end on a MovieLens slice: every stage matches the reference join, AUC beats the baseline."""
 
 from __future__ import annotations
 
@@ -22,10 +22,19 @@ def test_demo_report_is_consistent(tmp_path: Path) -> None:
     assert not pid_alive(read_pid(tmp_path / "broker.pid") or -1, "tansu")  # --down stopped our broker
     for name, check in report["checks"].items():
         assert check["ok"], f"{name}: {check}"
-    j, r = report["join"], report["replay"]
+    j, r, ref, checks = report["join"], report["replay"], report["reference"], report["checks"]
     assert r["requests"] == 20_000 and r["shown_items"] == 200_000
-    # examples = impressions kept after sampling + late positives; sampling kept about r of the negatives
-    assert j["examples"] == j["positives"] + j["negatives_kept"] + j["late"]
+    # the expected outcome is the reference join of the same replay, and every stage was checked against it
+    assert ref["examples"] == ref["positives"] + ref["negatives_kept"] + ref["late"] == j["examples"] > 0
+    for k in ("positives", "negatives_kept", "negatives_dropped", "late"):
+        assert checks[f"joiner {k.replace('_', ' ')} = reference"]["want"] == ref[k]
+    assert checks["trainer learned from every reference example once"]["want"] == ref["examples"]
+    # the archive check read the ids back from the Parquet files: a real digest, the reference's
+    digest = checks["archive: example ids = reference's (sorted-ids sha1)"]
+    assert len(digest["got"]) == 40 and digest["got"] == ref["ids_sha1"]
+    assert checks["archive: distinct example ids = reference examples"]["got"] == ref["examples"]
+    assert checks["archive: no example id twice"]["got"] == 0
+    # sampling kept about r of the negatives
     negatives = j["negatives_kept"] + j["negatives_dropped"]
     assert negatives > 0 and abs(j["negatives_kept"] / negatives - s.joiner.negative_keep_rate) < 0.01
     assert j["late"] > 0  # the heavy delay tail produced late positives
