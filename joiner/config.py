@@ -32,7 +32,9 @@ class JoinerConfig(Section):
     state_dir: Path = Path(".run/joiner")
     cache_bytes: int = Field(256 << 20, gt=0, description="in-memory cache bound (estimated Python bytes)")
     cache_bytes_per_state_byte: float = Field(
-        8.0, gt=0, description="estimate of a cached state's memory per byte of its serialized form"
+        6.5, gt=0,
+        description="estimate of a cached state's memory per byte of its serialized form (measured on MovieLens "
+                    "states: 6.4 for a fresh one, 3.5 for one read back from RocksDB)",
     )
     rocksdb_write_buffer_mb: int = Field(16, gt=0, description="RocksDB memtable size per column family")
     sweep_limit: int = Field(20_000, gt=0, description="timers fired from RocksDB per poll at most (bounded sweep)")

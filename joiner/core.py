@@ -87,7 +87,8 @@ from schemas.codec import default_codec
 
 WATERMARK_MIN = -(1 << 63)
 WATERMARK_MAX = (1 << 63) - 1  # end of input: every timer is due (Flink's MAX_WATERMARK)
-_STATE_V1 = b"\x01"
+_STATE_V1 = b"\x01"  # still read: the feature log decoded at once
+_STATE_V2 = b"\x02"  # + the item ids, so that reading a state back decodes no Avro
 _U64 = float(1 << 64)
 
 
@@ -146,7 +147,7 @@ class RequestState:
     """Everything the join keeps for one request (see the module docstring)."""
 
     __slots__ = ("request_id", "features", "ts", "pending", "win", "late", "late_done",
-                 "window_done", "expired", "_items", "fbytes", "_splice")
+                 "window_done", "expired", "_items", "fbytes", "_splice", "_lite")
 
     def __init__(self, request_id: str):
         self.request_id = request_id
@@ -163,32 +164,53 @@ class RequestState:
         # A runtime that has the consumed message may set it (bytes after the 10-byte header).
         self.fbytes: bytes | None = None
         self._splice: Any = None  # a writer's cache of byte spans of fbytes (never serialized)
+        # read back from bytes: ``features`` holds the item ids only, ``record()`` decodes the rest
+        self._lite = False
 
     # ---- serialization --------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        feats = b""
+        feats, ids = b"", None
         if self.features is not None:
             feats = self.fbytes
             if feats is None:
                 buf = io.BytesIO()
                 fastavro.schemaless_writer(buf, _FEATURE_SCHEMA, self.features)
                 feats = self.fbytes = buf.getvalue()
-        body = (self.request_id, feats, self.ts, self.pending, self.win, self.late, self.late_done,
+            ids = list(self.items())
+        body = (self.request_id, feats, ids, self.ts, self.pending, self.win, self.late, self.late_done,
                 self.window_done, self.expired)
-        return _STATE_V1 + pickle.dumps(body, protocol=5)
+        return _STATE_V2 + pickle.dumps(body, protocol=5)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RequestState:
-        if data[:1] != _STATE_V1:
-            raise ValueError(f"unknown join state version {data[:1]!r}")
-        (rid, feats, ts, pending, win, late, late_done, window_done, expired) = pickle.loads(data[1:])
+        """The state back, without decoding its feature log: the join needs only the item ids
+        (saved beside the Avro body), and most states are read for an impression that changes
+        nothing. ``record()`` decodes the feature log when an example needs more."""
+        version = data[:1]
+        if version == _STATE_V2:
+            (rid, feats, ids, ts, pending, win, late, late_done, window_done, expired) = pickle.loads(data[1:])
+        elif version == _STATE_V1:
+            (rid, feats, ts, pending, win, late, late_done, window_done, expired) = pickle.loads(data[1:])
+            ids = None
+        else:
+            raise ValueError(f"unknown join state version {version!r}")
         s = cls(rid)
         if feats:
-            s.features = fastavro.schemaless_reader(io.BytesIO(feats), _FEATURE_SCHEMA, None)
             s.fbytes = feats
+            if ids is None:
+                s.features = fastavro.schemaless_reader(io.BytesIO(feats), _FEATURE_SCHEMA, None)
+            else:
+                s.features, s._lite = {"request_id": rid, "ts_ms": ts, "items": [{"item_id": i} for i in ids]}, True
         s.ts, s.pending, s.win, s.late, s.late_done = ts, pending, win, late, late_done
         s.window_done, s.expired = window_done, expired
         return s
+
+    def record(self) -> dict[str, Any]:
+        """The whole FeatureLog record (decoded from ``fbytes`` once if the state was read back)."""
+        if self._lite:
+            self.features = fastavro.schemaless_reader(io.BytesIO(self.fbytes), _FEATURE_SCHEMA, None)
+            self._items, self._lite = None, False
+        return self.features
 
     def items(self) -> dict[int, dict[str, Any]]:
         if self._items is None:
@@ -213,7 +235,7 @@ class DictWriter:
 
     def example(self, s: RequestState, item_id: int, kind: str, labels: dict[str, int], sample_rate: float,
                 late: bool, join_delay_ms: int) -> Any:
-        feats = s.features
+        feats = s.record()
         item = s.items()[item_id]
         sparse = dict(feats["user_sparse"])
         for slot, ids in item["sparse"].items():
@@ -274,7 +296,7 @@ class Joiner:
                 step.dead_letters.append(self._dead_action("expired", "feature log expired", rid, p))
             s.pending = []
         else:
-            s.features, s.ts, s._items, s._splice = rec, f, None, None
+            s.features, s.ts, s._items, s._splice, s._lite = rec, f, None, None, False
             pending, s.pending = s.pending, []
             for p in pending:
                 self._classify(s, p, step)
@@ -350,7 +372,7 @@ class Joiner:
                         self._emit_late(s, key, ts, step)
                     s.late_done.add(key)
             if wm >= f + self.ttl_ms:
-                s.features, s._items, s.fbytes, s._splice, s.expired = None, None, None, None, True
+                s.features, s._items, s.fbytes, s._splice, s._lite, s.expired = None, None, None, None, False, True
                 s.win, s.late, s.late_done = set(), {}, set()
         if s.expired:
             if wm >= s.ts + self.ttl_ms + self.tombstone_ms:

@@ -221,8 +221,8 @@ class JoinEngine:
             step = self.core.on_features(state, rec, self.watermark)
             st = step.state
             if st is not None and st.features is rec:
-                st.fbytes = value[10:]  # the consumed body: spliced into examples, saved as is
-                st._splice = self._last_spans
+                sp = self._last_spans  # the consumed body: spliced into examples, saved as is
+                st.fbytes, st._splice = (sp.body, sp) if sp is not None else (value[10:], None)
             self._apply(rid, entry, step, len(value), value)
         else:
             self.counts["actions"] += 1

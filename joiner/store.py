@@ -51,7 +51,7 @@ class Entry:
 class StateStore:
     """Cache first, then RocksDB; see the module docstring."""
 
-    def __init__(self, path: Path, cache_bytes: int, bytes_per_state_byte: float = 8.0, sweep_limit: int = 20_000,
+    def __init__(self, path: Path, cache_bytes: int, bytes_per_state_byte: float = 6.5, sweep_limit: int = 20_000,
                  write_buffer_mb: int = 16):
         path.mkdir(parents=True, exist_ok=True)
         opts = Options(raw_mode=True)

@@ -161,3 +161,25 @@ def test_state_bytes_round_trip_and_timer() -> None:
     assert j.next_timer(s2) == 2000
     step = j.on_timer(s2, 2000)
     assert [e["kind"] for e in step.examples] == ["window"] * 3 and step.timer == 2500
+
+
+def test_state_read_back_decodes_its_feature_log_only_when_an_example_needs_it() -> None:
+    j = Joiner(cfg())
+    rec = feature_log("r1", 1000, [1, 2])
+    s = RequestState.from_bytes(j.on_features(None, rec, WATERMARK_MIN).state.to_bytes())
+    assert s.features == {"request_id": "r1", "ts_ms": 1000, "items": [{"item_id": 1}, {"item_id": 2}]}
+    assert s.record() == rec and s.features == rec  # decoded once, kept
+    # a state saved by the first format (no item ids beside the Avro body) still reads
+    import io
+    import pickle
+
+    import fastavro
+
+    from joiner.core import _FEATURE_SCHEMA
+
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, _FEATURE_SCHEMA, rec)
+    v1 = b"\x01" + pickle.dumps(("r1", buf.getvalue(), 1000, [], {(2, "click")}, {}, set(), False, False))
+    old = RequestState.from_bytes(v1)
+    assert old.features == rec and old.win == {(2, "click")}
+    assert [e["labels"]["click"] for e in j.on_timer(old, 2000).examples] == [0, 1]
