@@ -30,6 +30,7 @@ from pyflink.datastream.state import ValueStateDescriptor
 from joiner.config import JoinerConfig
 from joiner.core import Joiner, RequestState, Step, check_action, check_features
 from joiner.engine import DEAD_PAYLOAD_MAX
+from joiner.fastcodec import FastCodec
 from schemas.codec import DecodeError, default_codec
 
 BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
@@ -88,7 +89,8 @@ class Decoder:
         self.topic = topic
         self.max_bytes = max_message_bytes
         self.check = check_features if record_name == "FeatureLog" else check_action
-        self.codec = default_codec()
+        fast = FastCodec()
+        self.decode = fast.decode_action if record_name == "ActionLog" else lambda v: fast.decode(v, record_name)
         self.counts = counts
         self.dead: bytes | None = None
 
@@ -97,7 +99,7 @@ class Decoder:
         if len(value) > self.max_bytes:
             return self._dead("oversize", f"{len(value)} bytes > {self.max_bytes}", value)
         try:
-            _, rec = self.codec.decode(value, expect=self.record_name)
+            rec = self.decode(value)
         except DecodeError as e:
             return self._dead(e.reason, e.detail, value)
         bad = self.check(rec)
@@ -136,8 +138,9 @@ class JoinFn(KeyedCoProcessFunction):
         self.checkpoint_dir = checkpoint_dir
 
     def open(self, ctx: RuntimeContext) -> None:
+        self.fast = FastCodec()
+        self.feature_header = b"\xc3\x01" + self.fast.fingerprint("FeatureLog")
         self.joiner = Joiner(self.cfg)
-        self.codec = default_codec()
         # PICKLED_BYTE_ARRAY: PRIMITIVE_ARRAY(BYTE) state fails on an empty key in thread mode
         # (PyFlink 2.0.2 converts the missing value with `bytes(None)`).
         self.state = ctx.get_state(ValueStateDescriptor("request", Types.PICKLED_BYTE_ARRAY()))
@@ -167,6 +170,9 @@ class JoinFn(KeyedCoProcessFunction):
             return
         key = rec["request_id"]
         step = self.joiner.on_features(self._load(key), rec, self._watermark(ctx))
+        st = step.state
+        if st is not None and st.features is rec and value[:10] == self.feature_header:
+            st.fbytes = bytes(value[10:])  # the consumed body is the state's encoding: no re-encoding
         yield from self._apply(key, step, ctx)
 
     def process_element2(self, value: bytes, ctx: KeyedCoProcessFunction.Context) -> Iterator[Any]:
@@ -216,12 +222,13 @@ class JoinFn(KeyedCoProcessFunction):
                 self.cache[key] = (step.state, data, timer)
         if step.examples:
             now_ms = int(time.time() * 1000)  # the Kafka timestamp: when the example was made, not its event time
+            encode = self.fast.encode
             for ex in step.examples:
-                yield self.codec.encode("TrainingExample", ex), now_ms
+                yield encode("TrainingExample", ex), now_ms
         self.counts.add("examples", len(step.examples))
         for d in step.dead_letters:
             topic = self.topics[0] if d.record_name == "FeatureLog" else self.topics[1]
-            payload = self.codec.encode(d.record_name, d.record)
+            payload = self.fast.encode(d.record_name, d.record)
             key_b = str(d.record.get("request_id", "")).encode()
             self.counts.add("dead_letters")
             yield DEAD_LETTERS, dead_letter(d.reason, d.detail, topic, payload, key_b)
