@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,3 +122,25 @@ def test_replay_to_the_broker_reads_back_the_same_messages(settings: Settings) -
         want[(t.features if e.role == FEATURES else t.actions, payload)] += 1
     assert got == want
     assert summary.messages == sum(want.values())
+
+
+def test_cli_replay_paces_and_prints_the_counts_read_back(settings: Settings) -> None:
+    """`streamrec replay movielens --limit N --rate R`: the user-facing command, end to end."""
+    t = settings.kafka.topics
+    sets = [f'kafka.bootstrap="{settings.kafka.bootstrap}"', f'kafka.topics.features="{t.features}"',
+            f'kafka.topics.actions="{t.actions}"']
+    cli = str(Path(sys.executable).parent / "streamrec")
+    cmd = [cli, *(a for s in sets for a in ("--set", s)),
+           "replay", "movielens", "--limit", "400", "--rate", "2000"]
+    t0 = time.monotonic()
+    env = {**os.environ, "COLUMNS": "160"}  # rich wraps tables at the terminal width
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    took = time.monotonic() - t0
+    assert out.returncode == 0, out.stderr[-2000:]
+    want = Counter(t.features if e.role == FEATURES else t.actions
+                   for e in build_events(ReplayConfig(**{**settings.replay.model_dump(), "limit": 400})))
+    text = out.stdout + out.stderr
+    read_back = text.split("messages read back from", 1)[1]  # the table after the sent summary
+    for topic, n in want.items():
+        assert re.search(rf"{topic}\s*│\s*{n:,}\s*│", read_back), (topic, n, read_back)
+    assert took >= sum(want.values()) / 2000 * 0.8  # --rate capped messages/s

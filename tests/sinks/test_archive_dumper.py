@@ -168,3 +168,16 @@ def test_wrong_topic_for_archive_is_refused(fast_settings, local_fs, produce_exa
     fast_settings.kafka.topics.examples = make_topics(examples=1)["examples"]
     with pytest.raises(Exception, match="kafka.topics.examples"):
         Archiver(fast_settings, local_fs).run(idle_s=0.5, max_s=10)
+
+
+def test_files_roll_by_size_when_age_is_far(local_fs, fast_settings, produce_examples):
+    """``roll_bytes`` alone makes commits: with a roll age far beyond the run, a small byte bound
+    still commits one hour in many files, and loses nothing."""
+    a = fast_settings.archive
+    a.roll_age_s, a.roll_bytes, a.poll_batch = 3600.0, 64 << 10, 100
+    recs = make_examples(2000, start_ms=BASE_MS, step_ms=1_000)  # 33 minutes: one hour
+    produce_examples(recs)
+    stats = Archiver(fast_settings, local_fs).run(idle_s=1.5, max_s=60)
+    assert stats.archived == 2000 and by_id(archived(local_fs)) == by_id(topic_examples(fast_settings))
+    files = [f for f in local_fs.list(layout.hour_dir(layout.hour_of(BASE_MS))) if f.endswith(".parquet")]
+    assert stats.commits >= 4 and len(files) == stats.files >= 4  # by size, not one file per hour
