@@ -26,11 +26,11 @@ from deploy import stack
 from jobs.demo_reference import ReferenceJoin
 from jobs.demo_report import build_report, write_report
 from jobs.demo_stages import read_json, stage_main
+from jobs.join_runner import GC_THRESHOLDS
 from jobs.replay import ReplaySummary, run_replay
 from streamrec.config import Settings
 
 console = Console(stderr=True)
-GC_THRESHOLDS = (200_000, 100, 100)  # as the join runner's, for the same reason (see do_replay)
 
 
 @dataclass

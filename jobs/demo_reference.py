@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from joiner.config import JoinerConfig
-from joiner.core import RequestState, example_id
+from joiner.core import RequestState, example_id, id_record
 from replay import FEATURES, ReplayEvent
 from trainer.replay_examples import MemoryJoin
 
@@ -47,8 +47,7 @@ class ReferenceJoin:
             # the join decides on ids and times only (the embedded engine feeds it the same); whole
             # feature logs kept until the end would double the demo's memory (full MovieLens: +0.5 GB)
             r = event.record
-            slim = {"request_id": r["request_id"], "ts_ms": r["ts_ms"],
-                    "items": [{"item_id": it["item_id"]} for it in r["items"]]}
+            slim = id_record(r["request_id"], r["ts_ms"], [it["item_id"] for it in r["items"]])
             event = ReplayEvent(event.send_ms, event.seq, event.role, event.key, slim)
         self.join.add(event)
 

@@ -105,6 +105,12 @@ def keep_hash(seed: int, request_id: str, item_id: int) -> float:
     return int.from_bytes(d, "little") / _U64
 
 
+def id_record(request_id: str, ts_ms: int, item_ids: list[int]) -> dict[str, Any]:
+    """A feature log reduced to what the join rules read (ids and time): states read back and
+    reference joins keep this instead of the whole record."""
+    return {"request_id": request_id, "ts_ms": ts_ms, "items": [{"item_id": i} for i in item_ids]}
+
+
 def check_features(rec: dict[str, Any]) -> tuple[str, str] | None:
     """(reason, detail) if the feature log cannot be joined, else None."""
     if not rec.get("request_id"):
@@ -200,7 +206,7 @@ class RequestState:
             if ids is None:
                 s.features = fastavro.schemaless_reader(io.BytesIO(feats), _FEATURE_SCHEMA, None)
             else:
-                s.features, s._lite = {"request_id": rid, "ts_ms": ts, "items": [{"item_id": i} for i in ids]}, True
+                s.features, s._lite = id_record(rid, ts, ids), True
         s.ts, s.pending, s.win, s.late, s.late_done = ts, pending, win, late, late_done
         s.window_done, s.expired = window_done, expired
         return s

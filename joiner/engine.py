@@ -105,7 +105,7 @@ class JoinEngine:
         to_end = cache.move_to_end
         core = self.core
         ignored, ttl = core.ignored, core.ttl_ms
-        hdr = b"\xc3\x01" + self.fast.fingerprint("ActionLog")  # current-schema ActionLog
+        hdr = self.fast.header("ActionLog")
         ign = tuple(_avro_str(a) for a in ignored if a)  # ignored action types as Avro strings
         max_bytes = self.max_bytes
         wm = self.watermark

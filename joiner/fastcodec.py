@@ -36,6 +36,10 @@ class FastCodec:
     def fingerprint(self, name: str) -> bytes:
         return self._fp[name]
 
+    def header(self, name: str) -> bytes:
+        """Magic + fingerprint of the current schema: a message starting so needs no resolution."""
+        return self._header[name]
+
     def decode(self, data: bytes, expect: str) -> dict[str, Any]:
         """The record, read with the current reader schema; raises ``DecodeError`` like the codec."""
         if data[2:HEADER_LEN] == self._fp[expect] and data[:2] == b"\xc3\x01":

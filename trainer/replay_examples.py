@@ -13,6 +13,7 @@ from typing import Any
 
 from joiner.config import JoinerConfig
 from joiner.core import WATERMARK_MAX, WATERMARK_MIN, Joiner, Step, check_action, check_features
+from replay import FEATURES
 from replay.config import ReplayConfig
 
 
@@ -42,7 +43,7 @@ class MemoryJoin:
     def add(self, e: Any) -> None:
         """One ReplayEvent (``role``, ``key``, ``record``), validated as the runtimes do."""
         rec = e.record
-        features = e.role == "features"
+        features = e.role == FEATURES
         bad = check_features(rec) if features else check_action(rec)
         if bad is not None:
             self.dead_reasons[bad[0]] += 1

@@ -139,7 +139,7 @@ class JoinFn(KeyedCoProcessFunction):
 
     def open(self, ctx: RuntimeContext) -> None:
         self.fast = FastCodec()
-        self.feature_header = b"\xc3\x01" + self.fast.fingerprint("FeatureLog")
+        self.feature_header = self.fast.header("FeatureLog")
         self.joiner = Joiner(self.cfg)
         # PICKLED_BYTE_ARRAY: PRIMITIVE_ARRAY(BYTE) state fails on an empty key in thread mode
         # (PyFlink 2.0.2 converts the missing value with `bytes(None)`).
