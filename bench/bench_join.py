@@ -5,7 +5,10 @@ examples topic of their own and report input events/s (wall) and events/s per co
 events / process CPU seconds, librdkafka threads included). Prints both and the ratio.
 The Quix Streams baseline runs in ``.vendor/quix-venv`` (created here if missing: quixstreams
 pins a confluent-kafka older than ours). Usage:
-  python bench/bench_join.py [--limit RATINGS] [--skip-quix] [--profile OUT.txt]
+  python bench/bench_join.py [--limit RATINGS] [--runs N] [--skip-quix] [--profile OUT.txt]
+
+Each side drains the same input ``--runs`` times (fresh state, its own output topic each time)
+and the MEDIAN run is reported, with the range: on a shared 2-core VM one run can be 20% off.
 
 Where our time goes (py-spy, 246 K events, 2026-12): the runner's main thread is ~95% of its
 CPU (librdkafka's threads the rest). Of that: firing windows and splicing the examples ~24%,
@@ -58,11 +61,11 @@ def preload(bootstrap: str, topics: dict[str, str], limit: int) -> int:
     return run_replay(s, "movielens", quiet=True, read_back=False).messages
 
 
-def run_ours(bootstrap: str, topics: dict[str, str], n: int, state: Path,
+def run_ours(bootstrap: str, topics: dict[str, str], n: int, state: Path, out_topic: str,
              profile: str | None) -> tuple[float, float, int]:
     s = load_config(None, [
         f'kafka.bootstrap="{bootstrap}"', f'kafka.topics.features="{topics["features"]}"',
-        f'kafka.topics.actions="{topics["actions"]}"', f'kafka.topics.examples="{topics["ours"]}"',
+        f'kafka.topics.actions="{topics["actions"]}"', f'kafka.topics.examples="{out_topic}"',
         f'kafka.topics.dead_letter="{topics["dead"]}"', f'joiner.state_dir="{state}"',
         "joiner.window_ms=2000", "joiner.log_interval_s=1000",
     ])
@@ -84,11 +87,11 @@ def run_ours(bootstrap: str, topics: dict[str, str], n: int, state: Path,
     return st.seconds, st.cpu_seconds, st.examples
 
 
-def run_quix(bootstrap: str, topics: dict[str, str], n: int, state: Path) -> tuple[float, float]:
+def run_quix(bootstrap: str, topics: dict[str, str], n: int, state: Path, out_topic: str) -> tuple[float, float]:
     from joiner.config import JoinerConfig
 
     env = {**os.environ, "BROKER": bootstrap, "FEATURES": topics["features"], "ACTIONS": topics["actions"],
-           "EXAMPLES": topics["quix"], "GROUP": f"quix-{time.time_ns()}", "STATE_DIR": str(state),
+           "EXAMPLES": out_topic, "GROUP": f"quix-{time.time_ns()}", "STATE_DIR": str(state),
            "INPUT": str(n), "JOINER_CFG": JoinerConfig(window_ms=2000).model_dump_json()}
     out = subprocess.run([str(quix_python()), str(ROOT / "bench/quix_join_app.py")], env=env,
                          capture_output=True, text=True, timeout=900)
@@ -99,36 +102,59 @@ def run_quix(bootstrap: str, topics: dict[str, str], n: int, state: Path) -> tup
     return float(w1) - float(w0), float(c1) - float(c0)
 
 
+def median_run(runs: list[tuple[float, float]]) -> tuple[float, float, str]:
+    """(wall, cpu) of the median run by CPU, and the per-core range over all runs (for events n)."""
+    runs = sorted(runs, key=lambda r: r[1])
+    wall, cpu = runs[len(runs) // 2]
+    return wall, cpu, f"{runs[-1][1]:.2f}-{runs[0][1]:.2f}s CPU over {len(runs)} runs"
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=20_000, help="MovieLens ratings (each ~12 input events)")
+    ap.add_argument("--runs", type=int, default=3, help="runs of each side; the median is reported")
     ap.add_argument("--skip-quix", action="store_true")
-    ap.add_argument("--profile", default=None, help="write a cProfile of our run here")
+    ap.add_argument("--profile", default=None, help="write a cProfile of our first run here")
     args = ap.parse_args()
     if not args.skip_quix:
         quix_python()
+    runs = range(args.runs)
     with tempfile.TemporaryDirectory() as tmp, Broker(Path(tmp)) as broker:
-        topics = {"features": "features", "actions": "actions", "ours": "examples-ours",
-                  "quix": "examples-quix", "dead": "dead-letter"}
-        create_topics(broker.bootstrap, {"features": 2, "actions": 2, "examples-ours": 2, "examples-quix": 2,
-                                         "dead-letter": 1})
+        topics = {"features": "features", "actions": "actions", "dead": "dead-letter"}
+        create_topics(broker.bootstrap, {"features": 2, "actions": 2, "dead-letter": 1,
+                                         **{f"examples-ours-{i}": 2 for i in runs},
+                                         **({f"examples-quix-{i}": 2 for i in runs} if not args.skip_quix else {})})
         t = time.perf_counter()
         n = preload(broker.bootstrap, topics, args.limit)
         print(f"preloaded {n:,} events ({args.limit:,} MovieLens requests) in {time.perf_counter() - t:.1f}s")
-        wall, cpu, produced = run_ours(broker.bootstrap, topics, n, Path(tmp) / "ours", args.profile)
+        ours, produced = [], set()
+        for i in runs:
+            wall, cpu, ex = run_ours(broker.bootstrap, topics, n, Path(tmp) / f"ours-{i}", f"examples-ours-{i}",
+                                     args.profile if i == 0 else None)
+            print(f"  ours run {i + 1}: {n / wall:,.0f} events/s, {n / cpu:,.0f} events/s per core", flush=True)
+            ours.append((wall, cpu))
+            produced.add(ex)
+        wall, cpu, spread = median_run(ours)
         ours_wall, ours_core = n / wall, n / cpu
-        print(f"ours (embedded runner): {n:,} events in {wall:.2f}s wall, {cpu:.2f}s CPU -> "
-              f"{ours_wall:,.0f} events/s, {ours_core:,.0f} events/s per core; {produced:,} examples")
+        print(f"ours (embedded runner): {n:,} events in {wall:.2f}s wall, {cpu:.2f}s CPU ({spread}) -> "
+              f"{ours_wall:,.0f} events/s, {ours_core:,.0f} events/s per core; "
+              f"{'/'.join(f'{x:,}' for x in sorted(produced))} examples")
         if args.skip_quix:
             return
-        qwall, qcpu = run_quix(broker.bootstrap, topics, n, Path(tmp) / "quix")
+        quix, qcounts = [], set()
         s = load_config(None, [f'kafka.bootstrap="{broker.bootstrap}"'])
-        qn = count_messages(s.kafka, [topics["quix"]], idle_s=1.0)[topics["quix"]]
+        for i in runs:
+            qw, qc = run_quix(broker.bootstrap, topics, n, Path(tmp) / f"quix-{i}", f"examples-quix-{i}")
+            print(f"  quix run {i + 1}: {n / qw:,.0f} events/s, {n / qc:,.0f} events/s per core", flush=True)
+            quix.append((qw, qc))
+            qcounts.add(count_messages(s.kafka, [f"examples-quix-{i}"], idle_s=1.0)[f"examples-quix-{i}"])
+        qwall, qcpu, qspread = median_run(quix)
         q_wall, q_core = n / qwall, n / qcpu
-        print(f"quix streams (same join): {n:,} events in {qwall:.2f}s wall, {qcpu:.2f}s CPU -> "
-              f"{q_wall:,.0f} events/s, {q_core:,.0f} events/s per core; {qn:,} examples")
+        print(f"quix streams (same join): {n:,} events in {qwall:.2f}s wall, {qcpu:.2f}s CPU ({qspread}) -> "
+              f"{q_wall:,.0f} events/s, {q_core:,.0f} events/s per core; "
+              f"{'/'.join(f'{x:,}' for x in sorted(qcounts))} examples")
         met = ours_core >= 100_000 and ours_core >= 2 * q_core
-        print(f"ratio ours/quix: {ours_wall / q_wall:.2f}x events/s, {ours_core / q_core:.2f}x per core "
+        print(f"ratio ours/quix (medians): {ours_wall / q_wall:.2f}x events/s, {ours_core / q_core:.2f}x per core "
               f"(goal >= 2x and >= 100,000 events/s per core: {'met' if met else 'NOT met'})")
 
 

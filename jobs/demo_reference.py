@@ -15,12 +15,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from joiner.config import JoinerConfig
-from joiner.core import RequestState, example_id, id_record
+from joiner.core import DictWriter, RequestState, example_id, id_record
 from replay import FEATURES, ReplayEvent
 from trainer.replay_examples import MemoryJoin
 
 
-class IdWriter:
+class IdWriter(DictWriter):
     """A join writer that keeps only each example's id (what the checks compare), not its record."""
 
     def example(self, s: RequestState, item_id: int, kind: str, labels: dict[str, int], sample_rate: float,

@@ -89,6 +89,7 @@ WATERMARK_MIN = -(1 << 63)
 WATERMARK_MAX = (1 << 63) - 1  # end of input: every timer is due (Flink's MAX_WATERMARK)
 _STATE_V1 = b"\x01"  # still read: the feature log decoded at once
 _STATE_V2 = b"\x02"  # + the item ids, so that reading a state back decodes no Avro
+_STATE_V3, _STATE_V3_F = b"\x03\x00", b"\x03\x01"  # to_parts: without / with a feature part
 _U64 = float(1 << 64)
 
 
@@ -100,7 +101,8 @@ def example_id(request_id: str, item_id: int, kind: str) -> str:
 def keep_hash(seed: int, request_id: str, item_id: int) -> float:
     """Uniform in [0, 1), decided by (seed, request_id, item_id) only: reruns sample the same.
 
-    (``Joiner._emit_window`` computes the same value incrementally; keep the two in step.)"""
+    (``DictWriter.window`` computes the same value incrementally, ``joiner.splice`` in compiled
+    code; keep them in step.)"""
     d = hashlib.blake2b(f"{seed}\x1f{request_id}\x1f{item_id}".encode(), digest_size=8).digest()
     return int.from_bytes(d, "little") / _U64
 
@@ -175,17 +177,50 @@ class RequestState:
 
     # ---- serialization --------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        feats, ids = b"", None
-        if self.features is not None:
-            feats = self.fbytes
-            if feats is None:
-                buf = io.BytesIO()
-                fastavro.schemaless_writer(buf, _FEATURE_SCHEMA, self.features)
-                feats = self.fbytes = buf.getvalue()
-            ids = list(self.items())
+        """The whole state, self-contained (a Flink ValueState keeps this)."""
+        feats, ids = (self._avro(), list(self.items())) if self.features is not None else (b"", None)
         body = (self.request_id, feats, ids, self.ts, self.pending, self.win, self.late, self.late_done,
                 self.window_done, self.expired)
         return _STATE_V2 + pickle.dumps(body, protocol=5)
+
+    def to_parts(self, features: bool = True) -> tuple[bytes, bytes | None]:
+        """(mutable part, feature part or None): for a store that writes the feature part once.
+
+        The feature log (~all of a state's bytes) never changes once joined, while the rest
+        changes two or three times (window closed, late positives, expiry); saving them apart
+        makes those later writes tiny. ``from_parts`` reads them back; ``parts_need_features``
+        says if the mutable part goes with a feature part (``features=False``: one already
+        saved, don't build it again)."""
+        has = self.features is not None
+        small = (_STATE_V3_F if has else _STATE_V3) + pickle.dumps(
+            (self.request_id, self.ts, self.pending, self.win, self.late, self.late_done, self.window_done,
+             self.expired), protocol=5)
+        return small, pickle.dumps((list(self.items()), self._avro()), protocol=5) if has and features else None
+
+    @staticmethod
+    def parts_need_features(small: bytes) -> bool:
+        """Does the mutable part ``small`` (from ``to_parts``) go with a feature part?"""
+        return small[:2] == _STATE_V3_F
+
+    def _avro(self) -> bytes:
+        if self.fbytes is None:
+            buf = io.BytesIO()
+            fastavro.schemaless_writer(buf, _FEATURE_SCHEMA, self.features)
+            self.fbytes = buf.getvalue()
+        return self.fbytes
+
+    @classmethod
+    def from_parts(cls, small: bytes, feature_part: bytes | None) -> RequestState:
+        if small[:1] != _STATE_V3[:1]:
+            return cls.from_bytes(small)  # an older, self-contained state
+        rid, ts, pending, win, late, late_done, window_done, expired = pickle.loads(small[2:])
+        if small[:2] == _STATE_V3_F:
+            if feature_part is None:
+                raise ValueError(f"join state of {rid!r} lost its feature part")
+            ids, feats = pickle.loads(feature_part)
+        else:
+            ids = feats = None
+        return cls._build(rid, feats, ids, ts, pending, win, late, late_done, window_done, expired)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RequestState:
@@ -200,6 +235,11 @@ class RequestState:
             ids = None
         else:
             raise ValueError(f"unknown join state version {version!r}")
+        return cls._build(rid, feats, ids, ts, pending, win, late, late_done, window_done, expired)
+
+    @classmethod
+    def _build(cls, rid: str, feats: bytes | None, ids: list[int] | None, ts: int | None, pending: list,
+               win: set, late: dict, late_done: set, window_done: bool, expired: bool) -> RequestState:
         s = cls(rid)
         if feats:
             s.fbytes = feats
@@ -238,6 +278,30 @@ class DictWriter:
     A runtime may pass its own writer to ``Joiner`` (e.g. ``joiner.splice.SpliceWriter``, which
     returns the encoded bytes of the very same record).
     """
+
+    def window(self, s: RequestState, positives: dict[int, dict[str, int]], zero: dict[str, int], rate: float,
+               seed: int, window_ms: int) -> tuple[list[Any], int]:
+        """The window examples of every shown item, in feature-log order: ``positives`` (item ->
+        labels) always, negatives (labels ``zero``) iff ``keep_hash(seed, request_id, item) <
+        rate``. Returns (examples, negatives kept). A writer may do it all in one call."""
+        out = []
+        # keep_hash(seed, request_id, item) for every item: hash the common prefix once
+        base = hashlib.blake2b(f"{seed}\x1f{s.request_id}\x1f".encode(), digest_size=8)
+        kept = 0
+        for item in s.features["items"]:
+            iid = item["item_id"]
+            labels = positives.get(iid)
+            if labels is None:
+                if rate < 1.0:
+                    h = base.copy()
+                    h.update(str(iid).encode())
+                    if int.from_bytes(h.digest(), "little") / _U64 >= rate:
+                        continue
+                kept += 1
+                out.append(self.example(s, iid, "window", dict(zero), rate, False, window_ms))
+            else:
+                out.append(self.example(s, iid, "window", labels, 1.0, False, window_ms))
+        return out, kept
 
     def example(self, s: RequestState, item_id: int, kind: str, labels: dict[str, int], sample_rate: float,
                 late: bool, join_delay_ms: int) -> Any:
@@ -418,35 +482,17 @@ class Joiner:
         positives: dict[int, list[str]] = {}
         for item, action in s.win:
             positives.setdefault(item, []).append(action)
-        write = self.writer.example
-        window = self.window_ms
-        # keep_hash(seed, request_id, item) for every item: hash the common prefix once
-        base = hashlib.blake2b(f"{self.seed}\x1f{s.request_id}\x1f".encode(), digest_size=8)
-        rate = self.rate
         zero = self.label_zero
-        out = step.examples
-        kept = dropped = pos = 0
-        for item in s.features["items"]:
-            iid = item["item_id"]
-            acts = positives.get(iid)
-            if acts is None:
-                if rate < 1.0:
-                    h = base.copy()
-                    h.update(str(iid).encode())
-                    if int.from_bytes(h.digest(), "little") / _U64 >= rate:
-                        dropped += 1
-                        continue
-                kept += 1
-                out.append(write(s, iid, "window", dict(zero), rate, False, window))
-            else:
-                labels = dict(zero)
-                for a in sorted(acts):
-                    labels[a] = 1
-                pos += 1
-                out.append(write(s, iid, "window", labels, 1.0, False, window))
-        step.negatives_dropped += dropped
+        labels: dict[int, dict[str, int]] = {}
+        for item, acts in positives.items():
+            lab = labels[item] = dict(zero)
+            for a in sorted(acts):
+                lab[a] = 1
+        out, kept = self.writer.window(s, labels, zero, self.rate, self.seed, self.window_ms)
+        step.examples.extend(out)
         step.negatives_kept += kept
-        step.positives += pos
+        step.positives += len(out) - kept
+        step.negatives_dropped += len(s.features["items"]) - len(out)
 
     def _emit_late(self, s: RequestState, key: tuple[int, str], ts: int, step: Step) -> None:
         item, action = key

@@ -19,10 +19,13 @@ import time
 from collections import Counter
 from typing import Any
 
+import numpy as np
+
+from joiner.batchparse import parse_ignored
 from joiner.config import JoinerConfig
 from joiner.core import WATERMARK_MAX, WATERMARK_MIN, DeadLetterOut, Joiner, Step, check_action, check_features
 from joiner.fastcodec import FastCodec
-from joiner.splice import H_END, H_OVERLAP, H_RID0, H_RID1, H_TS, H_USER, ITEM_FIELDS, Spans, SpliceWriter
+from joiner.splice import H_END, H_OVERLAP, H_RID0, H_RID1, H_TS, H_USER, ITEM_FIELDS, SpliceWriter
 from joiner.splice import _str as _avro_str
 from joiner.store import StateStore
 from schemas.codec import Codec, DecodeError, default_codec
@@ -47,6 +50,10 @@ class JoinEngine:
         self._feature_fp = self.fast.fingerprint("FeatureLog")
         self.lateness = cfg.allowed_lateness_ms
         self.max_bytes = cfg.max_message_bytes
+        ign = [_avro_str(a) for a in cfg.ignored_actions if a]  # ignored action types as Avro strings
+        self._ign = b"".join(ign)
+        self._ign_off = np.cumsum([0, *map(len, ign)], dtype=np.int64)
+        self._parsed = np.empty((0, 5), np.int64)  # parse_ignored's output, reused
         self.examples: list[tuple[bytes, bytes]] = []  # (key, TrainingExample) to produce
         self.dead: list[tuple[bytes | None, bytes]] = []  # (key, DeadLetter) to produce
         self.offsets: dict[tuple[str, int], int] = {}  # next offset to consume
@@ -87,94 +94,66 @@ class JoinEngine:
         return all(tp in self.idle for tp in self.part_max)
 
     # ---- input ----------------------------------------------------------------------------
-    def process_batch(self, msgs: Any, on_error: Any) -> int:
+    def process_batch(self, msgs: list[Any], on_error: Any) -> int:
         """``process`` every message of a consumed batch; return how many had no error.
 
         ``msgs``: objects with the confluent-kafka ``Message`` methods (``error()``, ``topic()``,
         ``partition()``, ``offset()``, ``key()``, ``value()``); ``on_error(msg)`` gets those whose
         ``error()`` is not None (end of partition, ...). Why a batch call: most input is
         impressions of requests whose state is cached and whose timer is not due, which change
-        nothing (``Joiner.is_noop_action``); they are recognised here inline, without the
-        per-event layers of ``process`` (same bookkeeping: offsets, partition max time, counts,
-        cache recency). Everything else goes through ``process``.
+        nothing (``Joiner.is_noop_action``). The batch's impressions are parsed in one compiled
+        call (``joiner.batchparse``) and recognised here without the per-event layers of
+        ``process`` (same bookkeeping: offsets, partition max time, counts, cache recency).
+        Everything else goes through ``process``, in order.
         """
+        if not msgs:
+            return 0
+        vals = [m.value() for m in msgs]
+        lens = np.fromiter([-1 if v is None else len(v) for v in vals], np.int64, len(vals))
+        blob = b"".join([v for v in vals if v is not None])
+        if len(self._parsed) < len(vals):
+            self._parsed = np.empty((max(len(vals), 2 * len(self._parsed)), 5), np.int64)
+        parse_ignored(blob, lens, self.max_bytes, self.fast.header("ActionLog"), self._ign, self._ign_off,
+                      self._parsed)
+        parsed = self._parsed[:len(vals)].tolist()
         actions = self.actions_topic
         offsets, idle, part_max = self.offsets, self.idle, self.part_max
         store = self.store
         cache = store.cache
         to_end = cache.move_to_end
-        core = self.core
-        ignored, ttl = core.ignored, core.ttl_ms
-        hdr = self.fast.header("ActionLog")
-        ign = tuple(_avro_str(a) for a in ignored if a)  # ignored action types as Avro strings
-        max_bytes = self.max_bytes
+        ttl = self.core.ttl_ms
         wm = self.watermark
         process = self.process
         got = fast = 0
-        for m in msgs:
+        for m, (ok, r0, r1, item, ts), value in zip(msgs, parsed, vals):  # noqa: B905 (same lengths)
             if m.error() is not None:
                 on_error(m)
                 continue
             got += 1
             topic = m.topic()
-            value = m.value()
-            if topic == actions and value is not None and value.startswith(hdr) and len(value) <= max_bytes:
-                # ActionLog body: request_id, item_id, action, ts_ms, [null, float]. Decoded inline
-                # and only as far as needed; anything unusual or invalid goes to ``process``.
+            if ok and topic == actions:
                 try:
-                    b = value[10]
-                    if 0 < b < 0x80 and not b & 1:  # a request_id of 1..63 bytes
-                        i = 11 + (b >> 1)
-                        rid = value[11:i].decode()
-                        entry = cache.get(rid)
-                        if entry is not None and entry.timer is not None and entry.timer > wm:
-                            b = value[i]
-                            i += 1
-                            x = b & 0x7F
-                            sh = 7
-                            while b >= 0x80:
-                                b = value[i]
-                                i += 1
-                                x |= (b & 0x7F) << sh
-                                sh += 7
-                            item = (x >> 1) ^ -(x & 1)
-                            for a in ign:
-                                if value.startswith(a, i):
-                                    i += len(a)
-                                    break
-                            else:
-                                i = -1
-                            if i > 0:
-                                b = value[i]
-                                i += 1
-                                x = b & 0x7F
-                                sh = 7
-                                while b >= 0x80:
-                                    b = value[i]
-                                    i += 1
-                                    x |= (b & 0x7F) << sh
-                                    sh += 7
-                                ts = (x >> 1) ^ -(x & 1)
-                                u = value[i]
-                                end = i + 1 if u == 0 else i + 5 if u == 2 else -1
-                                st = entry.state
-                                if (end == len(value) and st is not None and st.features is not None
-                                        and ts <= st.ts + ttl):
-                                    items = st._items
-                                    if items is None:
-                                        items = st.items()
-                                    if item in items:  # a valid impression of a known request: no-op
-                                        tp = (topic, m.partition())
-                                        offsets[tp] = m.offset() + 1
-                                        idle.discard(tp)
-                                        pm = part_max.get(tp)
-                                        if pm is None or ts > pm:
-                                            part_max[tp] = ts
-                                        to_end(rid)
-                                        fast += 1
-                                        continue
-                except (IndexError, UnicodeDecodeError):
-                    pass  # malformed: ``process`` names the reason
+                    rid = blob[r0:r1].decode()
+                except UnicodeDecodeError:
+                    rid = None  # ``process`` names the reason
+                entry = cache.get(rid)
+                if entry is not None and entry.timer is not None and entry.timer > wm:
+                    st = entry.state
+                    if st is not None and st.features is not None and ts <= st.ts + ttl:
+                        items = st._items
+                        if items is None:
+                            items = st.items()
+                        if item in items:  # a valid impression of a known request: no-op
+                            tp = (topic, m.partition())
+                            offsets[tp] = m.offset() + 1
+                            if idle:
+                                idle.discard(tp)
+                            pm = part_max.get(tp)
+                            if pm is None or ts > pm:
+                                part_max[tp] = ts
+                            to_end(rid)
+                            fast += 1
+                            continue
             process(topic, m.partition(), m.offset(), m.key(), value)
         if fast:
             c = self.counts
@@ -222,7 +201,7 @@ class JoinEngine:
             st = step.state
             if st is not None and st.features is rec:
                 sp = self._last_spans  # the consumed body: spliced into examples, saved as is
-                st.fbytes, st._splice = (sp.body, sp) if sp is not None else (value[10:], None)
+                st.fbytes, st._splice = sp if sp is not None else (value[10:], None)
             self._apply(rid, entry, step, len(value), value)
         else:
             self.counts["actions"] += 1
@@ -245,16 +224,17 @@ class JoinEngine:
             spans, k = self.writer.scan(body)
         except ValueError:
             return self.fast.decode(value, "FeatureLog")  # raises the codec's reason
-        if spans[H_OVERLAP]:
+        head = spans[:H_END].tolist()
+        if head[H_OVERLAP]:
             return self.fast.decode(value, "FeatureLog")
         try:
-            rid = body[spans[H_RID0]:spans[H_RID1]].decode()
+            rid = body[head[H_RID0]:head[H_RID1]].decode()
         except UnicodeDecodeError:
             return self.fast.decode(value, "FeatureLog")
-        flat = spans[H_END:k].tolist()
-        items = [{"item_id": i} for i in flat[::ITEM_FIELDS]]
-        self._last_spans = Spans(body, spans, flat)
-        return {"request_id": rid, "user_id": int(spans[H_USER]), "ts_ms": int(spans[H_TS]), "items": items}
+        sp = spans[:k].copy()
+        self._last_spans = (body, sp)
+        items = [{"item_id": i} for i in sp[H_END::ITEM_FIELDS].tolist()]
+        return {"request_id": rid, "user_id": head[H_USER], "ts_ms": head[H_TS], "items": items}
 
     def advance(self) -> int:
         """Move the watermark on and fire every due timer (bounded sweep); return timers fired."""

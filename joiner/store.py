@@ -11,6 +11,10 @@ state has one event-time timer, indexed in a ``timers`` column family by (time, 
 Write-back with checkpoints: changed states are only marked dirty; ``checkpoint(meta)``
 writes all of them, their timer index changes and the caller's ``meta`` (consumed offsets,
 watermarks) in ONE RocksDB WriteBatch, so state and offsets are always consistent on disk.
+A state is saved in two parts (``RequestState.to_parts``): its feature log, in a ``features``
+column family, written once; and the small rest, rewritten at each change. With a backlog
+the feature logs are consumed far ahead of their actions, so most states are saved two or
+three times: those later writes are now ~50 bytes, not ~1.4 KB.
 Cache eviction (LRU by estimated bytes) never drops unsaved changes: a dirty state is
 serialized into a spill buffer that the next checkpoint writes.
 """
@@ -33,12 +37,15 @@ _ENTRY_OVERHEAD = 240  # bytes of a cache entry beyond its state (slots object, 
 _TIMER_NONE = -1
 
 
+_TKEY = struct.Struct(">Q")  # timer index key: (time + 2**63) big-endian, then the request id
+
+
 def _ts_key(ts: int, rid: bytes) -> bytes:
-    return struct.pack(">Q", ts + _SIGN) + rid
+    return _TKEY.pack(ts + _SIGN) + rid
 
 
 class Entry:
-    __slots__ = ("state", "charge", "timer", "ptimer", "dirty")
+    __slots__ = ("state", "charge", "timer", "ptimer", "dirty", "fsaved")
 
     def __init__(self, state: RequestState | None, charge: int, timer: int | None, ptimer: int | None):
         self.state = state
@@ -46,6 +53,7 @@ class Entry:
         self.timer = timer  # current event-time timer (None: none)
         self.ptimer = ptimer  # the timer as saved in RocksDB (None: none saved)
         self.dirty = False
+        self.fsaved = False  # its feature part is in RocksDB
 
 
 class StateStore:
@@ -59,18 +67,21 @@ class StateStore:
         opts.set_max_write_buffer_number(2)
         opts.create_if_missing(True)
         opts.create_missing_column_families(True)
-        self.db = Rdict(str(path), options=opts, column_families={"timers": opts, "meta": opts})
+        self.db = Rdict(str(path), options=opts, column_families={"timers": opts, "meta": opts, "features": opts})
         self._timers = self.db.get_column_family("timers")
         self._meta = self.db.get_column_family("meta")
+        self._features = self.db.get_column_family("features")
         self._h_timers = self.db.get_column_family_handle("timers")
         self._h_meta = self.db.get_column_family_handle("meta")
+        self._h_features = self.db.get_column_family_handle("features")
         self.cache_bytes = cache_bytes
         self.factor = bytes_per_state_byte
         self.sweep_limit = sweep_limit
         self.cache: OrderedDict[str, Entry] = OrderedDict()
         self.cached_bytes = 0
         self.dirty: dict[str, Entry] = {}
-        self.spill: dict[str, tuple[bytes | None, Entry]] = {}  # evicted while dirty
+        # evicted while dirty: (to_parts() or None if deleted, entry)
+        self.spill: dict[str, tuple[tuple[bytes, bytes | None] | None, Entry]] = {}
         self._heap: list[tuple[int, str]] = []  # timers set since the last checkpoint
         self._cursor = -_SIGN  # timer index keys below this were swept already
         self.hits = self.misses = self.evictions = 0
@@ -93,15 +104,19 @@ class StateStore:
         if spilled is not None:
             e = spilled[1]
             if spilled[0] is not None:
-                e.state = RequestState.from_bytes(spilled[0])
+                e.state = RequestState.from_parts(*spilled[0])
             self.dirty[rid] = e  # still unsaved
         else:
-            raw = self.db.get(rid.encode())
+            k = rid.encode()
+            raw = self.db.get(k)
             if raw is None:
                 return None
             timer = _TS.unpack_from(raw)[0]
             timer = None if timer == _TIMER_NONE else timer
-            e = Entry(RequestState.from_bytes(raw[8:]), self._charge(len(raw)), timer, timer)
+            small = raw[8:]
+            fpart = self._features.get(k) if RequestState.parts_need_features(small) else None
+            e = Entry(RequestState.from_parts(small, fpart), self._charge(len(raw) + len(fpart or b"")), timer, timer)
+            e.fsaved = fpart is not None
         self._admit(rid, e)
         return e
 
@@ -158,36 +173,51 @@ class StateStore:
         """Write every change and ``meta`` in one WriteBatch; return the number of states written."""
         wb = WriteBatch(raw_mode=True)
         put, delete = wb.put, wb.delete
-        ht = self._h_timers
-        pack = _TS.pack
+        ht, hf = self._h_timers, self._h_features
+        pack, tkey = _TS.pack, _TKEY.pack
         cache = self.cache
         factor = self.factor
+        need_features = RequestState.parts_need_features
         n = 0
         for src in (self.dirty.items(), self.spill.items()):
             for rid, e in src:
-                if type(e) is tuple:  # spilled: (serialized state or None, entry)
-                    data, e = e
+                if type(e) is tuple:  # spilled: (to_parts() or None, entry)
+                    parts, e = e
                 else:
-                    data = None
+                    parts = None
                 k = rid.encode()
                 pt, t = e.ptimer, e.timer
                 if pt is not None and pt != t:
-                    delete(_ts_key(pt, k), ht)
-                if e.state is None and data is None:
+                    delete(tkey(pt + _SIGN) + k, ht)
+                if e.state is None and parts is None:
                     delete(k)
+                    if e.fsaved:
+                        delete(k, hf)
+                        e.fsaved = False
                     if pt is not None and pt == t:
-                        delete(_ts_key(pt, k), ht)
+                        delete(tkey(pt + _SIGN) + k, ht)
                     e.ptimer = e.timer = None
                 else:
-                    if data is None:
-                        data = e.state.to_bytes()
-                        new = int((len(data) + 8) * factor) + _ENTRY_OVERHEAD  # _charge
+                    if parts is not None:
+                        small, fpart = parts
+                    elif e.fsaved:  # the usual rewrite: the feature part is saved, the charge counts it
+                        small, fpart = e.state.to_parts(features=False)
+                    else:
+                        small, fpart = e.state.to_parts()
+                        new = int((len(small) + len(fpart or b"") + 8) * factor) + _ENTRY_OVERHEAD  # _charge
                         if rid in cache:
                             self.cached_bytes += new - e.charge
                         e.charge = new
-                    put(k, pack(_TIMER_NONE if t is None else t) + data)
+                    put(k, pack(_TIMER_NONE if t is None else t) + small)
+                    if not need_features(small):
+                        if e.fsaved:
+                            delete(k, hf)
+                            e.fsaved = False
+                    elif not e.fsaved:
+                        put(k, fpart, hf)
+                        e.fsaved = True
                     if t is not None and t != pt:
-                        put(_ts_key(t, k), b"", ht)
+                        put(tkey(t + _SIGN) + k, b"", ht)
                     e.ptimer = t
                 e.dirty = False
                 n += 1
@@ -228,16 +258,16 @@ class StateStore:
             self.evictions += 1
             if e.dirty:
                 self.dirty.pop(rid, None)
-                data = e.state.to_bytes() if e.state is not None else None
+                parts = e.state.to_parts() if e.state is not None else None
                 e.state = None
-                self.spill[rid] = (data, e)
+                self.spill[rid] = (parts, e)
 
     def size_bytes(self) -> int:
         """RocksDB's estimate of its live data size (for the metrics; the last value once closed)."""
         if self._timers is None:
             return self._last_size
         total = 0
-        for cf in (self.db, self._timers, self._meta):
+        for cf in (self.db, self._timers, self._meta, self._features):
             try:
                 total += int(cf.property_int_value("rocksdb.estimate-live-data-size") or 0)
                 total += int(cf.property_int_value("rocksdb.cur-size-all-mem-tables") or 0)
@@ -249,7 +279,7 @@ class StateStore:
     def close(self) -> None:
         self.size_bytes()
         # the column-family handles keep the DB (and its LOCK) alive: drop them first
-        for cf in (self._timers, self._meta):
+        for cf in (self._timers, self._meta, self._features):
             cf.close()
-        self._timers = self._meta = self._h_timers = self._h_meta = None
+        self._timers = self._meta = self._features = self._h_timers = self._h_meta = self._h_features = None
         self.db.close()
