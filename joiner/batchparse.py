@@ -4,8 +4,9 @@ Why: ~85% of the input is impressions, and for a request whose state is cached a
 changes nothing (``Joiner.is_noop_action``). Parsing each one in Python (header, two strings,
 two varints, a union) was the largest per-event cost of the join; here the whole batch is
 parsed at once and Python keeps only the cache lookup. A message is a candidate only if it is
-a complete, valid current-schema ActionLog whose action is an ignored one; anything else goes
-through ``JoinEngine.process`` unchanged (which names the reason if it is bad).
+a complete, valid current-schema ActionLog whose action is an ignored one (the request id's
+UTF-8 is left to the caller, who decodes it anyway); anything else goes through
+``JoinEngine.process`` unchanged (which names the reason if it is bad).
 """
 
 from __future__ import annotations

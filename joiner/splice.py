@@ -49,7 +49,7 @@ def _varint(b: np.ndarray, i: int) -> tuple[int, int]:
         shift += 7
         if shift > 63:
             raise IndexError("varint too long")
-    return (acc >> 1) ^ -(acc & 1), i
+    return ((acc >> 1) & 0x7FFFFFFFFFFFFFFF) ^ -(acc & 1), i  # a logical shift: right for |n| >= 2**62 too
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=True)

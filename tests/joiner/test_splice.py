@@ -134,3 +134,16 @@ def test_corrupt_action_logs_get_the_codecs_verdict() -> None:
         except DecodeError as e:
             got = e.reason
         assert got == want, (n, data)
+
+
+def test_splice_equals_dict_path_for_negative_and_huge_ids(tmp_path: Path) -> None:
+    """The compiled writer prints ids in decimal for the hashes and zig-zags them for Avro."""
+    items = [-5, -(2**63), 2**63 - 1, 0, 10**12, 7]
+    recs = [feature_log(f"q{i}", 1000 * i, items) for i in range(30)]
+    recs += [action("q3", -5, "click", 3100), action("q4", 2**63 - 1, "like", 4200),
+             feature_log("end", 60_000, [1]), action("end", 1, "impression", 60_000)]
+    got, _ = run(tmp_path / "s", msgs_of(recs), splice=True)
+    want, _ = run(tmp_path / "d", msgs_of(recs), splice=False)
+    assert got == want
+    kept = Counter(e["item_id"] for e in got if e["kind"] == "window")
+    assert set(kept) >= {-5, 2**63 - 1} and 0 < kept[-(2**63)] < 30  # sampled, not all or none
