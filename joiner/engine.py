@@ -115,7 +115,7 @@ class JoinEngine:
             self._parsed = np.empty((max(len(vals), 2 * len(self._parsed)), 5), np.int64)
         parse_ignored(blob, lens, self.max_bytes, self.fast.header("ActionLog"), self._ign, self._ign_off,
                       self._parsed)
-        parsed = self._parsed[:len(vals)].tolist()
+        oks, r0s, r1s, its, tss = self._parsed[:len(vals)].T.tolist()  # five flat lists: no list per message
         actions = self.actions_topic
         offsets, idle, part_max = self.offsets, self.idle, self.part_max
         store = self.store
@@ -125,7 +125,7 @@ class JoinEngine:
         wm = self.watermark
         process = self.process
         got = fast = 0
-        for m, (ok, r0, r1, item, ts), value in zip(msgs, parsed, vals):  # noqa: B905 (same lengths)
+        for m, value, ok, r0, r1, item, ts in zip(msgs, vals, oks, r0s, r1s, its, tss):  # noqa: B905 (same lengths)
             if m.error() is not None:
                 on_error(m)
                 continue

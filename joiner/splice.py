@@ -373,7 +373,7 @@ class SpliceWriter(DictWriter):
         self._buf = np.zeros(H_END + ITEM_FIELDS * 64, dtype=np.int64)
         self._out = np.empty(1 << 16, np.uint8)
         self._ends = np.empty(64, np.int64)
-        self._suffixes: dict[tuple, bytes] = {}
+        self._suffixes: dict[tuple, tuple[bytes, bytes]] = {}  # (before, after) join_delay_ms
         # (rate, window_ms, seed) -> (labels, suffix, suffix offsets, sampling-hash prefix) of negatives
         self._negatives: dict[tuple[float, int, int], tuple[dict[str, int], bytes, np.ndarray, bytes]] = {}
         self._warm_up()
@@ -411,15 +411,16 @@ class SpliceWriter(DictWriter):
 
     def _suffix(self, labels: dict[str, int], sample_rate: float, late: bool, join_delay_ms: int, kind: str) -> bytes:
         """labels, sample_rate, late, join_delay_ms, kind: the bytes after an example's dense map."""
-        key = (tuple(labels.items()), sample_rate, late, join_delay_ms, kind)
-        b = self._suffixes.get(key)
-        if b is None:
+        key = (tuple(labels.items()), sample_rate, late, kind)
+        parts = self._suffixes.get(key)
+        if parts is None:
             lb = (_long(len(labels)) + b"".join(_str(k) + _long(v) for k, v in labels.items()) + b"\x00"
                   if labels else b"\x00")
-            b = lb + struct.pack("<f", sample_rate) + (b"\x01" if late else b"\x00") + _long(join_delay_ms) + _str(kind)
-            if len(self._suffixes) < 4096:  # label sets x delays: bounded in practice, capped anyway
-                self._suffixes[key] = b
-        return b
+            parts = (lb + struct.pack("<f", sample_rate) + (b"\x01" if late else b"\x00"), _str(kind))
+            if len(self._suffixes) < 4096:  # label sets x kinds: bounded in practice, capped anyway
+                self._suffixes[key] = parts
+        # late examples' delays are all different: encoded each time, not cached
+        return parts[0] + _long(join_delay_ms) + parts[1]
 
     def _room(self, n: int, body: bytes, suffixes: bytes) -> np.ndarray:
         need = n * (len(body) + 96 + len(suffixes))
