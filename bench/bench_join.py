@@ -10,15 +10,18 @@ pins a confluent-kafka older than ours). Usage:
 Each side drains the same input ``--runs`` times (fresh state, its own output topic each time)
 and the MEDIAN run is reported, with the range: on a shared 2-core VM one run can be 20% off.
 
-Where our time goes (py-spy, 246 K events, 2026-12): the runner's main thread is ~95% of its
-CPU (librdkafka's threads the rest). Of that: firing windows and splicing the examples ~24%,
-checkpoints (state pickling + WriteBatch) ~18%, the rest of the join (feature logs, clicks) ~15%,
-the inline no-op impression path ~10%, consuming (librdkafka + Message objects) ~15%, producing
-~5%. Without Kafka (``JoinEngine`` fed from memory) the same input runs at ~95 K events/s per
-core. Past what the cache holds (``--limit 40000``) states come back from RocksDB: they are
-read without decoding their feature log (item ids are saved beside it), ~55 K events/s per
-core there (was ~20 K when each read decoded the Avro). Quix's time goes to per-message
-pickling of the state into its RocksDB store and its own per-message pipeline overhead.
+Where our time goes (py-spy, 246 K events, 2026-12-02): the runner's main thread is ~92% of
+its CPU (librdkafka's and RocksDB's threads the rest). Of that: impressions ~19% (one compiled
+parse per consumed batch, then a cache lookup each, ``joiner.batchparse``); checkpoints ~17%
+(during a backlog each state is written 2-3 times: created, window closed, expired; its
+feature log only the first time); feature logs ~16% (the byte-span scan, the id record);
+firing windows ~24%, of which the compiled window writer (BLAKE2b ids and sampling, splicing,
+``joiner.splice``) ~10% and the timer and state bookkeeping around it ~11%; clicks and early
+actions ~8%; consuming ~9%; producing ~6%.
+Past what the cache holds (``--limit 40000``) states come back from RocksDB (two reads: the
+small state, then its feature part): 83,646 events/s per core there (was 66,862). Quix's time
+goes to per-message pickling of the state into its RocksDB store and its own per-message
+pipeline overhead.
 """
 
 from __future__ import annotations

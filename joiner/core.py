@@ -41,7 +41,11 @@ How a runtime drives it
   ``request_id`` -> ``missing_field``); decode errors are the runtime's (``schemas.codec``).
 * State to and from bytes: ``state.to_bytes()`` / ``RequestState.from_bytes(b)`` (compact:
   the feature log is kept Avro-encoded; protocol versioned by the first byte). Flink keeps the
-  bytes in a keyed ValueState (Types.PICKLED_BYTE_ARRAY() or PRIMITIVE_ARRAY(BYTE())).
+  bytes in a keyed ValueState (Types.PICKLED_BYTE_ARRAY() or PRIMITIVE_ARRAY(BYTE())). A store
+  that can write the feature log once and the rest at each change uses ``state.to_parts()`` /
+  ``RequestState.from_parts(small, feature_part)`` instead (``joiner.store``).
+* Writers: ``writer.window(...)`` returns a closing window's examples (one call per request, so
+  a compiled writer does them all at once), ``writer.example(...)`` a single (late) one.
 
 Rules (DESIGN.md "Join semantics", notes/joiner_semantics.md)
 -------------------------------------------------------------
@@ -108,16 +112,23 @@ def keep_hash(seed: int, request_id: str, item_id: int) -> float:
 
 
 def id_record(request_id: str, ts_ms: int, item_ids: list[int]) -> dict[str, Any]:
-    """A feature log reduced to what the join rules read (ids and time): states read back and
-    reference joins keep this instead of the whole record."""
-    return {"request_id": request_id, "ts_ms": ts_ms, "items": [{"item_id": i} for i in item_ids]}
+    """A feature log reduced to what the join rules read (ids and time): states read back, the
+    embedded runner's fresh states (their bytes are spliced) and reference joins keep this
+    instead of the whole record. ``RequestState.record()`` decodes the whole one if needed."""
+    return {"request_id": request_id, "ts_ms": ts_ms, "item_ids": item_ids}
+
+
+def shown_ids(rec: dict[str, Any]) -> list[int]:
+    """The shown item ids, in order, of a feature log: whole or reduced (``id_record``)."""
+    ids = rec.get("item_ids")
+    return ids if ids is not None else [it["item_id"] for it in rec["items"]]
 
 
 def check_features(rec: dict[str, Any]) -> tuple[str, str] | None:
     """(reason, detail) if the feature log cannot be joined, else None."""
     if not rec.get("request_id"):
         return "missing_field", "FeatureLog.request_id is empty"
-    if not rec.get("items"):
+    if not rec.get("items") and not rec.get("item_ids"):
         return "missing_field", "FeatureLog.items is empty"
     return None
 
@@ -155,7 +166,7 @@ class RequestState:
     """Everything the join keeps for one request (see the module docstring)."""
 
     __slots__ = ("request_id", "features", "ts", "pending", "win", "late", "late_done",
-                 "window_done", "expired", "_items", "fbytes", "_splice", "_lite")
+                 "window_done", "expired", "_items", "fbytes", "_splice")
 
     def __init__(self, request_id: str):
         self.request_id = request_id
@@ -172,8 +183,6 @@ class RequestState:
         # A runtime that has the consumed message may set it (bytes after the 10-byte header).
         self.fbytes: bytes | None = None
         self._splice: Any = None  # a writer's cache of byte spans of fbytes (never serialized)
-        # read back from bytes: ``features`` holds the item ids only, ``record()`` decodes the rest
-        self._lite = False
 
     # ---- serialization --------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -246,21 +255,29 @@ class RequestState:
             if ids is None:
                 s.features = fastavro.schemaless_reader(io.BytesIO(feats), _FEATURE_SCHEMA, None)
             else:
-                s.features, s._lite = id_record(rid, ts, ids), True
+                s.features = id_record(rid, ts, ids)  # ``record()`` decodes the rest if needed
         s.ts, s.pending, s.win, s.late, s.late_done = ts, pending, win, late, late_done
         s.window_done, s.expired = window_done, expired
         return s
 
     def record(self) -> dict[str, Any]:
-        """The whole FeatureLog record (decoded from ``fbytes`` once if the state was read back)."""
-        if self._lite:
+        """The whole FeatureLog record (decoded from ``fbytes`` once if only its ids are kept)."""
+        f = self.features
+        if f is not None and "item_ids" in f and self.fbytes is not None:
             self.features = fastavro.schemaless_reader(io.BytesIO(self.fbytes), _FEATURE_SCHEMA, None)
-            self._items, self._lite = None, False
+            self._items = None
         return self.features
 
-    def items(self) -> dict[int, dict[str, Any]]:
+    def items(self) -> dict[int, dict[str, Any] | None]:
+        """Shown item id -> its record (None while only the ids are kept: ``record()`` first)."""
         if self._items is None:
-            self._items = {it["item_id"]: it for it in self.features["items"]} if self.features else {}
+            f = self.features
+            if not f:
+                self._items = {}
+            elif "item_ids" in f:
+                self._items = dict.fromkeys(f["item_ids"])
+            else:
+                self._items = {it["item_id"]: it for it in f["items"]}
         return self._items
 
     def __repr__(self) -> str:
@@ -288,8 +305,7 @@ class DictWriter:
         # keep_hash(seed, request_id, item) for every item: hash the common prefix once
         base = hashlib.blake2b(f"{seed}\x1f{s.request_id}\x1f".encode(), digest_size=8)
         kept = 0
-        for item in s.features["items"]:
-            iid = item["item_id"]
+        for iid in shown_ids(s.features):
             labels = positives.get(iid)
             if labels is None:
                 if rate < 1.0:
@@ -354,7 +370,7 @@ class Joiner:
             step.dead_letters.append(DeadLetterOut("expired", "feature log after its TTL (tombstone)",
                                                    "FeatureLog", rec))
         elif s.features is not None:
-            if f != s.ts or [i["item_id"] for i in rec["items"]] != list(s.items()):
+            if f != s.ts or shown_ids(rec) != list(s.items()):
                 step.dead_letters.append(DeadLetterOut(
                     "conflicting_features", "a different feature log for this request_id was joined",
                     "FeatureLog", rec))
@@ -366,7 +382,7 @@ class Joiner:
                 step.dead_letters.append(self._dead_action("expired", "feature log expired", rid, p))
             s.pending = []
         else:
-            s.features, s.ts, s._items, s._splice, s._lite = rec, f, None, None, False
+            s.features, s.ts, s._items, s._splice = rec, f, None, None
             pending, s.pending = s.pending, []
             for p in pending:
                 self._classify(s, p, step)
@@ -442,7 +458,7 @@ class Joiner:
                         self._emit_late(s, key, ts, step)
                     s.late_done.add(key)
             if wm >= f + self.ttl_ms:
-                s.features, s._items, s.fbytes, s._splice, s._lite, s.expired = None, None, None, None, False, True
+                s.features, s._items, s.fbytes, s._splice, s.expired = None, None, None, None, True
                 s.win, s.late, s.late_done = set(), {}, set()
         if s.expired:
             if wm >= s.ts + self.ttl_ms + self.tombstone_ms:
@@ -492,7 +508,7 @@ class Joiner:
         step.examples.extend(out)
         step.negatives_kept += kept
         step.positives += len(out) - kept
-        step.negatives_dropped += len(s.features["items"]) - len(out)
+        step.negatives_dropped += len(shown_ids(s.features)) - len(out)
 
     def _emit_late(self, s: RequestState, key: tuple[int, str], ts: int, step: Step) -> None:
         item, action = key

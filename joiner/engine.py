@@ -23,7 +23,16 @@ import numpy as np
 
 from joiner.batchparse import parse_ignored
 from joiner.config import JoinerConfig
-from joiner.core import WATERMARK_MAX, WATERMARK_MIN, DeadLetterOut, Joiner, Step, check_action, check_features
+from joiner.core import (
+    WATERMARK_MAX,
+    WATERMARK_MIN,
+    DeadLetterOut,
+    Joiner,
+    Step,
+    check_action,
+    check_features,
+    id_record,
+)
 from joiner.fastcodec import FastCodec
 from joiner.splice import H_END, H_OVERLAP, H_RID0, H_RID1, H_TS, H_USER, ITEM_FIELDS, SpliceWriter
 from joiner.splice import _str as _avro_str
@@ -53,7 +62,9 @@ class JoinEngine:
         ign = [_avro_str(a) for a in cfg.ignored_actions if a]  # ignored action types as Avro strings
         self._ign = b"".join(ign)
         self._ign_off = np.cumsum([0, *map(len, ign)], dtype=np.int64)
-        self._parsed = np.empty((0, 5), np.int64)  # parse_ignored's output, reused
+        self._parsed = np.empty((1, 5), np.int64)  # parse_ignored's output, reused
+        # load the compiled parser now (numba's on-disk cache), not on the first batch
+        parse_ignored(b"", np.zeros(1, np.int64), 0, b"", self._ign, self._ign_off, self._parsed)
         self.examples: list[tuple[bytes, bytes]] = []  # (key, TrainingExample) to produce
         self.dead: list[tuple[bytes | None, bytes]] = []  # (key, DeadLetter) to produce
         self.offsets: dict[tuple[str, int], int] = {}  # next offset to consume
@@ -212,7 +223,7 @@ class JoinEngine:
             self._apply(rid, entry, step, 0)
 
     def _features(self, value: bytes) -> dict[str, Any]:
-        """A FeatureLog as the join needs it: ids and times only, unless slots overlap (rare).
+        """A FeatureLog as the join needs it (``id_record``: ids and times), unless slots overlap (rare).
 
         The features themselves stay Avro bytes (``state.fbytes``) that the writer splices.
         """
@@ -233,8 +244,9 @@ class JoinEngine:
             return self.fast.decode(value, "FeatureLog")
         sp = spans[:k].copy()
         self._last_spans = (body, sp)
-        items = [{"item_id": i} for i in sp[H_END::ITEM_FIELDS].tolist()]
-        return {"request_id": rid, "user_id": head[H_USER], "ts_ms": head[H_TS], "items": items}
+        rec = id_record(rid, head[H_TS], sp[H_END::ITEM_FIELDS].tolist())
+        rec["user_id"] = head[H_USER]
+        return rec
 
     def advance(self) -> int:
         """Move the watermark on and fire every due timer (bounded sweep); return timers fired."""

@@ -26,7 +26,7 @@ import numba
 import numpy as np
 
 from joiner.blake2b import blake2b, hex16
-from joiner.core import DictWriter, RequestState
+from joiner.core import DictWriter, RequestState, shown_ids
 from joiner.fastcodec import FastCodec
 
 # spans[] layout written by _scan (int64): fixed header, then ITEM_FIELDS per item
@@ -451,7 +451,7 @@ class SpliceWriter(DictWriter):
                 offs.append(offs[-1] + len(b))
             blob, items, suf_off = b"".join(sufs), np.array(list(positives), np.int64), np.array(offs, np.int64)
         body = s.fbytes
-        n_items = len(s.features["items"])
+        n_items = len(shown_ids(s.features))
         out = self._out
         if len(out) < n_items * (len(body) + 96 + len(blob)) or len(self._ends) < n_items:
             out = self._room(n_items, body, blob)

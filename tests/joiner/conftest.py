@@ -41,3 +41,29 @@ def make_feature_log() -> Callable[..., dict[str, Any]]:
 @pytest.fixture
 def make_action() -> Callable[..., dict[str, Any]]:
     return action
+
+
+class Msg:
+    """What ``process_batch`` reads of a confluent-kafka Message."""
+
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                 error: Any = None):
+        self._t, self._p, self._o, self._k, self._v, self._e = topic, partition, offset, key, value, error
+
+    def error(self) -> Any:
+        return self._e
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes | None:
+        return self._k
+
+    def value(self) -> bytes | None:
+        return self._v

@@ -16,36 +16,10 @@ from joiner.engine import JoinEngine
 from joiner.fastcodec import FastCodec
 from joiner.store import StateStore
 from schemas.codec import DecodeError, default_codec
-from tests.joiner.conftest import action, feature_log
+from tests.joiner.conftest import Msg, action, feature_log
 
 codec = default_codec()
 F, A = "f", "a"
-
-
-class Msg:
-    """What ``process_batch`` reads of a confluent-kafka Message."""
-
-    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                 error: Any = None):
-        self._t, self._p, self._o, self._k, self._v, self._e = topic, partition, offset, key, value, error
-
-    def error(self) -> Any:
-        return self._e
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
-
-    def key(self) -> bytes | None:
-        return self._k
-
-    def value(self) -> bytes | None:
-        return self._v
 
 
 def stream(seed: int) -> list[Msg]:

@@ -167,7 +167,7 @@ def test_state_read_back_decodes_its_feature_log_only_when_an_example_needs_it()
     j = Joiner(cfg())
     rec = feature_log("r1", 1000, [1, 2])
     s = RequestState.from_bytes(j.on_features(None, rec, WATERMARK_MIN).state.to_bytes())
-    assert s.features == {"request_id": "r1", "ts_ms": 1000, "items": [{"item_id": 1}, {"item_id": 2}]}
+    assert s.features == {"request_id": "r1", "ts_ms": 1000, "item_ids": [1, 2]}
     assert s.record() == rec and s.features == rec  # decoded once, kept
     # a state saved by the first format (no item ids beside the Avro body) still reads
     import io

@@ -14,6 +14,7 @@ from joiner.engine import JoinEngine
 from joiner.store import StateStore
 from replay import build_events
 from replay.config import ReplayConfig
+from tests.joiner.conftest import Msg
 
 
 @pytest.mark.slow
@@ -34,22 +35,28 @@ def test_rss_stays_bounded_with_a_cache_limit(tmp_path: Path) -> None:
     rss = []
     marks = {len(msgs) * k // 8 for k in range(2, 9)}
     off = {"f": 0, "a": 0}
+    batch = []
     for n, (topic, key, value) in enumerate(msgs, 1):
-        eng.process(topic, 0, off[topic], key, value)
+        batch.append(Msg(topic, 0, off[topic], key, value))
         off[topic] += 1
-        if n % 2000 == 0:
+        if n % 2000 == 0:  # as the runner: a consumed batch, then the timers
+            eng.process_batch(batch, None)
+            batch = []
             eng.advance()
             eng.take_output()
-        if n % 20_000 == 0:
+        if n % 20_000 == 0 or n in marks:
+            eng.process_batch(batch, None)
+            batch = []
             eng.checkpoint()
+            gc.freeze()  # as the runner does after each checkpoint
         if n in marks:
-            eng.checkpoint()
             rss.append(proc.memory_info().rss)
             assert store.cached_bytes <= cache
     states = sum(1 for _ in store.db.keys())  # noqa: SIM118 (rocksdict: iterating the Rdict itself fails in raw mode)
     evicted = store.evictions
     live = store.size_bytes()
     store.close()
+    gc.unfreeze()
     growth = max(rss) - rss[0]
     print(f"\nRSS MB at 2/8..8/8: {[round(r / 2**20) for r in rss]}; {states} states, RocksDB ~{live / 2**20:.0f} MB")
     assert states > 10_000 and evicted > 5000  # far more state than the cache can hold ...
