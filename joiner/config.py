@@ -50,6 +50,10 @@ class JoinerConfig(Section):
     )
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus endpoint on 127.0.0.1 (0 = free)")
     log_interval_s: float = Field(10.0, gt=0, description="a metrics log line this often")
+    gc_sweep_interval_s: float = Field(
+        600.0, gt=0, description="between checkpoints the join state is frozen out of Python's cyclic GC; "
+                                 "this often everything is unfrozen and collected once"
+    )
 
     @property
     def action_wait(self) -> int:
