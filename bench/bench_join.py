@@ -106,7 +106,7 @@ def run_quix(bootstrap: str, topics: dict[str, str], n: int, state: Path, out_to
 
 
 def median_run(runs: list[tuple[float, float]]) -> tuple[float, float, str]:
-    """(wall, cpu) of the median run by CPU, and the per-core range over all runs (for events n)."""
+    """(wall, cpu) of the median run by CPU, and a line with the CPU range over all runs."""
     runs = sorted(runs, key=lambda r: r[1])
     wall, cpu = runs[len(runs) // 2]
     return wall, cpu, f"{runs[-1][1]:.2f}-{runs[0][1]:.2f}s CPU over {len(runs)} runs"

@@ -423,6 +423,8 @@ class SpliceWriter(DictWriter):
         return parts[0] + _long(join_delay_ms) + parts[1]
 
     def _room(self, n: int, body: bytes, suffixes: bytes) -> np.ndarray:
+        """The output buffer, grown to hold ``n`` examples of ``body`` (an example copies disjoint
+        pieces of the body, plus <= 96 bytes of id and framing, plus its suffix)."""
         need = n * (len(body) + 96 + len(suffixes))
         if len(self._out) < need:
             self._out = np.empty(max(need, 2 * len(self._out)), np.uint8)
@@ -432,11 +434,9 @@ class SpliceWriter(DictWriter):
 
     def window(self, s: RequestState, positives: dict[int, dict[str, int]], zero: dict[str, int], rate: float,
                seed: int, window_ms: int) -> tuple[list[Any], int]:
-        sp = s._splice
-        if sp is None or sp is False:
-            sp = self.spans_of(s)
-            if sp is None:  # no bytes or overlapping slot names: the dict path, one example at a time
-                return super().window(s, positives, zero, rate, seed, window_ms)
+        sp = self.spans_of(s)
+        if sp is None:  # no bytes or overlapping slot names: the dict path, one example at a time
+            return super().window(s, positives, zero, rate, seed, window_ms)
         key = (rate, window_ms, seed)
         neg = self._negatives.get(key)
         if neg is None or neg[0] is not zero:  # (the Joiner passes the same ``zero`` every time)
@@ -451,10 +451,7 @@ class SpliceWriter(DictWriter):
                 offs.append(offs[-1] + len(b))
             blob, items, suf_off = b"".join(sufs), np.array(list(positives), np.int64), np.array(offs, np.int64)
         body = s.fbytes
-        n_items = len(shown_ids(s.features))
-        out = self._out
-        if len(out) < n_items * (len(body) + 96 + len(blob)) or len(self._ends) < n_items:
-            out = self._room(n_items, body, blob)
+        out = self._room(len(shown_ids(s.features)), body, blob)
         n, kept = _window(body, sp, self.header, seed_pre, rate, items, blob, suf_off, b"window", out, self._ends)
         if not n:
             return [], kept
