@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from deploy.procs import free_port, pid_alive, port_open, read_pid, stop_pid, with_python_on_path
+from deploy.procs import free_port, pid_alive, port_open, stop_pid, with_python_on_path
 from jobs.flink.config import FlinkConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,14 +98,20 @@ class Cluster:
         return with_python_on_path(env)
 
     def pids(self) -> dict[str, int | None]:
-        out = {}
-        for script, daemon in DAEMONS.items():
-            files = sorted(self.pid_dir.glob(f"flink-*-{daemon}.pid"))
-            out[script] = read_pid(files[0]) if files else None
+        """The first live pid of each daemon kind (None if there is none)."""
+        return {script: next(iter(self.all_pids(script)), None) for script in DAEMONS}
+
+    def all_pids(self, script: str) -> list[int]:
+        """Live pids of one daemon kind, from Flink's pid file (a line per daemon started)."""
+        out = []
+        for f in sorted(self.pid_dir.glob(f"flink-*-{DAEMONS[script]}.pid")):
+            for word in f.read_text().split():
+                if word.isdigit() and pid_alive(int(word), MARKER):
+                    out.append(int(word))
         return out
 
     def running(self) -> bool:
-        return all(p is not None and pid_alive(p, MARKER) for p in self.pids().values())
+        return all(p is not None for p in self.pids().values())
 
     def rest(self, path: str, timeout: float = 3.0) -> dict:
         with urllib.request.urlopen(self.rest_url + path, timeout=timeout) as r:
@@ -165,6 +171,22 @@ def up(cfg: FlinkConfig, timeout: float = 60.0) -> Cluster:
     return cluster
 
 
+def add_taskmanager(cfg: FlinkConfig) -> int:
+    """Start one more TaskManager on the running cluster (a replacement, or more slots); its pid."""
+    cluster = load_cluster(cfg)
+    if cluster is None or cluster.pids()["jobmanager"] is None:
+        raise RuntimeError("no Flink JobManager runs: `make flink-up` first")
+    before = set(cluster.all_pids("taskmanager"))
+    subprocess.run(["bash", str(pyflink_home() / "bin" / "taskmanager.sh"), "start"], env=cluster.env(cfg),
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15  # the script's child becomes the JVM (exec) a moment later
+    while not (new := set(cluster.all_pids("taskmanager")) - before):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the TaskManager did not start; see {cluster.log_dir}")
+        time.sleep(0.1)
+    return new.pop()
+
+
 def _wait_ready(cluster: Cluster, timeout: float) -> None:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
@@ -187,9 +209,9 @@ def down(cfg: FlinkConfig) -> bool:
     if cluster is None:
         return False
     stopped = False
-    for script, pid in cluster.pids().items():
-        if pid is not None and stop_pid(pid, MARKER, timeout=15):
-            stopped = True
+    for script in DAEMONS:
+        for pid in cluster.all_pids(script):
+            stopped = stop_pid(pid, MARKER, timeout=15) or stopped
         for f in cluster.pid_dir.glob(f"flink-*-{DAEMONS[script]}.pid"):
             f.unlink(missing_ok=True)
     _state_file(cfg).unlink(missing_ok=True)

@@ -1,15 +1,14 @@
-"""A real single-node HDFS (Hadoop 2.7.3 NameNode + DataNode, WebHDFS) on free 127.0.0.1 ports.
+"""A real single-node HDFS (Hadoop 3 NameNode + DataNode, WebHDFS) on free 127.0.0.1 ports.
 
-For tests and `make hdfs-up` only: the jars come from `deploy/hdfs/setup.sh` (.vendor/hdfs). Each
-instance lives in its own run dir (conf/, data/, logs, pid files, ports.json); the ports are picked
-free at first start and kept, so a stop + start (an outage in a test) brings the same cluster back
-with its data. Daemons are stopped by their own pids, checked against their command line.
+For tests and `make hdfs-up`: the jars come from Maven Central (``deploy/pom.xml``, .vendor/hadoop).
+Each instance lives in its own run dir (conf/, data/, logs, pid files, ports.json); the ports are
+picked free at first start and kept, so a stop + start (an outage in a test) brings the same
+cluster back with its data. Daemons are stopped by their own pids, checked against their command line.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import string
 import subprocess
@@ -18,9 +17,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.procs import free_port, pid_alive, read_pid, spawn, stop_pid
+from deploy.jvm import classpath, java_bin, kept_ports, save_ports, vendor_dir
+from deploy.procs import pid_alive, read_pid, spawn, stop_pid
 
-ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = Path(__file__).resolve().parent / "hdfs"
 PORT_NAMES = (
     "rpc_port", "http_port", "secondary_http_port", "https_port",
@@ -28,39 +27,15 @@ PORT_NAMES = (
 )
 NAMENODE = "org.apache.hadoop.hdfs.server.namenode.NameNode"
 DATANODE = "org.apache.hadoop.hdfs.server.datanode.DataNode"
-# Hadoop 2.7 reflects into JDK internals that Java 17 closes by default.
+# Hadoop reflects into JDK internals that Java 17 closes by default.
 JAVA_OPENS = [
     "--add-opens", "java.base/java.lang=ALL-UNNAMED",
     "--add-opens", "java.base/java.nio=ALL-UNNAMED",
     "--add-opens", "java.base/sun.nio.ch=ALL-UNNAMED",
     "--add-opens", "java.base/java.util=ALL-UNNAMED",
 ]
-
-
-def hdfs_home() -> Path:
-    home = Path(os.environ.get("STREAMREC_HDFS_HOME", ROOT / ".vendor/hdfs"))
-    if not any((home / "lib").glob("hadoop-hdfs-*.jar")):
-        raise FileNotFoundError(f"Hadoop jars not found under {home}/lib: run `make setup` (deploy/hdfs/setup.sh)")
-    return home
-
-
-def java_bin() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin/java").exists():
-        return str(Path(java_home) / "bin/java")
-    found = shutil.which("java")
-    if not found:
-        raise FileNotFoundError("java not found (Java 11+ needed for the test HDFS)")
-    return found
-
-
-def _distinct_free_ports(n: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < n:
-        p = free_port()
-        if p not in ports:
-            ports.append(p)
-    return ports
+# HttpServer2 looks up webapps/<name> on the classpath; the Maven jars do not carry the UI
+WEBAPPS = ("hdfs", "datanode", "secondary", "journal", "static")
 
 
 @dataclass
@@ -72,15 +47,12 @@ class Hdfs:
     user: str = "streamrec"
     block_size: int = 8 << 20
     ports: dict[str, int] = field(default_factory=dict)
+    startup_s: float | None = None  # how long the last start took, format included
     _procs: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir).resolve()
-        saved = self.run_dir / "ports.json"
-        if not self.ports and saved.exists():
-            self.ports = json.loads(saved.read_text())
-        if not self.ports:
-            self.ports = dict(zip(PORT_NAMES, _distinct_free_ports(len(PORT_NAMES)), strict=True))
+        self.ports = kept_ports(self.run_dir, PORT_NAMES, self.ports)
 
     # ---- addresses ------------------------------------------------------------------------
     @property
@@ -110,11 +82,13 @@ class Hdfs:
             text = string.Template((TEMPLATES / f"{name}.in").read_text()).substitute(values)
             (self.conf_dir / name).write_text(text)
         shutil.copy(TEMPLATES / "log4j.properties", self.conf_dir / "log4j.properties")
-        (self.run_dir / "ports.json").write_text(json.dumps(self.ports, indent=1) + "\n")
+        for app in WEBAPPS:
+            (self.run_dir / "res" / "webapps" / app).mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "res/webapps/hdfs/index.html").write_text("streamrec test HDFS\n")
+        save_ports(self.run_dir, self.ports)
 
     def _cmd(self, main_class: str, *args: str) -> list[str]:
-        home = hdfs_home()
-        cp = f"{self.conf_dir}:{home / 'res'}:{home / 'lib'}/*"
+        cp = classpath(self.conf_dir, self.run_dir / "res", vendor_dir("hadoop") / "*")
         return [java_bin(), self.heap, *JAVA_OPENS, "-Djava.net.preferIPv4Stack=true",
                 f"-Dhadoop.log.dir={self.run_dir / 'logs'}", f"-Dstreamrec.hdfs={self.run_dir}",
                 "-cp", cp, main_class, *args]
@@ -149,6 +123,7 @@ class Hdfs:
 
     def start(self, timeout: float = 90.0) -> Hdfs:
         """Format at first start, start both daemons, wait until a DataNode is live and safe mode is off."""
+        t0 = time.monotonic()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_conf()
         self._format_if_new()
@@ -159,6 +134,7 @@ class Hdfs:
         except Exception:
             self.stop()
             raise
+        self.startup_s = time.monotonic() - t0
         return self
 
     def _jmx(self, bean: str) -> dict:

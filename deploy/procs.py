@@ -80,6 +80,16 @@ def stop_pid(pid: int, marker: str, timeout: float = 10.0) -> bool:
     return True
 
 
+def kill_pid(pid: int, marker: str) -> bool:
+    """``kill -9`` (no shutdown hook runs), only if the process is still ours; waits until it is gone."""
+    if not pid_alive(pid, marker):
+        return False
+    os.kill(pid, signal.SIGKILL)
+    while pid_alive(pid, marker):  # a zombie's cmdline is empty: gone as far as we care
+        time.sleep(0.01)
+    return True
+
+
 def with_python_on_path(env: dict[str, str]) -> dict[str, str]:
     """``env`` with this interpreter's bin dir first on PATH.
 

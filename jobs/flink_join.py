@@ -9,12 +9,13 @@ Producers stamp each log's Kafka timestamp with its ts_ms and key it by request_
 does), so keying and event time are Java's and the join is the only Python operator.
 
 State: the core's per-request bytes in keyed ValueState on the RocksDB backend, checkpointed
-with the sources' offsets; output at-least-once with deterministic example ids.
+with the sources' offsets; output in Kafka transactions committed with each checkpoint
+(``flink.delivery_guarantee``: exactly-once for ``read_committed`` readers), or at-least-once.
 
 Run on a local mini cluster:  python -m jobs.flink_join [--config f.toml] [--set k=v ...]
 Submit to a cluster:          flink run -py jobs/flink_join.py [same flags]      (make submit)
 A finite run (tests, bench): --stop-offsets offsets.json (exact end offsets recorded when
-producing: Tansu's high watermark cannot bound a read).
+producing: the run ends where that input ends).
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ def build(settings: Settings, args: argparse.Namespace):  # noqa: ANN201 - Strea
         .withTimestampAssigner(py_eventtime.CustomTimestampAssigner())
     j_examples = joined._j_data_stream.assignTimestampsAndWatermarks(wall_clock).name("stamp").uid("stamp") \
         .map(py_eventtime.RemoveTimestampMapFunction(), BYTES.get_java_type_info()).name("unstamp").uid("unstamp")
-    DataStream(j_examples).sink_to(kafka.sink(bootstrap, topics.examples)).name("examples").uid("sink-examples")
-    joined.get_side_output(DEAD_LETTERS).sink_to(kafka.sink(bootstrap, topics.dead_letter)) \
+    DataStream(j_examples).sink_to(kafka.sink(bootstrap, topics.examples, fc)).name("examples").uid("sink-examples")
+    joined.get_side_output(DEAD_LETTERS).sink_to(kafka.sink(bootstrap, topics.dead_letter, fc)) \
         .name("dead-letters").uid("sink-dead-letters")
     return env
 

@@ -2,15 +2,32 @@
 
 One process consumes ``features`` + ``actions`` (every partition, assigned explicitly from
 the offsets saved in its own RocksDB, not from Kafka's group offsets), drives
-``joiner.engine.JoinEngine`` and produces ``examples`` + ``dead-letter``.
+``joiner.engine.JoinEngine`` and produces ``examples`` + ``dead-letter``. Every
+``checkpoint_interval_ms`` it checkpoints; what that means depends on ``joiner.delivery``:
 
-Crash safety: every ``checkpoint_interval_ms`` the producer is flushed (every output so far is
-acknowledged by the broker), then the changed join state and the next offsets are written in
-ONE RocksDB WriteBatch. A crash (even ``kill -9``) loses nothing: on restart the state and the
-offsets are those of the last checkpoint, so the input after it is consumed again and its
-outputs produced again, with the same deterministic ``example_id`` (at-least-once; consumers
-drop duplicates by id). Kafka transactions (``joiner.transactional_id``) make each checkpoint's
-output atomic on a real Kafka; the local Tansu broker's transactions are unreliable (STACK.md).
+exactly-once (default). Each checkpoint interval's outputs go into one Kafka transaction, together
+with the join's position (next input offsets, watermark) as a record keyed by ``group_id`` in
+``joiner.commit_topic``; once it is committed, the join state and the same position are written
+in ONE RocksDB WriteBatch. (Not ``send_offsets_to_transaction``: librdkafka can block in it past
+its timeout while the group coordinator is away, librdkafka#5456; a record takes the normal
+produce path. Group offsets are still committed after each checkpoint, for lag monitoring.)
+Guarantee, for ``read_committed`` readers: every example is written once. Why it holds:
+* a crash before the commit: the transaction is aborted (``init_transactions`` on restart
+  fences the dead producer); RocksDB holds the previous checkpoint, whose offsets equal
+  Kafka's, so that interval's input is joined again and its output written once;
+* a crash between the commit and the WriteBatch: the committed position is ahead of RocksDB's.
+  On restart the runner replays exactly that span, from RocksDB's offsets to the committed
+  ones, with its output dropped (it was committed), raises the watermark to the committed one
+  (every due timer was fired before each commit, so this fires the same ones), writes the
+  rebuilt state, and goes on from the committed offsets. The rebuilt state is the
+  one the crashed process had, because the join decides by event times: any interleaving of
+  the same input within the allowed lateness gives the same result (``joiner.core``);
+* a broker outage that aborts a transaction: the runner restarts itself from its last
+  checkpoint (``Rewind``), as after a crash.
+
+at-least-once. The producer is flushed before each WriteBatch; a crash re-consumes the input
+after the last checkpoint and re-sends its examples, byte-identical (same state, same input,
+same deterministic ``example_id``): consumers drop them by id.
 
 One instance owns all partitions; to scale out run the Flink job (``jobs/flink``).
 """
@@ -20,21 +37,29 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import shutil
 import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from joiner.engine import JoinEngine
+from joiner.engine import JoinEngine, decode_position
 from joiner.store import StateStore
 from streamrec.config import Settings, load_config
-from streamrec.kafka import consumer, partitions_of, producer
+from streamrec.kafka import consumer, ensure_topic, last_value, partitions_of, producer
 
 log = logging.getLogger("streamrec.join")
 GC_THRESHOLDS = (200_000, 100, 100)
+TXN_TIMEOUT_S = 60.0  # how long a transaction call may keep retrying through a broker outage
+CRASH_AFTER_COMMIT_ENV = "STREAMREC_TEST_CRASH_AFTER_COMMIT"  # TEST: exit after the Nth commit
+CRASH_EXIT = 70
+
+
+class Rewind(Exception):
+    """A transaction had to be aborted: resume from the last checkpoint (``run_join`` does)."""
 
 
 class StateGC:
@@ -146,6 +171,12 @@ class JoinRunner:
         self.metrics_port: int | None = None
         self.metrics: _Metrics | None = None
         self.gc: StateGC | None = None  # set by run()
+        self._commits = 0
+        self._crash_after_commit = int(os.environ.get(CRASH_AFTER_COMMIT_ENV, "0")) or None
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.s.joiner.delivery == "exactly-once"
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
@@ -164,14 +195,15 @@ class JoinRunner:
                                                "max.partition.fetch.bytes": 8 << 20,
                                                "statistics.interval.ms": 5000})  # cached lag
         extra: dict[str, Any] = {"on_delivery": self._on_delivery}
-        if jc.transactional_id:
-            extra["transactional.id"] = jc.transactional_id
+        if self.exactly_once:
+            extra["transactional.id"] = jc.group_id
         p = producer(kc, **extra)
-        if jc.transactional_id:
-            p.init_transactions()
-            p.begin_transaction()
         tps = [(topic, n) for topic in (t.features, t.actions) for n in partitions_of(c, topic)]
         offsets = self.engine.restore(tps)
+        if self.exactly_once:
+            _txn(p.init_transactions, TXN_TIMEOUT_S)  # fences a predecessor and aborts what it left open
+            offsets = self._catch_up(offsets)
+            p.begin_transaction()
         self._assigned = [TopicPartition(tp[0], tp[1], off) for tp, off in offsets.items()]
         c.assign(self._assigned)
         metrics = self.metrics = _Metrics(self)
@@ -197,8 +229,10 @@ class JoinRunner:
             err = m.error()
             if err.code() == KafkaError._PARTITION_EOF:
                 engine.mark_eof(m.topic(), m.partition())
-            else:
+            elif err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                 raise KafkaException(err)
+            else:  # a broker away for a while: the client reconnects and resumes where it was
+                log.warning("consumer: %s", err)
 
         try:
             while not self.stop:
@@ -209,7 +243,7 @@ class JoinRunner:
                 if got:
                     last_msg = now
                 if now - last_ckpt >= ckpt_s:
-                    self._checkpoint(p)
+                    self._checkpoint(p, c)
                     stats.checkpoints += 1
                     last_ckpt = now
                 if now - last_log >= jc.log_interval_s:
@@ -227,7 +261,7 @@ class JoinRunner:
             self._produce(p, t.examples, t.dead_letter)
             while drain and engine.drain():
                 self._produce(p, t.examples, t.dead_letter)
-            self._checkpoint(p)
+            self._checkpoint(p, c, last=True)
             stats.checkpoints += 1
             self.lag = self._lag(c)
             log.info(metrics.line())
@@ -264,25 +298,76 @@ class JoinRunner:
                             pass
         p.poll(0)
 
-    def _checkpoint(self, p: Any) -> None:
-        """Outputs acknowledged first, then state + offsets in one WriteBatch."""
-        if self.s.joiner.transactional_id:
-            p.commit_transaction()
+    def _checkpoint(self, p: Producer, c: Consumer, last: bool = False) -> None:
+        """Outputs committed (or acknowledged) first, then state + offsets in one WriteBatch."""
+        if self.exactly_once:
+            # every due timer fired, so the committed output is a function of the input and the
+            # watermark alone: what a catch-up after a crash rebuilds (_catch_up)
+            self.engine.fire_all_due()
+            self._produce(p, self.s.kafka.topics.examples, self.s.kafka.topics.dead_letter)
+            if self._delivery_errors:
+                _abort(p)
+                raise Rewind(f"output delivery failed: {self._delivery_errors[:3]}")
+            p.produce(self.s.joiner.commit_topic, self.engine.position(), self.s.joiner.group_id.encode())
+            _txn(lambda: p.commit_transaction(TXN_TIMEOUT_S), TXN_TIMEOUT_S, p)
+            self._commits += 1
+            if self._commits == self._crash_after_commit:
+                os._exit(CRASH_EXIT)  # TEST: die between the commit and the WriteBatch
         else:
             left = p.flush(60)
             if left:
                 raise RuntimeError(f"{left} outputs not acknowledged; not committing state")
-        if self._delivery_errors:
-            raise RuntimeError(f"output delivery failed: {self._delivery_errors[:3]}")
+            if self._delivery_errors:
+                raise RuntimeError(f"output delivery failed: {self._delivery_errors[:3]}")
         self.engine.checkpoint()
         if self.gc is not None:
             self.gc.after_checkpoint()
-        if self.s.joiner.transactional_id:
+        if self.exactly_once and not last:
             p.begin_transaction()
+        try:  # for lag monitoring only (kafka-consumer-groups); the runner resumes from its own position
+            c.commit(offsets=[TopicPartition(t, n, off) for (t, n), off in self.engine.offsets.items()],
+                     asynchronous=True)
+        except KafkaException as e:
+            log.debug("group offsets not committed: %s", e)
+
+    def _catch_up(self, offsets: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """Exactly-once restart after a crash between a commit and its WriteBatch: replay the input
+        from RocksDB's offsets to the ones committed with the output, dropping what it makes (that
+        output is in Kafka already), so the state catches up with what was committed."""
+        jc = self.s.joiner
+        ensure_topic(self.s.kafka.bootstrap, jc.commit_topic, 1, {"cleanup.policy": "compact"})
+        committed, watermark = decode_position(last_value(self.s.kafka, jc.commit_topic, jc.group_id.encode()))
+        ends = {tp: committed[tp][0] for tp in offsets if tp in committed and committed[tp][0] > offsets[tp]}
+        if not ends:
+            return offsets  # RocksDB is where Kafka is (or Kafka has nothing: RocksDB rules)
+        log.warning("catching up with the last committed transaction: %s",
+                    {f"{t}[{n}]": f"{offsets[(t, n)]}..{end}" for (t, n), end in ends.items()})
+        replay = consumer(self.s.kafka, group=f"{self.s.joiner.group_id}-catch-up")
+        try:
+            replay.assign([TopicPartition(t, n, offsets[(t, n)]) for t, n in ends])
+            left = set(ends)
+            deadline = time.monotonic() + TXN_TIMEOUT_S
+            while left:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"catch-up could not read the committed input {sorted(left)}")
+                batch = [m for m in replay.consume(self.s.joiner.consume_batch, timeout=0.5)
+                         if m.error() is None and m.offset() < ends[(m.topic(), m.partition())]]
+                self.engine.process_batch(batch, lambda m: None)
+                for m in batch:
+                    if m.offset() + 1 == ends[(m.topic(), m.partition())]:
+                        left.discard((m.topic(), m.partition()))
+                self.engine.advance()
+                self.engine.take_output()
+        finally:
+            replay.close()
+        self.engine.raise_watermark(watermark)
+        self.engine.take_output()
+        self.engine.checkpoint()
+        return {**offsets, **ends}
 
     def _lag(self, c: Any) -> int:
-        """Sum over input partitions of high watermark - position (from the client's cached stats,
-        refreshed every 5 s; approximate on Tansu, whose high watermark is inexact)."""
+        """Sum over input partitions of high watermark - position (from the client's cached
+        statistics, refreshed every 5 s)."""
         total = 0
         try:
             for tp in c.position(self._assigned):
@@ -292,6 +377,28 @@ class JoinRunner:
         except KafkaException:
             return -1
         return total
+
+
+def _txn(call: Any, timeout: float, p: Producer | None = None) -> Any:
+    """A transactional call, retried while its error is retriable (a broker outage); an error that
+    dooms the transaction aborts it and raises ``Rewind``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except KafkaException as e:
+            err = e.args[0]
+            if err.retriable() and time.monotonic() < deadline:
+                time.sleep(0.5)
+                continue
+            if p is not None and err.txn_requires_abort():
+                _abort(p)
+                raise Rewind(str(err)) from e
+            raise
+
+
+def _abort(p: Producer) -> None:
+    _txn(lambda: p.abort_transaction(TXN_TIMEOUT_S), TXN_TIMEOUT_S)
 
 
 def run_join(settings: Settings, from_start: bool = False, stop_when_idle: float | None = None,
@@ -304,7 +411,14 @@ def run_join(settings: Settings, from_start: bool = False, stop_when_idle: float
 
     old = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return runner.run(stop_when_idle=stop_when_idle, max_seconds=max_seconds, drain=drain)
+        while True:
+            try:
+                return runner.run(stop_when_idle=stop_when_idle, max_seconds=max_seconds, drain=drain)
+            except Rewind as e:
+                log.warning("transaction aborted (%s): resuming from the last checkpoint", e)
+                stopping = runner.stop
+                runner = JoinRunner(settings)
+                runner.stop = stopping
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)

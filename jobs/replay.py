@@ -75,7 +75,7 @@ def produce_stream(p: Producer, messages: Iterable[Outgoing], rate: float = 0.0,
     """Produce in order; blocks until every message is acknowledged (delivery errors raise).
 
     With ``ends`` (and a producer from ``replay_producer(report_all=True)``), records each
-    partition's end offset (last + 1): Tansu's high watermark can't bound a read, these can.
+    partition's end offset (last + 1), so a bounded reader stops exactly at what was sent.
     """
     errors: list[str] = []
 

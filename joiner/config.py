@@ -1,6 +1,7 @@
 """Settings of the online joiner (cache, RocksDB store, windows, sampling, embedded runner)."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -45,8 +46,16 @@ class JoinerConfig(Section):
         1000, gt=0, description="state + offsets are committed in one RocksDB WriteBatch this often"
     )
     max_message_bytes: int = Field(1 << 20, gt=0, description="larger input messages are dead-lettered 'oversize'")
-    transactional_id: str | None = Field(
-        None, description="use Kafka transactions for output (real Kafka only; unreliable on Tansu)"
+    delivery: Literal["exactly-once", "at-least-once"] = Field(
+        "exactly-once",
+        description="exactly-once: each checkpoint's outputs and the input position in one Kafka transaction "
+                    "(transactional.id = group_id; readers use read_committed); at-least-once: outputs "
+                    "flushed before each checkpoint, a crash re-sends byte-identical examples",
+    )
+    commit_topic: str = Field(
+        "streamrec-join-commits",
+        description="exactly-once: the runner's position (offsets, watermark) is written here, keyed by group_id, "
+                    "in each checkpoint's transaction (compacted, one partition; created if missing)",
     )
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus endpoint on 127.0.0.1 (0 = free)")
     log_interval_s: float = Field(10.0, gt=0, description="a metrics log line this often")

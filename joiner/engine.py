@@ -43,6 +43,26 @@ OFFSETS_KEY = b"offsets"
 DEAD_PAYLOAD_MAX = 64 << 10  # oversize payloads are cut to this in the dead letter
 
 
+Partition = tuple[str, int]
+
+
+def encode_position(offsets: dict[Partition, int], part_max: dict[Partition, int | None], watermark: int) -> bytes:
+    saved: dict[str, Any] = {f"{t}\x1f{p}": (off, part_max.get((t, p))) for (t, p), off in offsets.items()}
+    saved["watermark"] = watermark
+    return json.dumps(saved).encode()
+
+
+def decode_position(raw: bytes | None) -> tuple[dict[Partition, tuple[int, int | None]], int]:
+    """``encode_position``'s bytes -> ({partition: (next offset, max event time)}, watermark)."""
+    saved = json.loads(raw) if raw else {}
+    watermark = saved.pop("watermark", WATERMARK_MIN)
+    out = {}
+    for key, (off, mx) in saved.items():
+        topic, part = key.rsplit("\x1f", 1)
+        out[(topic, int(part))] = (off, mx)
+    return out, watermark
+
+
 class JoinEngine:
     def __init__(self, cfg: JoinerConfig, store: StateStore, features_topic: str, actions_topic: str,
                  codec: Codec | None = None, splice: bool = True):
@@ -77,21 +97,19 @@ class JoinEngine:
     # ---- partitions, offsets, restore -----------------------------------------------------
     def restore(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """Load saved offsets and watermarks; return where each partition resumes (0 if new)."""
-        raw = self.store.meta(OFFSETS_KEY)
-        saved = json.loads(raw) if raw else {}
-        self.watermark = max(self.watermark, saved.pop("watermark", WATERMARK_MIN))  # never moves back
+        saved, watermark = decode_position(self.store.meta(OFFSETS_KEY))
+        self.watermark = max(self.watermark, watermark)  # never moves back
         for tp in partitions:
-            off, mx = saved.get(f"{tp[0]}\x1f{tp[1]}", (0, None))
-            self.offsets[tp] = off
-            self.part_max[tp] = mx
+            self.offsets[tp], self.part_max[tp] = saved.get(tp, (0, None))
         self._update_watermark()
         return dict(self.offsets)
 
+    def position(self) -> bytes:
+        """Where the join is in its input: next offsets, max event time per partition, watermark."""
+        return encode_position(self.offsets, self.part_max, self.watermark)
+
     def checkpoint_meta(self) -> dict[bytes, bytes]:
-        saved: dict[str, Any] = {f"{t}\x1f{p}": (off, self.part_max.get((t, p)))
-                                 for (t, p), off in self.offsets.items()}
-        saved["watermark"] = self.watermark
-        return {OFFSETS_KEY: json.dumps(saved).encode()}
+        return {OFFSETS_KEY: self.position()}
 
     def checkpoint(self) -> int:
         """Save state + offsets atomically. Call only after everything returned so far was produced."""
@@ -277,6 +295,24 @@ class JoinEngine:
         state only dead-letters new input."""
         self.watermark = WATERMARK_MAX
         return self._fire_due()[1]
+
+    def fire_all_due(self) -> int:
+        """Fire every timer due at the watermark, not just one bounded sweep; return timers fired.
+
+        A checkpoint that must be reproducible calls it: afterwards the state depends only on the
+        input and the watermark, not on how many sweeps happened to run."""
+        fired = 0
+        while True:
+            n, seen = self._fire_due()
+            fired += n
+            if not seen:
+                return fired
+
+    def raise_watermark(self, watermark: int) -> int:
+        """Move the watermark to at least ``watermark`` (one a previous run reached) and fire
+        everything due; return timers fired."""
+        self.watermark = max(self.watermark, watermark)
+        return self.fire_all_due()
 
     def _update_watermark(self) -> None:
         lows = []

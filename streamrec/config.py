@@ -47,7 +47,9 @@ class TopicsConfig(Section):
 
 
 class KafkaConfig(Section):
-    bootstrap: str = "127.0.0.1:9092"
+    bootstrap: str = Field(
+        "", description="broker list host:port[,host:port]; empty = the local broker `make up` started"
+    )
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
     producer: dict[str, Any] = Field(
         default_factory=dict, description="extra librdkafka producer settings"
@@ -60,8 +62,23 @@ class KafkaConfig(Section):
 
 class StackConfig(Section):
     run_dir: Path = Path(".run")
-    vendor_dir: Path = Path(".vendor")
-    broker_port: int = Field(9092, ge=1, le=65535)
+    broker_port: int = Field(
+        0, ge=0, le=65535, description="the local broker's port; 0 = picked free at the first `make up`, then kept"
+    )
+
+
+def local_broker_dir(stack: StackConfig) -> Path:
+    """Where `make up` keeps the local broker (data, ports.json, pid)."""
+    return Path(stack.run_dir) / "kafka"
+
+
+def local_bootstrap(stack: StackConfig) -> str:
+    """The address of the broker `make up` started under ``stack.run_dir``, or "" if there is none."""
+    try:
+        ports = json.loads((local_broker_dir(stack) / "ports.json").read_text())
+        return f"127.0.0.1:{int(ports['port'])}"
+    except (OSError, ValueError, KeyError):
+        return ""
 
 
 class Settings(Section):
@@ -142,6 +159,9 @@ def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str
     for text in overrides:
         _apply(data, *parse_override(text))
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_describe(e)) from None
+    if not settings.kafka.bootstrap:
+        settings.kafka.bootstrap = local_bootstrap(settings.stack)
+    return settings

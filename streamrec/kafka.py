@@ -1,8 +1,4 @@
-"""Kafka client helpers shared by the runners, sinks and trainer (confluent-kafka).
-
-Tansu's high watermark is not exact, so nothing here bounds a read by it: readers stop on a
-count, on exact offsets recorded when producing, or after a quiet period.
-"""
+"""Kafka client helpers shared by the runners, sinks and trainer (confluent-kafka)."""
 
 from __future__ import annotations
 
@@ -14,12 +10,19 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamrec.config import KafkaConfig
+from streamrec.config import ConfigError, KafkaConfig
+
+
+def bootstrap_of(cfg: KafkaConfig) -> str:
+    if not cfg.bootstrap:
+        raise ConfigError("kafka.bootstrap is empty and no local broker was started here (`make up`, "
+                          "or --set kafka.bootstrap=host:port)")
+    return cfg.bootstrap
 
 
 def producer(cfg: KafkaConfig, **extra: Any) -> Producer:
     conf = {
-        "bootstrap.servers": cfg.bootstrap,
+        "bootstrap.servers": bootstrap_of(cfg),
         "linger.ms": 20,
         "batch.num.messages": 10000,
         "queue.buffering.max.messages": 500000,
@@ -32,11 +35,14 @@ def producer(cfg: KafkaConfig, **extra: Any) -> Producer:
 
 def consumer(cfg: KafkaConfig, group: str | None = None, **extra: Any) -> Consumer:
     conf = {
-        "bootstrap.servers": cfg.bootstrap,
+        "bootstrap.servers": bootstrap_of(cfg),
         "group.id": group or f"streamrec-{uuid.uuid4().hex[:8]}",
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
         "enable.partition.eof": True,
+        # outputs are written in transactions (Flink's exactly-once sink, the joiner's option):
+        # what an aborted one wrote is never read
+        "isolation.level": "read_committed",
         **cfg.consumer,
         **extra,
     }
@@ -46,10 +52,10 @@ def consumer(cfg: KafkaConfig, group: str | None = None, **extra: Any) -> Consum
 def create_topics(
     bootstrap: str, partitions: dict[str, int], timeout: float = 15.0, exist_ok: bool = True
 ) -> None:
-    """Create topics with the given partition counts.
+    """Create topics with the given partition counts, kept forever (retention -1).
 
-    Retention is set explicitly (-1): Tansu reports only configs given at creation, and some
-    clients (Quix Streams) read them back.
+    Why no time retention: producers stamp each log's Kafka timestamp with its event time, and a
+    replayed dataset's event times are years old; time-based retention would delete them at once.
     """
     admin = AdminClient({"bootstrap.servers": bootstrap})
     new = [
@@ -64,6 +70,54 @@ def create_topics(
         except KafkaException as e:
             if not (exist_ok and e.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS):
                 raise
+
+
+def ensure_topic(bootstrap: str, name: str, partitions: int = 1, config: dict[str, str] | None = None,
+                 timeout: float = 15.0) -> None:
+    """Create ``name`` unless it exists (a stage's own bookkeeping topic)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    fut = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
+                                        config=config or {})], operation_timeout=timeout)[name]
+    try:
+        fut.result(timeout)
+    except KafkaException as e:
+        if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise
+
+
+def last_value(cfg: KafkaConfig, topic: str, key: bytes, partition: int = 0, timeout: float = 15.0) -> bytes | None:
+    """The newest committed value of ``key`` in one partition, or None: read backwards from the
+    end in growing windows (the newest record of a key is usually a few offsets from the end)."""
+    c = consumer(cfg, **{"enable.partition.eof": True})
+    try:
+        low, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+        window = 64
+        end = high
+        while end > low:
+            start = max(low, end - window)
+            c.assign([TopicPartition(topic, partition, start)])
+            found = None
+            deadline = time.monotonic() + timeout
+            while True:
+                m = c.poll(0.5)
+                if m is None:
+                    if time.monotonic() > deadline:
+                        raise KafkaException(f"{topic}[{partition}]: no end of partition within {timeout}s")
+                    continue
+                if m.error() is not None:
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        break
+                    raise KafkaException(m.error())
+                if m.offset() >= end:
+                    break
+                if m.key() == key:
+                    found = m.value()
+            if found is not None:
+                return found
+            end, window = start, window * 4
+        return None
+    finally:
+        c.close()
 
 
 def partitions_of(client: Consumer | Producer, topic: str, timeout: float = 10.0) -> list[int]:

@@ -1,4 +1,4 @@
-"""Shared fixtures: one real Tansu broker per test session on a free loopback port."""
+"""Shared fixtures: one real Apache Kafka broker (KRaft) per test session on free loopback ports."""
 
 from __future__ import annotations
 

@@ -31,9 +31,20 @@ class FlinkConfig(Section):
         64, ge=1, description="the join re-reads Flink's watermark every N elements (and at every timer)"
     )
     jars: list[Path] = Field(
-        default_factory=lambda: [Path(".vendor/jars/flink-connector-kafka.jar"),
-                                 Path(".vendor/jars/kafka-clients.jar")],
-        description="Kafka connector jars (thin jars + kafka-clients; see STACK.md)",
+        default_factory=lambda: [Path(".vendor/flink")],
+        description="jars for the job (a folder = every jar in it): the Kafka connector and kafka-clients, "
+                    "from Maven Central by `make setup`",
+    )
+    delivery_guarantee: Literal["exactly-once", "at-least-once"] = Field(
+        "exactly-once",
+        description="examples and dead letters: Kafka transactions committed with each checkpoint (readers "
+                    "use read_committed; output shows up at checkpoints), or at-least-once (duplicates after "
+                    "a restart, dropped by example id downstream)",
+    )
+    transaction_timeout_ms: int = Field(
+        600_000, ge=1000,
+        description="exactly-once: Kafka transaction timeout; above checkpoint interval + recovery time, at most "
+                    "the broker's transaction.max.timeout.ms (15 min by default)",
     )
     group_id: str = Field("streamrec-flink-join", description="Kafka consumer group of the sources")
     start_from: Literal["earliest", "committed"] = Field(

@@ -21,13 +21,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def jar_urls(cfg: FlinkConfig) -> list[str]:
-    """Absolute file:// URLs of the connector jars (relative paths are taken from the project root)."""
+    """Absolute file:// URLs of the job's jars (relative paths are taken from the project root; a
+    folder stands for the jars in it)."""
     urls = []
     for jar in cfg.jars:
         path = jar if jar.is_absolute() else ROOT / jar
-        if not path.exists():
-            raise FileNotFoundError(f"flink.jars: {path} does not exist; run `make setup`")
-        urls.append(path.resolve().as_uri())
+        found = sorted(path.glob("*.jar")) if path.is_dir() else [path] if path.exists() else []
+        if not found:
+            raise FileNotFoundError(f"flink.jars: no jar at {path}; run `make setup`")
+        urls += [p.resolve().as_uri() for p in found]
     return urls
 
 
@@ -64,7 +66,7 @@ def make_env(cfg: FlinkConfig, restore_from: str | None = None) -> StreamExecuti
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(cfg.parallelism)
     if cfg.checkpoint_interval_ms > 0:
-        # Aligned (exactly-once) barriers keep keyed state and source offsets consistent; the
-        # sink is at-least-once and examples carry deterministic ids for consumers to dedup.
+        # Aligned (exactly-once) barriers keep keyed state, source offsets and the sinks'
+        # transactions consistent.
         env.enable_checkpointing(cfg.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
     return env

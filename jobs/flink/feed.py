@@ -1,7 +1,7 @@
 """Feed a finite input to the Flink job: produce replay events and record exact end offsets.
 
-Tansu's high watermark is wrong (STACK.md), so a bounded Flink run stops at the offsets the
-producer's delivery reports gave, written as ``--stop-offsets`` JSON. No PyFlink import here.
+A bounded Flink run stops at the offsets the producer's delivery reports gave, written as
+``--stop-offsets`` JSON: exactly the input produced, whatever comes later. No PyFlink import here.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ as event time; sinks write raw bytes (``ByteArraySchema``). Messages are Avro si
 encoded; decoding happens in the Python join with the project's codec, where an undecodable
 message becomes a dead letter instead of failing the job.
 
-Tansu's high watermark is wrong, so a finite run is never bounded by ``latest``: it is bounded
-by the exact end offsets the producer recorded (``StopOffsets``), or runs unbounded.
+A finite run (tests, benchmarks, the demo) is bounded by the exact end offsets the producer
+recorded (``StopOffsets``): it ends where that input ends even if more is produced meanwhile.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from pyflink.common.serialization import ByteArraySchema
 from pyflink.datastream.connectors.kafka import DeliveryGuarantee, KafkaRecordSerializationSchema, KafkaSink
 
+from jobs.flink.config import FlinkConfig
 from jobs.flink.feed import StopOffsets  # {topic: {partition: end offset (exclusive)}}
 
 
@@ -26,10 +27,15 @@ def load_stop_offsets(path: Path) -> StopOffsets:
     return {t: {int(p): int(o) for p, o in parts.items()} for t, parts in raw.items()}
 
 
-def sink(bootstrap: str, topic: str) -> KafkaSink:
-    """At-least-once bytes sink: Tansu's transactions leak aborted records (STACK.md), so
-    duplicates after a restart are expected and removed by consumers by example id."""
-    return (
+def sink(bootstrap: str, topic: str, cfg: FlinkConfig) -> KafkaSink:
+    """A bytes sink to ``topic``.
+
+    Exactly-once: each subtask writes into a Kafka transaction that commits when the checkpoint
+    completes, so a ``read_committed`` reader sees each record once, whatever restarts happen;
+    the transactional ids (``<job name>-<topic>-<subtask>-<n>``) let a restarted job abort what
+    its predecessor left open. At-least-once: records are flushed at each checkpoint and a
+    restart may write some again (consumers drop them by example id)."""
+    b = (
         KafkaSink.builder()
         .set_bootstrap_servers(bootstrap)
         .set_record_serializer(
@@ -38,10 +44,15 @@ def sink(bootstrap: str, topic: str) -> KafkaSink:
             .set_value_serialization_schema(ByteArraySchema())
             .build()
         )
-        .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
         .set_property("linger.ms", "20")
-        .build()
     )
+    if cfg.delivery_guarantee == "exactly-once":
+        b = (b.set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
+             .set_transactional_id_prefix(f"{cfg.job_name}-{topic}")
+             .set_property("transaction.timeout.ms", str(cfg.transaction_timeout_ms)))
+    else:
+        b = b.set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
+    return b.build()
 
 
 def interval(ms: int) -> str:
