@@ -10,10 +10,10 @@ ARGS ?=
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: ## venv, project, broker binary, Flink Kafka jars, MovieLens-100K (idempotent)
+setup: ## venv, project, Kafka + Flink connector + Hadoop jars (Maven Central), kcat, MovieLens-100K (idempotent)
 	@bash deploy/setup.sh
 
-up: setup ## start the local stack (broker on 127.0.0.1:<stack.broker_port>, topics)
+up: setup ## start the local Apache Kafka broker (KRaft, free loopback port kept in .run/kafka) and the topics
 	@$(SR) stack up
 
 down: ## stop what `make up` started

@@ -1,7 +1,7 @@
 """Archive dumper throughput: examples/s archived to a local dir and to HDFS vs pyarrow directly.
 
 Same run, same examples: N TrainingExamples (MovieLens-like shapes: 10 slots, dense, 2 labels)
-are produced to a fresh topic on a Tansu broker; then, for each target,
+are produced to a fresh topic on an Apache Kafka broker; then, for each target,
 
 - ``archive``: ``sinks.archive.Archiver`` from offset 0 to the last commit (Kafka consume, Avro
   decode, dedup by id, watermark, Parquet per hour, atomic commit with manifest) — wall time from

@@ -1,11 +1,13 @@
 """PyFlink join job vs a pure-JVM Flink SQL interval join: input events/s per core, same run.
 
 Both read the same two topics (a MovieLens replay; Kafka timestamps = event times, keys =
-request_id) on one Tansu broker, each in a fresh local mini cluster (its own JVM, same Flink
-install, parallelism, RocksDB state backend and checkpointing), bounded by the recorded end
-offsets. The baseline is a Table API/SQL interval join (`a.ts BETWEEN f.ts AND f.ts + window`)
-on the raw bytes: key = request_id (raw key format), event time = the Kafka timestamp, output
-to Kafka. The PyFlink job decodes Avro, runs joiner.core, encodes examples and dead letters.
+request_id) on one Apache Kafka broker, each in a fresh local mini cluster (its own JVM, same
+Flink install, parallelism, RocksDB state backend and checkpointing), bounded by the recorded end
+offsets, both writing with the same delivery guarantee (``flink.delivery_guarantee``, default
+exactly-once: Kafka transactions committed with each checkpoint). The baseline is a Table
+API/SQL interval join (`a.ts BETWEEN f.ts AND f.ts + window`) on the raw bytes: key =
+request_id (raw key format), event time = the Kafka timestamp, output to Kafka. The PyFlink job
+decodes Avro, runs joiner.core, encodes examples and dead letters.
 
 Measured per job: wall time from RUNNING to FINISHED (start-up excluded) and the CPU seconds
 the job's JVM (Python runs inside it in thread mode) used meanwhile; per core = events / CPU s.
@@ -167,11 +169,15 @@ def run_sql_job(s: Settings, offsets: Path) -> dict:
 
     source("features", t.features)
     source("actions", t.actions)
+    guarantee = s.flink.delivery_guarantee
+    txn = (f", 'sink.transactional-id-prefix' = 'bench-sql-{os.getpid()}', "
+           f"'properties.transaction.timeout.ms' = '{s.flink.transaction_timeout_ms}'"
+           if guarantee == "exactly-once" else "")
     tenv.execute_sql(f"""
         CREATE TABLE joined (rid STRING, v BYTES) WITH (
           'connector' = 'kafka', 'topic' = '{t.examples}-sql', 'properties.bootstrap.servers' = '{bs}',
           'key.format' = 'raw', 'key.fields' = 'rid', 'value.format' = 'raw',
-          'value.fields-include' = 'EXCEPT_KEY', 'sink.delivery-guarantee' = 'at-least-once'
+          'value.fields-include' = 'EXCEPT_KEY', 'sink.delivery-guarantee' = '{guarantee}'{txn}
         )""")
     insert = f"""
         INSERT INTO joined
@@ -225,7 +231,8 @@ def main() -> None:
         n = feed(s, a.limit, tmp / "offsets.json")
         print(f"input: {n:,} events (MovieLens replay, limit {a.limit}) on {PARTITIONS} partitions/topic, "
               f"parallelism {s.flink.parallelism}, {s.flink.state_backend} state, "
-              f"checkpoints every {s.flink.checkpoint_interval_ms} ms, {os.cpu_count()} cores", flush=True)
+              f"checkpoints every {s.flink.checkpoint_interval_ms} ms, {s.flink.delivery_guarantee} sinks, "
+              f"{os.cpu_count()} cores", flush=True)
         res = {}
         for which in [a.only] if a.only else ["sql", "python"]:
             res[which] = r = run_child(which, ov, tmp / "offsets.json", tmp / f"{which}.log")

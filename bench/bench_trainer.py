@@ -7,7 +7,7 @@ and serving freshness at a 1 s sparse sync interval, same run.
    ``nn.EmbeddingBag(hash_buckets, dim, mode="sum", sparse=True)`` + ``torch.optim.Adagrad``,
    ids hashed modulo the bucket count, two threads on one module, each step under a lock since
    torch's in-place optimizer steps break a concurrent thread's autograd graph). Goal: ratio >= 0.8.
-2. Freshness: examples produced to a real (Tansu) broker at a steady rate, the trainer online on
+2. Freshness: examples produced to a real (Apache Kafka) broker at a steady rate, the trainer online on
    the topic with ``sparse_sync_interval_s = 1``; a sampler reads every 50 ms how old (wall time
    since it was produced) the newest example reflected in the serving PS is. Goal: p99 <= 5 s.
 

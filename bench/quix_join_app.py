@@ -3,10 +3,11 @@
 Runs in the bench-only venv ``.vendor/quix-venv`` (quixstreams cannot share the project venv).
 It drives the very same ``joiner.core`` rules per key inside a Quix stateful ``apply`` on
 ``features.concat(actions)`` (key = request_id), with Quix's RocksDB state (no changelog
-topics, like our runner) and at-least-once commits. Differences, all in Quix's favour: Quix
+topics, like our runner) and the processing guarantee the bench asks for (GUARANTEE:
+exactly-once = Kafka transactions, or at-least-once). Differences, all in Quix's favour: Quix
 has no per-key event-time timers, so a window closes only when a later event of the same key
 sees the watermark past it (fewer examples encoded), and no dead-letter topic is written.
-Environment: BROKER, FEATURES, ACTIONS, EXAMPLES, GROUP, STATE_DIR, JOINER_CFG (json), INPUT.
+Environment: BROKER, FEATURES, ACTIONS, EXAMPLES, GROUP, STATE_DIR, JOINER_CFG (json), INPUT, GUARANTEE.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ app = Application(
     broker_address=os.environ["BROKER"],
     consumer_group=os.environ["GROUP"],
     auto_offset_reset="earliest",
-    processing_guarantee="at-least-once",
+    processing_guarantee=os.environ.get("GUARANTEE", "exactly-once"),
     state_dir=os.environ["STATE_DIR"],
     use_changelog_topics=False,
     max_partition_buffer_size=100_000,

@@ -37,6 +37,16 @@ if ! ls "$PF"/lib/flink-python-*.jar >/dev/null 2>&1; then
   cp "$PF"/opt/flink-python-*.jar "$PF"/lib/
 fi
 
+# kcat: a plain external Kafka client, which the tests use to check the broker speaks to others.
+if ! command -v kcat >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    { apt-get install -y -q kcat || { apt-get update -q && apt-get install -y -q kcat; }; } >"$VENDOR/apt-kcat.log" 2>&1 \
+      || echo "setup: could not install kcat (see $VENDOR/apt-kcat.log); the kcat test will fail" >&2
+  else
+    echo "setup: kcat is not installed (apt-get install kcat); the kcat test needs it" >&2
+  fi
+fi
+
 # MovieLens-100K ships inside recbole; its licence forbids redistribution, so it is installed, never committed.
 if ! .venv/bin/python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('recbole') is None)"; then
   without_index_noise .venv/bin/pip install -q --disable-pip-version-check --no-deps "recbole==1.2.1"

@@ -49,7 +49,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from joiner.engine import JoinEngine, decode_position
 from joiner.store import StateStore
 from streamrec.config import Settings, load_config
-from streamrec.kafka import consumer, ensure_topic, last_value, partitions_of, producer
+from streamrec.kafka import consumer, consumer_lag, create_topics, last_value, partitions_of, producer
 
 log = logging.getLogger("streamrec.join")
 GC_THRESHOLDS = (200_000, 100, 100)
@@ -192,8 +192,7 @@ class JoinRunner:
         jc, kc = self.s.joiner, self.s.kafka
         t = kc.topics
         c = consumer(kc, group=jc.group_id, **{"fetch.max.bytes": 64 << 20,
-                                               "max.partition.fetch.bytes": 8 << 20,
-                                               "statistics.interval.ms": 5000})  # cached lag
+                                               "max.partition.fetch.bytes": 8 << 20})
         extra: dict[str, Any] = {"on_delivery": self._on_delivery}
         if self.exactly_once:
             extra["transactional.id"] = jc.group_id
@@ -335,7 +334,7 @@ class JoinRunner:
         from RocksDB's offsets to the ones committed with the output, dropping what it makes (that
         output is in Kafka already), so the state catches up with what was committed."""
         jc = self.s.joiner
-        ensure_topic(self.s.kafka.bootstrap, jc.commit_topic, 1, {"cleanup.policy": "compact"})
+        create_topics(self.s.kafka.bootstrap, {jc.commit_topic: 1}, config={"cleanup.policy": "compact"})
         committed, watermark = decode_position(last_value(self.s.kafka, jc.commit_topic, jc.group_id.encode()))
         ends = {tp: committed[tp][0] for tp in offsets if tp in committed and committed[tp][0] > offsets[tp]}
         if not ends:
@@ -365,18 +364,12 @@ class JoinRunner:
         self.engine.checkpoint()
         return {**offsets, **ends}
 
-    def _lag(self, c: Any) -> int:
-        """Sum over input partitions of high watermark - position (from the client's cached
-        statistics, refreshed every 5 s)."""
-        total = 0
+    def _lag(self, c: Consumer) -> int:
+        """Messages behind the input's end: sum over input partitions of high watermark - position."""
         try:
-            for tp in c.position(self._assigned):
-                _, high = c.get_watermark_offsets(tp, cached=True)
-                if tp.offset >= 0 and high >= 0:
-                    total += max(0, high - tp.offset)
+            return consumer_lag(c, {(t, n): off for (t, n), off in self.engine.offsets.items()})
         except KafkaException:
             return -1
-        return total
 
 
 def _txn(call: Any, timeout: float, p: Producer | None = None) -> Any:

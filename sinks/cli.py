@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 hdfs_app = typer.Typer(
-    help="A local test HDFS (Hadoop 2.7.3 NameNode + DataNode, WebHDFS) on free 127.0.0.1 ports, "
+    help="A local test HDFS (Hadoop 3 NameNode + DataNode, WebHDFS) on free 127.0.0.1 ports, "
     "run dir <stack.run_dir>/hdfs.",
     no_args_is_help=True,
 )

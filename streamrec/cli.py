@@ -21,7 +21,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-stack_app = typer.Typer(help="The local stack: a Kafka-protocol broker (Tansu) and the topics.", no_args_is_help=True)
+stack_app = typer.Typer(help="The local stack: an Apache Kafka broker (KRaft) and the topics.", no_args_is_help=True)
 replay_app = typer.Typer(help="Turn a dataset into the feature log and the action log on Kafka.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(replay_app, name="replay")

@@ -50,19 +50,18 @@ def consumer(cfg: KafkaConfig, group: str | None = None, **extra: Any) -> Consum
 
 
 def create_topics(
-    bootstrap: str, partitions: dict[str, int], timeout: float = 15.0, exist_ok: bool = True
+    bootstrap: str, partitions: dict[str, int], timeout: float = 15.0, exist_ok: bool = True,
+    config: dict[str, str] | None = None,
 ) -> None:
-    """Create topics with the given partition counts, kept forever (retention -1).
+    """Create topics with the given partition counts, kept forever (retention -1) unless ``config``
+    says otherwise; return once every partition has a leader (usable at once).
 
     Why no time retention: producers stamp each log's Kafka timestamp with its event time, and a
     replayed dataset's event times are years old; time-based retention would delete them at once.
     """
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    new = [
-        NewTopic(name, num_partitions=n, replication_factor=1,
-                 config={"retention.ms": "-1", "retention.bytes": "-1"})
-        for name, n in partitions.items()
-    ]
+    conf = config if config is not None else {"retention.ms": "-1", "retention.bytes": "-1"}
+    new = [NewTopic(name, num_partitions=n, replication_factor=1, config=conf) for name, n in partitions.items()]
     futures = admin.create_topics(new, operation_timeout=timeout)
     for fut in futures.values():
         try:
@@ -70,19 +69,16 @@ def create_topics(
         except KafkaException as e:
             if not (exist_ok and e.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS):
                 raise
-
-
-def ensure_topic(bootstrap: str, name: str, partitions: int = 1, config: dict[str, str] | None = None,
-                 timeout: float = 15.0) -> None:
-    """Create ``name`` unless it exists (a stage's own bookkeeping topic)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    fut = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
-                                        config=config or {})], operation_timeout=timeout)[name]
-    try:
-        fut.result(timeout)
-    except KafkaException as e:
-        if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-            raise
+    deadline = time.monotonic() + timeout
+    for name in partitions:
+        while True:
+            t = admin.list_topics(name, timeout=timeout).topics.get(name)
+            if t is not None and t.error is None and t.partitions and all(
+                    p.leader >= 0 for p in t.partitions.values()):
+                break
+            if time.monotonic() > deadline:
+                raise KafkaException(f"topic {name} has no leader after {timeout}s")
+            time.sleep(0.05)
 
 
 def last_value(cfg: KafkaConfig, topic: str, key: bytes, partition: int = 0, timeout: float = 15.0) -> bytes | None:
@@ -118,6 +114,16 @@ def last_value(cfg: KafkaConfig, topic: str, key: bytes, partition: int = 0, tim
         return None
     finally:
         c.close()
+
+
+def consumer_lag(c: Consumer, positions: dict[tuple[str, int], int], timeout: float = 2.0) -> int:
+    """Messages between each partition's ``positions`` (next offset to read) and its high
+    watermark, summed: asked of the broker, not from cached statistics."""
+    total = 0
+    for (topic, part), pos in positions.items():
+        _, high = c.get_watermark_offsets(TopicPartition(topic, part), timeout=timeout, cached=False)
+        total += max(0, high - pos)
+    return total
 
 
 def partitions_of(client: Consumer | Producer, topic: str, timeout: float = 10.0) -> list[int]:

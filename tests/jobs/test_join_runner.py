@@ -15,7 +15,7 @@ from joiner.config import JoinerConfig
 from schemas.codec import default_codec
 from schemas.fid import fid
 from streamrec.config import Settings
-from streamrec.kafka import drain, producer
+from streamrec.kafka import consumer, consumer_lag, drain, producer
 
 codec = default_codec()
 DAY = 86_400_000
@@ -129,3 +129,17 @@ def test_days_late_action_from_rocksdb_then_expired_via_kafka(settings: Settings
     dead = [d for d in read(s, t.dead_letter) if d["key"] == b"old"]
     assert [d["reason"] for d in dead] == ["expired"]
     assert codec.decode(dead[0]["payload"])[1]["action"] == "like"
+
+
+def test_consumer_lag_is_measured_against_the_brokers_high_watermark(settings: Settings) -> None:
+    s = settings
+    send(s, good(s, [flog("a", 0, [1, 2]), act("a", 1, "click", 5), *ticks(1000)]))
+    runner = JoinRunner(s, from_start=True)
+    runner.run(stop_when_idle=1.0)
+    assert runner.lag == 0  # everything there is was consumed
+    send(s, good(s, [flog("b", 2000, [3]), act("b", 3, "like", 2100), act("b", 3, "click", 2200)]))
+    c = consumer(s.kafka)
+    try:
+        assert consumer_lag(c, runner.engine.offsets) == 3  # exactly the messages sent since
+    finally:
+        c.close()
