@@ -1,9 +1,12 @@
-"""A local standalone Flink cluster (JobManager + TaskManager from the PyFlink wheel) and ``flink run``.
+"""A local standalone Flink cluster (a JobManager and ``flink.taskmanagers`` TaskManagers from
+the PyFlink wheel), and ``flink run`` / ``flink stop`` against it or any other cluster.
 
 ``make flink-up`` writes a config under ``flink.run_dir`` (free loopback ports, pid and log dirs
-there, ``python.executable`` = this venv's python), starts the two daemons with PyFlink's own
-scripts and waits until the TaskManager has registered. ``make flink-down`` stops only the
-daemons recorded in that pid dir. ``submit`` runs ``flink run -py jobs/flink_join.py``.
+there, ``python.executable``, Hadoop's client on the classpath for ``hdfs://`` checkpoints),
+starts the daemons with PyFlink's own scripts and waits until the TaskManagers have
+registered. ``make flink-down`` stops only the daemons recorded in that pid dir. ``submit``
+runs ``flink run -py jobs/flink_join.py`` with the project shipped as a zip (``-pyfs``), from
+any working directory; ``stop`` stops a job with a savepoint for an upgrade or a rescale.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from deploy.jvm import hadoop_classpath
 from deploy.procs import free_port, pid_alive, port_open, stop_pid, with_python_on_path
 from jobs.flink.config import FlinkConfig
 
@@ -29,6 +34,17 @@ JOB_SCRIPT = ROOT / "jobs" / "flink_join.py"
 # script -> the daemon name in its pid file
 DAEMONS = {"jobmanager": "standalonesession", "taskmanager": "taskexecutor"}
 MARKER = "org.apache.flink"  # in every Flink daemon's command line
+# the project's packages, shipped with the job (the TaskManagers need them, not this checkout)
+PACKAGES = ("schemas", "joiner", "jobs", "sinks", "trainer", "serving", "replay", "streamrec", "deploy")
+
+
+def rest(address: str, path: str, timeout: float = 3.0, method: str = "GET", body: dict | None = None) -> dict:
+    """A call to a JobManager's REST API at ``host:port``."""
+    req = urllib.request.Request(f"http://{address}{path}", method=method,
+                                 data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read() or b"{}")
 
 
 def pyflink_home() -> Path:
@@ -87,13 +103,10 @@ class Cluster:
         env.pop("JVM_ARGS", None)
         if client:
             env["JVM_ARGS"] = f"-Xmx{cfg.jvm_heap}"
-        env.update(
-            FLINK_CONF_DIR=str(self.conf_dir),
-            FLINK_LOG_DIR=str(self.log_dir),
-            FLINK_PID_DIR=str(self.pid_dir),
-            # the client runs the job script with the venv's python, which must find the project
-            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")])),
-        )
+        env.update(FLINK_CONF_DIR=str(self.conf_dir), FLINK_LOG_DIR=str(self.log_dir),
+                   FLINK_PID_DIR=str(self.pid_dir))
+        if not env.get("HADOOP_CLASSPATH") and hadoop_classpath():
+            env["HADOOP_CLASSPATH"] = hadoop_classpath()
         env.pop("FLINK_HOME", None)
         return with_python_on_path(env)
 
@@ -114,8 +127,7 @@ class Cluster:
         return all(p is not None for p in self.pids().values())
 
     def rest(self, path: str, timeout: float = 3.0) -> dict:
-        with urllib.request.urlopen(self.rest_url + path, timeout=timeout) as r:
-            return json.loads(r.read())
+        return rest(self.address, path, timeout)
 
 
 def _state_file(cfg: FlinkConfig) -> Path:
@@ -140,7 +152,7 @@ def write_conf(cfg: FlinkConfig, cluster: Cluster) -> None:
         pid_dir=cluster.pid_dir, log_dir=cluster.log_dir, rpc_port=cluster.rpc_port,
         rest_port=cluster.rest_port, task_slots=cfg.task_slots, parallelism=cfg.parallelism,
         jobmanager_memory=cfg.jobmanager_memory, taskmanager_memory=cfg.taskmanager_memory,
-        python=sys.executable,
+        python=cfg.python_executable or sys.executable,
     )
     (cluster.conf_dir / "config.yaml").write_text(text)
     (cluster.conf_dir / "masters").write_text(f"localhost:{cluster.rest_port}\n")
@@ -158,13 +170,13 @@ def up(cfg: FlinkConfig, timeout: float = 60.0) -> Cluster:
     cluster = Cluster(run_dir, rest_port=free_port(), rpc_port=free_port())
     write_conf(cfg, cluster)
     env = cluster.env(cfg)
-    for d in DAEMONS:
+    for d in ["jobmanager"] + ["taskmanager"] * cfg.taskmanagers:
         subprocess.run(["bash", str(home / "bin" / f"{d}.sh"), "start"], env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     _state_file(cfg).write_text(json.dumps(
         {"run_dir": str(run_dir), "rest_port": cluster.rest_port, "rpc_port": cluster.rpc_port}))
     try:
-        _wait_ready(cluster, timeout)
+        _wait_ready(cluster, timeout, cfg.taskmanagers)
     except Exception:
         down(cfg)
         raise
@@ -187,12 +199,12 @@ def add_taskmanager(cfg: FlinkConfig) -> int:
     return new.pop()
 
 
-def _wait_ready(cluster: Cluster, timeout: float) -> None:
+def _wait_ready(cluster: Cluster, timeout: float, taskmanagers: int = 1) -> None:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if port_open(cluster.rest_port):
             try:
-                if cluster.rest("/taskmanagers").get("taskmanagers"):
+                if len(cluster.rest("/taskmanagers").get("taskmanagers", [])) >= taskmanagers:
                     return
             except OSError:
                 pass
@@ -226,16 +238,88 @@ def status(cfg: FlinkConfig) -> dict:
     return {"running": True, "rest": cluster.rest_url, **overview}
 
 
-def submit(cfg: FlinkConfig, job_args: list[str], detached: bool = False,
-           timeout: float | None = None) -> subprocess.CompletedProcess:
-    """``flink run [-d] -py jobs/flink_join.py <job_args>`` against the running cluster."""
+def jobmanager_address(cfg: FlinkConfig) -> tuple[str, Cluster | None]:
+    """``flink.jobmanager``, else the local cluster's address (and the local cluster)."""
+    if cfg.jobmanager:
+        return cfg.jobmanager, None
     cluster = load_cluster(cfg)
-    if cluster is None or not cluster.running():
-        raise RuntimeError("no Flink cluster runs: `make flink-up` first")
-    home = pyflink_home()
-    cmd = ["bash", str(home / "bin" / "flink"), "run", "-m", cluster.address]
+    if cluster is None or cluster.pids()["jobmanager"] is None:
+        raise RuntimeError("no Flink cluster to talk to: set flink.jobmanager=HOST:PORT or `make flink-up`")
+    return cluster.address, cluster
+
+
+def project_zip(cfg: FlinkConfig) -> Path:
+    """The project's Python packages as one zip (``flink run -pyfs``), rebuilt on each submit."""
+    out = cfg.run_dir.resolve() / "streamrec-project.zip"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for pkg in PACKAGES:
+            for f in sorted((ROOT / pkg).rglob("*")):
+                if f.is_file() and "__pycache__" not in f.parts and f.suffix in (".py", ".avsc", ".json"):
+                    z.write(f, f.relative_to(ROOT))
+    tmp.replace(out)
+    return out
+
+
+def _client_env(cfg: FlinkConfig, cluster: Cluster | None) -> dict[str, str]:
+    if cluster is not None:
+        return cluster.env(cfg, client=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("FLINK_CONF_DIR", "FLINK_HOME")}
+    env["JVM_ARGS"] = f"-Xmx{cfg.jvm_heap}"
+    return with_python_on_path(env)
+
+
+def submit(cfg: FlinkConfig, job_args: list[str], detached: bool = False, timeout: float | None = None,
+           from_savepoint: str | None = None, parallelism: int | None = None,
+           cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``flink run [-d] [-s savepoint] [-p N] [-pyfs project.zip] -py jobs/flink_join.py <job_args>``
+    against ``flink.jobmanager`` or the local cluster, from ``cwd`` (any directory)."""
+    address, cluster = jobmanager_address(cfg)
+    cmd = ["bash", str(pyflink_home() / "bin" / "flink"), "run", "-m", address]
     if detached:
         cmd.append("-d")
+    if from_savepoint:
+        cmd += ["-s", from_savepoint]
+    if parallelism:
+        cmd += ["-p", str(parallelism)]
+        job_args = [*job_args, "--set", f"flink.parallelism={parallelism}"]
+    if cfg.ship_project:
+        cmd += ["-pyfs", str(project_zip(cfg))]
     cmd += ["-py", str(JOB_SCRIPT), *job_args]
-    return subprocess.run(cmd, env=cluster.env(cfg, client=True), cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run(cmd, env=_client_env(cfg, cluster), cwd=cwd or ROOT, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def running_job(address: str, name: str) -> str:
+    """The id of the one RUNNING job called ``name`` on the cluster at ``address``."""
+    jobs = [j for j in rest(address, "/jobs/overview")["jobs"] if j["name"] == name and j["state"] == "RUNNING"]
+    if len(jobs) != 1:
+        raise RuntimeError(f"{len(jobs)} running jobs named {name!r} on {address}; pass the job id")
+    return jobs[0]["jid"]
+
+
+def stop(cfg: FlinkConfig, job_id: str | None = None, savepoint_dir: str | None = None, drain: bool = False,
+         timeout: float = 300) -> str:
+    """Stop a job with a savepoint (REST ``/jobs/<id>/stop``, what ``flink stop`` calls): its sources
+    stop, the savepoint is taken and committed, the job ends. Returns the savepoint's path:
+    resubmit with ``submit(from_savepoint=...)``, at any parallelism or a new version of the job."""
+    from jobs.flink.env import storage_uri
+
+    address, _ = jobmanager_address(cfg)
+    job_id = job_id or running_job(address, cfg.job_name)
+    target = storage_uri(savepoint_dir or cfg.savepoint_dir)
+    trigger = rest(address, f"/jobs/{job_id}/stop", method="POST",
+                   body={"targetDirectory": target, "drain": drain})["request-id"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = rest(address, f"/jobs/{job_id}/savepoints/{trigger}")
+        if status["status"]["id"] == "COMPLETED":
+            op = status.get("operation", {})
+            if "location" in op:
+                return op["location"]
+            cause = op.get("failure-cause", {}).get("stack-trace", str(op)).splitlines()
+            raise RuntimeError("stop with savepoint failed: " + " | ".join(cause[:1] + [c for c in cause
+                                                                                   if "Caused by" in c][-1:]))
+        time.sleep(0.2)
+    raise TimeoutError(f"no savepoint of job {job_id} within {timeout:.0f}s")

@@ -36,6 +36,15 @@ def vendor_dir(part: str) -> Path:
     return home
 
 
+def hadoop_classpath() -> str:
+    """Hadoop's shaded client jars (``make setup``) as a classpath for Flink's ``hdfs://`` file
+    system (``HADOOP_CLASSPATH``), or "" if they are not there."""
+    try:
+        return classpath(vendor_dir("hadoop-client") / "*")
+    except FileNotFoundError:
+        return ""
+
+
 def classpath(*entries: Path | str) -> str:
     """A java -cp value; a folder of jars is given as ``folder/*``."""
     return os.pathsep.join(str(e) for e in entries)

@@ -16,11 +16,11 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 
-# Apache Kafka, the Flink Kafka connector and Hadoop, each into its own folder of jars.
+# Apache Kafka, the Flink Kafka connector, Hadoop (daemons) and Hadoop's client (for Flink), each into its own folder.
 command -v mvn >/dev/null || { echo "setup: Maven (mvn) is needed for the JVM parts (apt-get install maven)" >&2; exit 1; }
 mkdir -p "$VENDOR"
 pom_hash=$(sha1sum deploy/pom.xml | cut -c1-12)
-for part in kafka flink hadoop; do
+for part in kafka flink hadoop hadoop-client; do
   dir="$VENDOR/$part"
   [ -f "$dir/.installed-$pom_hash" ] && continue
   rm -rf "$dir"

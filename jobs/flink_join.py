@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--restore", help="resume from this checkpoint/savepoint path")
     ap.add_argument("--fail-after", type=int, help="TEST: raise once after N elements per subtask")
     ap.add_argument("--fail-flag", help="TEST: the failure fires only while this file exists (deleted)")
+    ap.add_argument("--slow-ms", type=float, default=0.0,
+                    help="TEST: sleep this long per 100 elements, so a small input runs long enough to stop mid-way")
     return ap.parse_args(argv)
 
 
@@ -57,7 +59,7 @@ def build(settings: Settings, args: argparse.Namespace):  # noqa: ANN201 - Strea
     from pyflink.table import StreamTableEnvironment
 
     from jobs.flink import kafka
-    from jobs.flink.env import make_env
+    from jobs.flink.env import local_path, make_env
     from jobs.flink.functions import BYTES, DEAD_LETTERS, STAMPED, JoinFn
 
     fc, jc, topics = settings.flink, settings.joiner, settings.kafka.topics
@@ -75,7 +77,8 @@ def build(settings: Settings, args: argparse.Namespace):  # noqa: ANN201 - Strea
     # Python key operator, so the only Python operator is the join, which also decodes.
     def read(role: str, topic: str):  # noqa: ANN202
         tenv.execute_sql(kafka.table_ddl(f"{role}_in", bootstrap, topic, fc.group_id, jc.allowed_lateness_ms,
-                                         fc.start_from, None if stops is None else stops.get(topic, {})))
+                                         fc.start_from, None if stops is None else stops.get(topic, {}),
+                                         fc.kafka_properties))
         rows = tenv.to_data_stream(tenv.sql_query(f"SELECT rid, v FROM {role}_in"))
         # the Python operator wants a RowTypeInfo (the same rows, a type it can read)
         rows._j_data_stream.getTransformation().setOutputType(ROWS.get_java_type_info())
@@ -86,7 +89,7 @@ def build(settings: Settings, args: argparse.Namespace):  # noqa: ANN201 - Strea
     actions = read("actions", topics.actions)
 
     join_fn = JoinFn(jc, (topics.features, topics.actions), fc.object_cache_size, fc.watermark_poll,
-                     args.fail_after, args.fail_flag, str(fc.checkpoint_dir.resolve()))
+                     args.fail_after, args.fail_flag, local_path(fc.checkpoint_dir), args.slow_ms)
     joined = features.connect(actions).process(join_fn, output_type=STAMPED) \
         .name("join").uid("join")
     wall_clock = WatermarkStrategy.no_watermarks()._j_watermark_strategy \
@@ -100,18 +103,27 @@ def build(settings: Settings, args: argparse.Namespace):  # noqa: ANN201 - Strea
 
 
 def local_environment(settings: Settings) -> None:
-    """Caps and log dir for the JVM PyFlink starts for a local mini cluster (ignored under `flink run`)."""
+    """Caps, log dir and Hadoop classpath for the JVM PyFlink starts for a local mini cluster
+    (ignored under `flink run`)."""
     log_dir = (settings.flink.run_dir / "log").resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FLINK_LOG_DIR", str(log_dir))
     os.environ.setdefault("JVM_ARGS", f"-Xmx{settings.flink.jvm_heap}")
+    from deploy.jvm import hadoop_classpath
+
+    if not os.environ.get("HADOOP_CLASSPATH") and hadoop_classpath():
+        os.environ["HADOOP_CLASSPATH"] = hadoop_classpath()  # hdfs:// checkpoints
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = load_config(args.config, args.overrides)
     local_environment(settings)
-    settings.flink.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    from jobs.flink.env import local_path
+
+    for location in (settings.flink.checkpoint_dir, settings.flink.savepoint_dir):
+        if (path := local_path(location)) is not None:
+            path.mkdir(parents=True, exist_ok=True)
     # blocks until a bounded run ends; under `flink run -d` it returns once submitted
     build(settings, args).execute(settings.flink.job_name)
     return 0

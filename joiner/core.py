@@ -286,7 +286,7 @@ class RequestState:
                 f"window_done={self.window_done}, expired={self.expired})")
 
 
-_FEATURE_SCHEMA = fastavro.parse_schema(json.loads(default_codec().current["FeatureLog"].source.read_text()))
+_FEATURE_SCHEMA = fastavro.parse_schema(json.loads(default_codec().current["FeatureLog"].text))
 
 
 class DictWriter:

@@ -28,7 +28,7 @@ class FastCodec:
         self._fp: dict[str, bytes] = {}
         self._header: dict[str, bytes] = {}
         for name, sch in self.codec.current.items():
-            self._parsed[name] = fastavro.parse_schema(json.loads(sch.source.read_text()))
+            self._parsed[name] = fastavro.parse_schema(json.loads(sch.text))
             self._fp[name] = sch.fingerprint
             self._header[name] = sch.header
         self._buf = io.BytesIO()

@@ -37,7 +37,7 @@ class Schema:
     name: str
     parsed: Any
     fingerprint: bytes  # 8 bytes, little-endian, as written after the magic
-    source: Path
+    text: str  # the .avsc as read: kept, since the file may be gone later (a job's shipped copy)
 
     @property
     def header(self) -> bytes:
@@ -53,9 +53,10 @@ def schema_fingerprint(raw: Any) -> bytes:
 
 
 def load_schema(path: Path) -> Schema:
-    raw = json.loads(path.read_text())
+    text = path.read_text()
+    raw = json.loads(text)
     parsed = fastavro.parse_schema(raw)  # keeps the "parsed" hint: readers then skip re-parsing
-    return Schema(raw["name"], parsed, schema_fingerprint(raw), path)
+    return Schema(raw["name"], parsed, schema_fingerprint(raw), text)
 
 
 class Codec:

@@ -211,7 +211,8 @@ def _config_args(ctx: typer.Context) -> list[str]:
 
 @flink_app.command("up")
 def flink_up(ctx: typer.Context) -> None:
-    """Start a JobManager + TaskManager on free 127.0.0.1 ports (idempotent); state in flink.run_dir."""
+    """Start a JobManager + flink.taskmanagers TaskManagers on free 127.0.0.1 ports (idempotent); state in
+    flink.run_dir."""
     from deploy.flink import up
 
     c = up(settings(ctx).flink)
@@ -239,17 +240,48 @@ def flink_status(ctx: typer.Context) -> None:
 @flink_app.command("submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def flink_submit(
     ctx: typer.Context,
+    jobmanager: Annotated[str | None, typer.Option(
+        help="HOST:PORT of an existing cluster's JobManager REST endpoint (default: flink.jobmanager, else the "
+             "local cluster of `flink up`)")] = None,
+    from_savepoint: Annotated[str | None, typer.Option(help="resume from this savepoint (an upgrade or rescale)")]
+    = None,
+    parallelism: Annotated[int | None, typer.Option(min=1, help="job parallelism (default flink.parallelism)")]
+    = None,
     attached: Annotated[bool, typer.Option(help="wait for the job to end (use with --stop-offsets)")] = False,
 ) -> None:
-    """`flink run -py jobs/flink_join.py` on the running cluster; extra args go to the job
-    (e.g. --stop-offsets offsets.json, --restore <checkpoint>)."""
+    """`flink run -py jobs/flink_join.py` with the project shipped as a zip (-pyfs), from any directory;
+    extra args go to the job (e.g. --stop-offsets offsets.json)."""
     from deploy.flink import submit
 
-    r = submit(settings(ctx).flink, _config_args(ctx) + list(ctx.args), detached=not attached)
+    cfg = _with(settings(ctx), "flink", jobmanager=jobmanager).flink
+    r = submit(cfg, _config_args(ctx) + list(ctx.args), detached=not attached, from_savepoint=from_savepoint,
+               parallelism=parallelism, cwd=Path.cwd())
     typer.echo(r.stdout[-4000:])
     if r.returncode != 0:
         typer.secho(r.stderr[-4000:], fg="red", err=True)
         raise typer.Exit(r.returncode)
+
+
+@flink_app.command("stop")
+def flink_stop(
+    ctx: typer.Context,
+    jobmanager: Annotated[str | None, typer.Option(help="HOST:PORT of the JobManager (as for submit)")] = None,
+    job_id: Annotated[str | None, typer.Option(help="the job (default: the running job named flink.job_name)")]
+    = None,
+    savepoint_dir: Annotated[str | None, typer.Option(help="where (default flink.savepoint_dir; a URI or path)")]
+    = None,
+    drain: Annotated[bool, typer.Option(help="fire every timer first (the input is complete)")] = False,
+) -> None:
+    """Stop the job with a savepoint and print its path: resubmit with `flink submit --from-savepoint PATH`
+    (same or another parallelism, a new version of the job)."""
+    from deploy.flink import stop
+
+    cfg = _with(settings(ctx), "flink", jobmanager=jobmanager).flink
+    try:
+        typer.echo(stop(cfg, job_id=job_id, savepoint_dir=savepoint_dir, drain=drain))
+    except RuntimeError as e:
+        typer.secho(str(e), fg="red", err=True)
+        raise typer.Exit(1) from None
 
 
 @flink_app.command("run-local", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -1,4 +1,4 @@
-"""Shared fixtures: one real Apache Kafka broker (KRaft) per test session on free loopback ports."""
+"""Shared fixtures: one real Apache Kafka broker (KRaft) and one HDFS per test session, on free loopback ports."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from deploy.broker import Broker
+from deploy.hdfs import Hdfs
 from streamrec.config import KafkaConfig, Settings, load_config
 from streamrec.kafka import create_topics
 
@@ -17,6 +18,13 @@ from streamrec.kafka import create_topics
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     with Broker(run_dir=tmp_path_factory.mktemp("broker")) as b:
         yield b
+
+
+@pytest.fixture(scope="session")
+def hdfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hdfs]:
+    """A real single-node HDFS (Hadoop 3) on free loopback ports, stopped by its own pids at the end."""
+    with Hdfs(tmp_path_factory.mktemp("hdfs")) as h:
+        yield h
 
 
 @pytest.fixture(scope="session")

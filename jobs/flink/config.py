@@ -17,7 +17,34 @@ class FlinkConfig(Section):
     )
     state_backend: Literal["rocksdb", "hashmap"] = "rocksdb"
     checkpoint_interval_ms: int = Field(2000, ge=0, description="0 = checkpointing off")
-    checkpoint_dir: Path = Field(Path(".run/flink/checkpoints"), description="file:// checkpoint storage")
+    checkpoint_dir: str = Field(
+        ".run/flink/checkpoints",
+        description="checkpoint storage: a URI (hdfs://namenode:8020/flink/checkpoints, s3://bucket/path, file:///...) "
+                    "or a local path (local runs)",
+    )
+    savepoint_dir: str = Field(".run/flink/savepoints", description="default savepoint target: a URI or a local path")
+    python_executable: str = Field(
+        "", description="the Python the TaskManagers run the join with (a path on their hosts, e.g. "
+                        "/opt/venv/bin/python in the image); empty = the submitting interpreter (local clusters)"
+    )
+    ship_project: bool = Field(
+        True, description="`flink submit` ships the project's packages with the job (-pyfs), so TaskManagers need "
+                          "only the dependencies, not this checkout"
+    )
+    kafka_properties: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra Kafka client properties for the job's sources and sinks (security.protocol, "
+                    "sasl.mechanism, ssl.truststore.location, ...)",
+    )
+    source_idle_timeout_ms: int = Field(
+        30_000, ge=0,
+        description="a source partition without data this long stops holding the watermark back (0 = never); "
+                    "else one idle partition stalls every window",
+    )
+    jobmanager: str = Field(
+        "", description="host:port of the JobManager's REST endpoint of an existing cluster for `flink submit/stop`; "
+                        "empty = the local cluster `flink up` started"
+    )
     restart_attempts: int = Field(3, ge=0, description="fixed-delay restart strategy: attempts")
     restart_delay_ms: int = Field(1000, ge=0)
     bundle_size: int = Field(1000, ge=1, description="python.fn-execution.bundle.size")
@@ -54,6 +81,7 @@ class FlinkConfig(Section):
     jvm_heap: str = Field("384m", description="-Xmx of the JVM that runs a local mini cluster / the client")
     # standalone cluster (deploy/flink.py): ports are picked free at `up` and written to run_dir
     run_dir: Path = Field(Path(".run/flink"), description="conf, pid, log dirs of the standalone cluster")
-    task_slots: int = Field(2, ge=1)
+    taskmanagers: int = Field(1, ge=1, description="TaskManagers `flink up` starts")
+    task_slots: int = Field(2, ge=1, description="slots per TaskManager")
     jobmanager_memory: str = "1024m"
     taskmanager_memory: str = "1728m"

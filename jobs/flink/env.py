@@ -33,18 +33,32 @@ def jar_urls(cfg: FlinkConfig) -> list[str]:
     return urls
 
 
+def storage_uri(location: str) -> str:
+    """A checkpoint/savepoint location as Flink wants it: URIs as given, local paths as file:// URIs."""
+    return location if "://" in location else Path(location).resolve().as_uri()
+
+
+def local_path(location: str) -> Path | None:
+    """The local folder of a location, or None if it is remote (hdfs://, s3://)."""
+    if location.startswith("file://"):
+        return Path(location[len("file://"):])
+    return None if "://" in location else Path(location).resolve()
+
+
 def flink_configuration(cfg: FlinkConfig, restore_from: str | None = None) -> dict[str, str]:
     """The job-level Flink settings as plain strings (also written into the standalone conf)."""
     conf = {
         "pipeline.jars": ";".join(jar_urls(cfg)),
         "python.execution-mode": cfg.execution_mode,
-        "python.executable": sys.executable,
+        "python.executable": cfg.python_executable or sys.executable,
         "python.client.executable": sys.executable,
         "python.fn-execution.bundle.size": str(cfg.bundle_size),
         "python.fn-execution.bundle.time": str(cfg.bundle_time_ms),
         "python.state.cache-size": str(cfg.state_cache_size),
         "state.backend.type": cfg.state_backend,
-        "execution.checkpointing.dir": cfg.checkpoint_dir.resolve().as_uri(),
+        "execution.checkpointing.dir": storage_uri(cfg.checkpoint_dir),
+        "execution.checkpointing.savepoint-dir": storage_uri(cfg.savepoint_dir),
+        "table.exec.source.idle-timeout": f"{cfg.source_idle_timeout_ms} ms",
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": str(cfg.restart_attempts),

@@ -124,10 +124,13 @@ class JoinFn(KeyedCoProcessFunction):
     ``fail_after``/``fail_flag`` inject one failure for the failover test: after this subtask
     handled ``fail_after`` elements, once a checkpoint has completed under ``checkpoint_dir``,
     the function renames the flag file and raises, so Flink restarts from that checkpoint.
+    ``slow_ms`` (tests) sleeps that long every 100 elements, so that a small input runs long
+    enough to be stopped with a savepoint or to lose a TaskManager mid-way.
     """
 
     def __init__(self, cfg: JoinerConfig, topics: tuple[str, str], cache_size: int = 0, watermark_poll: int = 1,
-                 fail_after: int | None = None, fail_flag: str | None = None, checkpoint_dir: str | None = None):
+                 fail_after: int | None = None, fail_flag: str | None = None, checkpoint_dir: Path | None = None,
+                 slow_ms: float = 0.0):
         self.cfg = cfg
         self.max_bytes = cfg.max_message_bytes
         self.topics = topics
@@ -136,6 +139,7 @@ class JoinFn(KeyedCoProcessFunction):
         self.fail_after = fail_after
         self.fail_flag = fail_flag
         self.checkpoint_dir = checkpoint_dir
+        self.slow_s = slow_ms / 1000
 
     def open(self, ctx: RuntimeContext) -> None:
         self.fast = FastCodec()
@@ -236,6 +240,8 @@ class JoinFn(KeyedCoProcessFunction):
     def _tick(self) -> None:
         self.seen += 1
         self.counts.tick()
+        if self.slow_s and self.seen % 100 == 0:
+            time.sleep(self.slow_s)
         if self.fail_after is None or self.seen < self.fail_after:
             return
         if not self.fail_flag or not os.path.exists(self.fail_flag):

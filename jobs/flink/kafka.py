@@ -46,6 +46,8 @@ def sink(bootstrap: str, topic: str, cfg: FlinkConfig) -> KafkaSink:
         )
         .set_property("linger.ms", "20")
     )
+    for k, v in cfg.kafka_properties.items():
+        b = b.set_property(k, v)
     if cfg.delivery_guarantee == "exactly-once":
         b = (b.set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
              .set_transactional_id_prefix(f"{cfg.job_name}-{topic}")
@@ -63,8 +65,13 @@ def interval(ms: int) -> str:
     return f"INTERVAL '{d} {h:02d}:{m:02d}:{rest // 1000:02d}.{rest % 1000:03d}' DAY TO SECOND(3)"
 
 
+def _sql_quoted(text: str) -> str:
+    return text.replace("'", "''")
+
+
 def table_ddl(name: str, bootstrap: str, topic: str, group_id: str, lateness_ms: int,
-              start_from: str = "earliest", stop_at: dict[int, int] | None = None) -> str:
+              start_from: str = "earliest", stop_at: dict[int, int] | None = None,
+              properties: dict[str, str] | None = None) -> str:
     """A Kafka table ``name(rid STRING, v BYTES)``: key and value as raw bytes, event time = the
     Kafka timestamp (producers stamp each log with its ts_ms), watermark = max seen - lateness - 1
     per partition (Flink's bounded out-of-orderness, the join core's definition). Reading keys
@@ -73,6 +80,7 @@ def table_ddl(name: str, bootstrap: str, topic: str, group_id: str, lateness_ms:
         "connector": "kafka", "topic": topic, "properties.bootstrap.servers": bootstrap,
         "properties.group.id": group_id, "properties.enable.auto.commit": "false",
         "key.format": "raw", "key.fields": "rid", "value.format": "raw", "value.fields-include": "EXCEPT_KEY",
+        **{f"properties.{k}": v for k, v in (properties or {}).items()},
     }
     if start_from == "committed":
         opts |= {"scan.startup.mode": "group-offsets", "properties.auto.offset.reset": "earliest"}
@@ -82,7 +90,7 @@ def table_ddl(name: str, bootstrap: str, topic: str, group_id: str, lateness_ms:
         opts |= {"scan.bounded.mode": "specific-offsets", "scan.topic-partition-discovery.interval": "0",
                  "scan.bounded.specific-offsets": ";".join(f"partition:{p},offset:{o}"
                                                            for p, o in sorted(stop_at.items()))}
-    with_ = ", ".join(f"'{k}' = '{v}'" for k, v in opts.items())
+    with_ = ", ".join(f"'{k}' = '{_sql_quoted(str(v))}'" for k, v in opts.items())
     return (f"CREATE TEMPORARY TABLE {name} (rid STRING, v BYTES, "
             f"ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL, "
             f"WATERMARK FOR ts AS ts - {interval(lateness_ms + 1)}) WITH ({with_})")

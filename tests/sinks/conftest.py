@@ -1,10 +1,10 @@
-"""Fixtures of the archive tests: a real HDFS (NameNode + DataNode) for the session, example data."""
+"""Fixtures of the archive tests: each test on a local dir and on the session's real HDFS, example data."""
 
 from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +16,6 @@ from streamrec.config import Settings
 
 sys.path.insert(0, str(Path(__file__).parent))  # archive_helpers: shared with the subprocess tests
 from archive_helpers import produce  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def hdfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hdfs]:
-    """A real single-node HDFS on free loopback ports, stopped by its own pids at the end."""
-    h = Hdfs(tmp_path_factory.mktemp("hdfs"))
-    h.start()
-    try:
-        yield h
-    finally:
-        h.stop()
 
 
 @pytest.fixture
