@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENDOR=.vendor
 # pip on these machines warns about a missing local index on every package: keep real output only
-without_index_noise() { "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
+without_index_noise() { "$@" 2>&1 | { grep -v -e "is ignored: it is neither a file nor a directory" -e "^recbole 1.2.1 requires" -e "dependency resolver does not currently take into account" || true; }; }
 t0=$(date +%s)
 
 stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
@@ -44,6 +44,18 @@ if ! command -v kcat >/dev/null; then
       || echo "setup: could not install kcat (see $VENDOR/apt-kcat.log); the kcat test will fail" >&2
   else
     echo "setup: kcat is not installed (apt-get install kcat); the kcat test needs it" >&2
+  fi
+fi
+
+# kustomize (renders deploy/k8s for the manifest test), built from the Go module proxy.
+KUSTOMIZE_VERSION=v5.7.1
+if [ ! -x "$VENDOR/bin/kustomize" ] || ! "$VENDOR/bin/kustomize" version 2>/dev/null | grep -q "$KUSTOMIZE_VERSION"; then
+  if command -v go >/dev/null; then
+    mkdir -p "$VENDOR/bin"
+    GOBIN="$PWD/$VENDOR/bin" GOFLAGS=-mod=mod go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION" \
+      >"$VENDOR/go-kustomize.log" 2>&1 || { cat "$VENDOR/go-kustomize.log" >&2; echo "setup: kustomize failed" >&2; exit 1; }
+  else
+    echo "setup: Go is not installed; the manifest test needs kustomize (go install sigs.k8s.io/kustomize/kustomize/v5)" >&2
   fi
 fi
 

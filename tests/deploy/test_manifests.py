@@ -2,7 +2,7 @@
 (deploy/k8s) and the compose file (deploy/compose).
 
 No Docker engine and no cluster is needed (these machines have neither):
-- every Kubernetes object, in each manifest file and in each kustomization as ``kubectl kustomize``
+- every Kubernetes object, in each manifest file and in each kustomization as ``kustomize build``
   renders it, is validated against a published schema: built-in kinds against the Kubernetes
   OpenAPI schemas bundled in ``kubernetes-validate`` (strict: unknown fields fail), the operators'
   kinds against the openAPIV3Schema of their CRDs vendored in deploy/k8s/schemas/, made strict
@@ -112,10 +112,11 @@ def load_objects(path: Path) -> list[dict]:
 
 @functools.cache
 def render(name: str) -> tuple[dict, ...]:
-    """The objects of a kustomization as ``kubectl kustomize`` (kustomize built into kubectl) renders it."""
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl (with its built-in kustomize) is needed to render deploy/k8s"
-    out = subprocess.run([kubectl, "kustomize", str(KUSTOMIZATIONS[name])], capture_output=True, text=True,
+    """The objects of a kustomization as ``kustomize build`` renders it (kustomize v5, installed into
+    .vendor/bin by `make setup` from the Go module proxy)."""
+    kustomize = shutil.which("kustomize", path=str(ROOT / ".vendor" / "bin")) or shutil.which("kustomize")
+    assert kustomize, "kustomize is needed to render deploy/k8s (`make setup` installs it with Go)"
+    out = subprocess.run([kustomize, "build", str(KUSTOMIZATIONS[name])], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
