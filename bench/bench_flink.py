@@ -11,7 +11,10 @@ decodes Avro, runs joiner.core, encodes examples and dead letters.
 
 Measured per job: wall time from RUNNING to FINISHED (start-up excluded) and the CPU seconds
 the job's JVM (Python runs inside it in thread mode) used meanwhile; per core = events / CPU s.
-Usage: python bench/bench_flink.py [--limit RATINGS] (goal: ratio >= 0.5)
+``--cluster``: the same two jobs at parallelism 2 with `flink run` on a local standalone cluster,
+once with one TaskManager of two slots and once with two TaskManagers of one slot each (CPU =
+the TaskManagers' processes).
+Usage: python bench/bench_flink.py [--limit RATINGS] [--cluster] (goal: ratio >= 0.5)
 """
 
 from __future__ import annotations
@@ -90,17 +93,34 @@ def jvm_cpu_seconds() -> float:
     return total
 
 
-class CpuSampler(threading.Thread):
-    """JVM CPU seconds sampled every 50 ms, to read the CPU used inside any past time window."""
+def pids_cpu_seconds(pids: list[int]) -> float:
+    import psutil
 
-    def __init__(self) -> None:
+    total = 0.0
+    for pid in pids:
+        try:
+            c = psutil.Process(pid).cpu_times()
+            total += c.user + c.system + c.children_user + c.children_system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+class CpuSampler(threading.Thread):
+    """CPU seconds (of this process's JVM children, or of ``pids``) sampled every 50 ms, to read the
+    CPU used inside any past time window; ``clock`` stamps the samples."""
+
+    def __init__(self, pids: list[int] | None = None, clock=time.monotonic) -> None:  # noqa: ANN001
         super().__init__(daemon=True)
         self.samples: list[tuple[float, float]] = []
         self.running = True
+        self.pids = pids
+        self.clock = clock
 
     def run(self) -> None:
         while self.running:
-            self.samples.append((time.monotonic(), jvm_cpu_seconds()))
+            cpu = jvm_cpu_seconds() if self.pids is None else pids_cpu_seconds(self.pids)
+            self.samples.append((self.clock(), cpu))
             time.sleep(0.05)
 
     def at(self, t: float) -> float:
@@ -208,10 +228,63 @@ def run_child(which: str, ov: list[str], offsets: Path, log: Path) -> dict:
     return json.loads(lines[-1][7:])
 
 
+def run_on_cluster(s: Settings, ov: list[str], offsets: Path, tmp: Path, taskmanagers: int,
+                   which: str) -> dict:
+    """One job with `flink run` (this script's child mode) on a fresh standalone cluster of
+    ``taskmanagers`` TaskManagers sharing two slots; runtime from the JobManager, CPU of the
+    TaskManagers within it."""
+    from deploy import flink
+
+    cfg = s.flink.model_copy(update={"taskmanagers": taskmanagers, "task_slots": 2 // taskmanagers,
+                                     "parallelism": 2, "run_dir": tmp / f"cluster-{taskmanagers}-{which}"})
+    cluster = flink.up(cfg)
+    try:
+        sampler = CpuSampler(cluster.all_pids("taskmanager"), clock=time.time)
+        sampler.start()
+        r = flink.submit(cfg, ["--child", which, "--offsets", str(offsets), *(a for o in ov for a in ("--set", o))],
+                         timeout=900, script=Path(__file__).resolve())
+        sampler.running = False
+        sampler.join()
+        if r.returncode != 0:
+            raise RuntimeError(f"{which} job failed on the cluster:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+        [job] = cluster.rest("/jobs/overview")["jobs"]
+        start, end = job["start-time"] / 1000, job["end-time"] / 1000
+        return {"seconds": end - start, "cpu": sampler.at(end) - sampler.at(start)}
+    finally:
+        flink.down(cfg)
+
+
+def cluster_runs(s: Settings, ov: list[str], n: int, tmp: Path, only: str | None) -> None:
+    """Both jobs on one TaskManager, then on two; each run writes to topics of its own."""
+    from streamrec.kafka import create_topics
+
+    res: dict[tuple[int, str], dict] = {}
+    t = s.kafka.topics
+    for tms in (1, 2):
+        ex, dead = f"{t.examples}-tm{tms}", f"{t.dead_letter}-tm{tms}"
+        run_ov = [*ov, f'kafka.topics.examples="{ex}"', f'kafka.topics.dead_letter="{dead}"']
+        create_topics(s.kafka.bootstrap, {ex: PARTITIONS, f"{ex}-sql": PARTITIONS, dead: 1})
+        for which in [only] if only else ["sql", "python"]:
+            r = res[(tms, which)] = run_on_cluster(s, run_ov, tmp / "offsets.json", tmp, tms, which)
+            r["rate"], r["per_core"] = n / r["seconds"], n / r["cpu"]
+            print(f"{which:6s} on {tms} TaskManager(s), parallelism 2: {r['rate']:>9,.0f} events/s wall "
+                  f"({r['seconds']:.1f} s), {r['per_core']:>9,.0f} events/s per core ({r['cpu']:.1f} CPU s)",
+                  flush=True)
+    if only:
+        return
+    for tms in (1, 2):
+        ratio = res[(tms, "python")]["per_core"] / res[(tms, "sql")]["per_core"]
+        print(f"ratio pyflink/sql per core on {tms} TaskManager(s): {ratio:.2f}x (goal >= 0.5x)")
+    print(f"pyflink on 2 TaskManagers vs 1: {res[(2, 'python')]['rate'] / res[(1, 'python')]['rate']:.2f}x events/s "
+          f"wall, {res[(2, 'python')]['per_core'] / res[(1, 'python')]['per_core']:.2f}x per core")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=8000, help="MovieLens ratings (each ~12 events)")
     ap.add_argument("--only", choices=["python", "sql"], help="run one job (no ratio; for tuning)")
+    ap.add_argument("--cluster", action="store_true",
+                    help="run on local standalone clusters: one TaskManager vs two, parallelism 2")
     ap.add_argument("--set-job", action="append", default=[],
                     help="extra override for both jobs, e.g. flink.bundle_size=5000")
     ap.add_argument("--child", choices=["python", "sql"], help=argparse.SUPPRESS)
@@ -233,6 +306,9 @@ def main() -> None:
               f"parallelism {s.flink.parallelism}, {s.flink.state_backend} state, "
               f"checkpoints every {s.flink.checkpoint_interval_ms} ms, {s.flink.delivery_guarantee} sinks, "
               f"{os.cpu_count()} cores", flush=True)
+        if a.cluster:
+            cluster_runs(s, ov, n, tmp, a.only)
+            return
         res = {}
         for which in [a.only] if a.only else ["sql", "python"]:
             res[which] = r = run_child(which, ov, tmp / "offsets.json", tmp / f"{which}.log")

@@ -272,7 +272,7 @@ def _client_env(cfg: FlinkConfig, cluster: Cluster | None) -> dict[str, str]:
 
 def submit(cfg: FlinkConfig, job_args: list[str], detached: bool = False, timeout: float | None = None,
            from_savepoint: str | None = None, parallelism: int | None = None,
-           cwd: Path | None = None) -> subprocess.CompletedProcess:
+           cwd: Path | None = None, script: Path = JOB_SCRIPT) -> subprocess.CompletedProcess:
     """``flink run [-d] [-s savepoint] [-p N] [-pyfs project.zip] -py jobs/flink_join.py <job_args>``
     against ``flink.jobmanager`` or the local cluster, from ``cwd`` (any directory)."""
     address, cluster = jobmanager_address(cfg)
@@ -286,7 +286,7 @@ def submit(cfg: FlinkConfig, job_args: list[str], detached: bool = False, timeou
         job_args = [*job_args, "--set", f"flink.parallelism={parallelism}"]
     if cfg.ship_project:
         cmd += ["-pyfs", str(project_zip(cfg))]
-    cmd += ["-py", str(JOB_SCRIPT), *job_args]
+    cmd += ["-py", str(script), *job_args]
     return subprocess.run(cmd, env=_client_env(cfg, cluster), cwd=cwd or ROOT, capture_output=True, text=True,
                           timeout=timeout)
 
