@@ -47,6 +47,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from joiner.engine import JoinEngine, decode_position
+from joiner.sequencer import Sequencer
 from joiner.store import StateStore
 from streamrec.config import Settings, load_config
 from streamrec.kafka import consumer, consumer_lag, create_topics, last_value, partitions_of, producer
@@ -54,7 +55,7 @@ from streamrec.kafka import consumer, consumer_lag, create_topics, last_value, p
 log = logging.getLogger("streamrec.join")
 GC_THRESHOLDS = (200_000, 100, 100)
 TXN_TIMEOUT_S = 60.0  # how long a transaction call may keep retrying through a broker outage
-CRASH_AFTER_COMMIT_ENV = "STREAMREC_TEST_CRASH_AFTER_COMMIT"  # TEST: exit after the Nth commit
+CRASH_AFTER_COMMIT_ENV = "STREAMREC_TEST_CRASH_AFTER_COMMIT"  # TEST: exit after the Nth commit of new input
 CRASH_EXIT = 70
 
 
@@ -171,7 +172,8 @@ class JoinRunner:
         self.metrics_port: int | None = None
         self.metrics: _Metrics | None = None
         self.gc: StateGC | None = None  # set by run()
-        self._commits = 0
+        self._commits = 0  # TEST: commits of new input so far, and the position of the last one
+        self._last_committed: dict[tuple[str, int], int] = {}
         self._crash_after_commit = int(os.environ.get(CRASH_AFTER_COMMIT_ENV, "0")) or None
 
     @property
@@ -224,10 +226,13 @@ class JoinRunner:
         stats = RunStats()
         engine = self.engine
 
+        seq = Sequencer(list(offsets), jc.round_size)
+        paused: set[tuple[str, int]] = set()
+
         def on_error(m: Any) -> None:
             err = m.error()
             if err.code() == KafkaError._PARTITION_EOF:
-                engine.mark_eof(m.topic(), m.partition())
+                seq.end_of((m.topic(), m.partition()))
             elif err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                 raise KafkaException(err)
             else:  # a broker away for a while: the client reconnects and resumes where it was
@@ -235,9 +240,13 @@ class JoinRunner:
 
         try:
             while not self.stop:
-                got = engine.process_batch(c.consume(jc.consume_batch, timeout=0.1), on_error)
-                engine.advance()
-                self._produce(p, t.examples, t.dead_letter)
+                got = self._take_in(c.consume(jc.consume_batch, timeout=0.1), seq, on_error)
+                while (batch := seq.take()) is not None:  # rounds: see joiner.sequencer
+                    engine.process_batch(batch, on_error)
+                    self._end_round(seq, p)
+                if any(seq.drained(tp) and tp not in engine.idle for tp in seq.order):
+                    self._end_round(seq, p)  # a partition ran dry: it stops holding the watermark back
+                self._throttle(c, seq, paused)
                 now = time.monotonic()
                 if got:
                     last_msg = now
@@ -256,8 +265,6 @@ class JoinRunner:
                 if (stop_after_events is not None and engine.counts["events"] >= stop_after_events
                         and engine.all_idle()):
                     break  # all consumed and every partition at its end: the final watermark
-            engine.advance()
-            self._produce(p, t.examples, t.dead_letter)
             while drain and engine.drain():
                 self._produce(p, t.examples, t.dead_letter)
             self._checkpoint(p, c, last=True)
@@ -279,6 +286,46 @@ class JoinRunner:
         stats.counts = dict(engine.counts)
         stats.dead_reasons = dict(engine.dead_reasons)
         return stats
+
+    def _end_round(self, seq: Sequencer, p: Producer) -> None:
+        """Between rounds: partitions with nothing left stop holding the watermark back, the
+        watermark moves, every due timer fires, the output goes out."""
+        for tp in seq.order:
+            if seq.drained(tp):
+                self.engine.mark_eof(*tp)
+        self.engine.advance_all()
+        self._produce(p, self.s.kafka.topics.examples, self.s.kafka.topics.dead_letter)
+
+    @staticmethod
+    def _take_in(msgs: list[Any], seq: Sequencer, on_error: Any) -> int:
+        """Consumed messages into the sequencer, errors (end of partition) in their place among them."""
+        good = [m for m in msgs if m.error() is None]
+        if len(good) == len(msgs):
+            seq.add(good)
+            return len(good)
+        run: list[Any] = []
+        for m in msgs:
+            if m.error() is None:
+                run.append(m)
+            else:
+                seq.add(run)
+                run = []
+                on_error(m)
+        seq.add(run)
+        return len(good)
+
+    def _throttle(self, c: Consumer, seq: Sequencer, paused: set[tuple[str, int]]) -> None:
+        """Pause a partition far ahead of the others (its messages wait for theirs in the
+        sequencer) and resume it once its backlog is down to a round: memory stays bounded."""
+        k = self.s.joiner.round_size
+        for tp in seq.order:
+            n = seq.waiting(tp)
+            if n > 20 * k and tp not in paused:  # wide hysteresis: a resume re-fetches (librdkafka purges)
+                c.pause([TopicPartition(*tp)])
+                paused.add(tp)
+            elif n <= 4 * k and tp in paused:
+                c.resume([TopicPartition(*tp)])
+                paused.discard(tp)
 
     def _produce(self, p: Any, examples_topic: str, dead_topic: str) -> None:
         ex, dead = self.engine.take_output()
@@ -309,9 +356,11 @@ class JoinRunner:
                 raise Rewind(f"output delivery failed: {self._delivery_errors[:3]}")
             p.produce(self.s.joiner.commit_topic, self.engine.position(), self.s.joiner.group_id.encode())
             _txn(lambda: p.commit_transaction(TXN_TIMEOUT_S), TXN_TIMEOUT_S, p)
-            self._commits += 1
-            if self._commits == self._crash_after_commit:
-                os._exit(CRASH_EXIT)  # TEST: die between the commit and the WriteBatch
+            if self._crash_after_commit and self.engine.offsets != self._last_committed:
+                self._last_committed = dict(self.engine.offsets)
+                self._commits += 1
+                if self._commits == self._crash_after_commit:
+                    os._exit(CRASH_EXIT)  # TEST: die between the commit (of new input) and the WriteBatch
         else:
             left = p.flush(60)
             if left:
@@ -342,21 +391,28 @@ class JoinRunner:
         log.warning("catching up with the last committed transaction: %s",
                     {f"{t}[{n}]": f"{offsets[(t, n)]}..{end}" for (t, n), end in ends.items()})
         replay = consumer(self.s.kafka, group=f"{self.s.joiner.group_id}-catch-up")
+        seq = Sequencer(list(offsets), jc.round_size)  # the same rounds as the run that committed
+        for tp in offsets:
+            if tp not in ends:
+                seq.end_of(tp)
         try:
             replay.assign([TopicPartition(t, n, offsets[(t, n)]) for t, n in ends])
             left = set(ends)
             deadline = time.monotonic() + TXN_TIMEOUT_S
-            while left:
+            while left or any(seq.waiting(tp) for tp in seq.order):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"catch-up could not read the committed input {sorted(left)}")
-                batch = [m for m in replay.consume(self.s.joiner.consume_batch, timeout=0.5)
-                         if m.error() is None and m.offset() < ends[(m.topic(), m.partition())]]
-                self.engine.process_batch(batch, lambda m: None)
-                for m in batch:
+                got = [m for m in replay.consume(jc.consume_batch, timeout=0.5)
+                       if m.error() is None and m.offset() < ends[(m.topic(), m.partition())]]
+                seq.add(got)
+                for m in got:
                     if m.offset() + 1 == ends[(m.topic(), m.partition())]:
                         left.discard((m.topic(), m.partition()))
-                self.engine.advance()
-                self.engine.take_output()
+                        seq.end_of((m.topic(), m.partition()))
+                while (batch := seq.take()) is not None:
+                    self.engine.process_batch(batch, lambda m: None)
+                    self.engine.advance_all()
+                    self.engine.take_output()
         finally:
             replay.close()
         self.engine.raise_watermark(watermark)

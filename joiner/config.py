@@ -42,6 +42,11 @@ class JoinerConfig(Section):
     # ---- embedded runner: Kafka ----
     group_id: str = "streamrec-join"
     consume_batch: int = Field(10_000, gt=0, description="messages per consume() call")
+    round_size: int = Field(
+        2500, gt=0,
+        description="messages per input partition in a round: the watermark moves only between rounds, which "
+                    "start at the same offsets in every run over the same input (deterministic replays)",
+    )
     checkpoint_interval_ms: int = Field(
         1000, gt=0, description="state + offsets are committed in one RocksDB WriteBatch this often"
     )

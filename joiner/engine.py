@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import time
+import traceback
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,6 +63,13 @@ def decode_position(raw: bytes | None) -> tuple[dict[Partition, tuple[int, int |
         topic, part = key.rsplit("\x1f", 1)
         out[(topic, int(part))] = (off, mx)
     return out, watermark
+
+
+def error_detail(e: Exception) -> str:
+    """An exception as a dead letter's detail: type, message and where it was raised."""
+    tb = traceback.extract_tb(e.__traceback__)[-3:]
+    where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(tb))
+    return f"{type(e).__name__}: {e} (at {where})"[:2000]
 
 
 class JoinEngine:
@@ -192,6 +201,14 @@ class JoinEngine:
         return got
 
     def process(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+        """One input message. Whatever goes wrong with it, it becomes a dead letter, never a crash:
+        a crash would repeat on every restart (the same message comes again)."""
+        try:
+            self._process(topic, partition, offset, key, value)
+        except Exception as e:  # noqa: BLE001 - any bug on any input: the message is kept, with why
+            self._dead_raw("internal_error", error_detail(e), topic, partition, offset, key, value)
+
+    def _process(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
         tp = (topic, partition)
         self.offsets[tp] = offset + 1
         self.idle.discard(tp)
@@ -230,7 +247,9 @@ class JoinEngine:
             st = step.state
             if st is not None and st.features is rec:
                 sp = self._last_spans  # the consumed body: spliced into examples, saved as is
-                st.fbytes, st._splice = sp if sp is not None else (value[10:], None)
+                # else the record as the current schema encodes it: an older writer's body, or
+                # one with unusual encodings (overlong varints), is not what the writer splices
+                st.fbytes, st._splice = sp if sp is not None else (self.fast.encode(name, rec)[10:], None)
             self._apply(rid, entry, step, len(value), value)
         else:
             self.counts["actions"] += 1
@@ -267,9 +286,15 @@ class JoinEngine:
         return rec
 
     def advance(self) -> int:
-        """Move the watermark on and fire every due timer (bounded sweep); return timers fired."""
+        """Move the watermark on and fire due timers (one bounded sweep); return timers fired."""
         self._update_watermark()
         return self._fire_due()[0]
+
+    def advance_all(self) -> int:
+        """Move the watermark on and fire every due timer: what happens between two rounds
+        (``joiner.sequencer``), so that it depends on the input alone."""
+        self._update_watermark()
+        return self.fire_all_due()
 
     def _fire_due(self) -> tuple[int, int]:
         """Fire the timers due at the watermark (one bounded sweep): (fired, index entries seen)."""
@@ -282,8 +307,22 @@ class JoinEngine:
             if entry is None or entry.timer is None or entry.timer > wm:
                 continue  # stale index entry
             fired += 1
-            self._apply(rid, entry, self.core.on_timer(entry.state, wm), 0)
+            try:
+                self._apply(rid, entry, self.core.on_timer(entry.state, wm), 0)
+            except Exception as e:  # noqa: BLE001 - the request is dead-lettered, the join goes on
+                self._drop_request(rid, entry, e)
         return fired, len(due)
+
+    def _drop_request(self, rid: str, entry: Any, e: Exception) -> None:
+        """A request whose timer failed: its feature log (or its id) goes to the dead-letter topic
+        with ``internal_error`` and the state is removed, so it cannot fail again at every restart."""
+        st = entry.state
+        payload = b""
+        if st is not None and st.fbytes is not None:
+            payload = self.fast.header("FeatureLog") + st.fbytes
+        self._dead_raw("internal_error", f"at its timer: {error_detail(e)}", next(iter(self.roles)), -1, -1,
+                       rid.encode(), payload)
+        self.store.put(rid, None, None, entry, 0)
 
     def drain(self) -> int:
         """End of input: move the watermark to its maximum and fire every timer, one bounded

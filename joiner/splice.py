@@ -403,10 +403,16 @@ class SpliceWriter(DictWriter):
         return self._buf, k
 
     def spans_of(self, s: RequestState) -> np.ndarray | None:
+        """The state's byte spans, or None: then the dict path writes its examples (a slot both
+        on the user and an item, more than MAX_ITEMS items, bytes the scanner refuses)."""
         sp = s._splice
         if sp is None and s.fbytes is not None:
-            buf, k = self.scan(s.fbytes)
-            sp = s._splice = buf[:k].copy() if not buf[H_OVERLAP] else False
+            try:
+                buf, k = self.scan(s.fbytes)
+            except ValueError:
+                sp = s._splice = False
+            else:
+                sp = s._splice = buf[:k].copy() if not buf[H_OVERLAP] else False
         return sp if sp is not None and sp is not False else None
 
     def _suffix(self, labels: dict[str, int], sample_rate: float, late: bool, join_delay_ms: int, kind: str) -> bytes:

@@ -116,12 +116,17 @@ def last_value(cfg: KafkaConfig, topic: str, key: bytes, partition: int = 0, tim
         c.close()
 
 
-def consumer_lag(c: Consumer, positions: dict[tuple[str, int], int], timeout: float = 2.0) -> int:
+def consumer_lag(c: Consumer, positions: dict[tuple[str, int], int], cached: bool = True,
+                 timeout: float = 2.0) -> int:
     """Messages between each partition's ``positions`` (next offset to read) and its high
-    watermark, summed: asked of the broker, not from cached statistics."""
+    watermark, summed. ``cached``: the high watermark the last fetch response carried (free, and
+    current while the partition is being consumed); else asked of the broker (a round trip per
+    partition, which may wait behind the consumer's long-polling fetch)."""
     total = 0
     for (topic, part), pos in positions.items():
-        _, high = c.get_watermark_offsets(TopicPartition(topic, part), timeout=timeout, cached=False)
+        _, high = c.get_watermark_offsets(TopicPartition(topic, part), timeout=timeout, cached=cached)
+        if high < 0:
+            return -1  # not known yet
         total += max(0, high - pos)
     return total
 

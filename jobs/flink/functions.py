@@ -29,7 +29,7 @@ from pyflink.datastream.state import ValueStateDescriptor
 
 from joiner.config import JoinerConfig
 from joiner.core import Joiner, RequestState, Step, check_action, check_features
-from joiner.engine import DEAD_PAYLOAD_MAX
+from joiner.engine import DEAD_PAYLOAD_MAX, error_detail
 from joiner.fastcodec import FastCodec
 from schemas.codec import DecodeError, default_codec
 
@@ -168,6 +168,39 @@ class JoinFn(KeyedCoProcessFunction):
 
     def process_element1(self, value: bytes, ctx: KeyedCoProcessFunction.Context) -> Iterator[Any]:
         self._tick()
+        yield from self._guarded(self._features, value, ctx, self.topics[0])
+
+    def process_element2(self, value: bytes, ctx: KeyedCoProcessFunction.Context) -> Iterator[Any]:
+        self._tick()
+        yield from self._guarded(self._action, value, ctx, self.topics[1])
+
+    def on_timer(self, timestamp: int, ctx: KeyedCoProcessFunction.OnTimerContext) -> Iterator[Any]:
+        self.wm = max(self.wm, timestamp, ctx.timer_service().current_watermark())
+        key = ctx.get_current_key()
+        state = self._load(key)
+        self._timer = None  # this registration is used up
+        try:
+            out = list(self._apply(key, self.joiner.on_timer(state, self.wm), ctx))
+        except Exception as e:  # noqa: BLE001 - the request is dead-lettered and dropped, the job goes on
+            self.state.clear()
+            self.cache.pop(key, None)
+            fbytes = state.fbytes if state is not None else None
+            payload = self.fast.header("FeatureLog") + fbytes if fbytes is not None else b""
+            self.counts.add("dead_letters")
+            out = [(DEAD_LETTERS, dead_letter("internal_error", f"at its timer: {error_detail(e)}", self.topics[0],
+                                              payload, str(key).encode()))]
+        yield from out
+
+    def _guarded(self, handle: Any, value: bytes, ctx: KeyedCoProcessFunction.Context, topic: str) -> list[Any]:
+        """What ``handle`` outputs, or, if anything goes wrong with this input, one ``internal_error``
+        dead letter with it: a failure would repeat on every restart from the checkpoint."""
+        try:
+            return list(handle(value, ctx))
+        except Exception as e:  # noqa: BLE001 - any bug on any input: the message is kept, with why
+            self.counts.add("dead_letters")
+            return [(DEAD_LETTERS, dead_letter("internal_error", error_detail(e), topic, bytes(value)))]
+
+    def _features(self, value: bytes, ctx: KeyedCoProcessFunction.Context) -> Iterator[Any]:
         rec = self.decode1(value)
         if rec is None:
             yield DEAD_LETTERS, self.decode1.dead
@@ -179,8 +212,7 @@ class JoinFn(KeyedCoProcessFunction):
             st.fbytes = bytes(value[10:])  # the consumed body is the state's encoding: no re-encoding
         yield from self._apply(key, step, ctx)
 
-    def process_element2(self, value: bytes, ctx: KeyedCoProcessFunction.Context) -> Iterator[Any]:
-        self._tick()
+    def _action(self, value: bytes, ctx: KeyedCoProcessFunction.Context) -> Iterator[Any]:
         rec = self.decode2(value)
         if rec is None:
             yield DEAD_LETTERS, self.decode2.dead
@@ -188,13 +220,6 @@ class JoinFn(KeyedCoProcessFunction):
         key = rec["request_id"]
         step = self.joiner.on_action(self._load(key), rec, self._watermark(ctx))
         yield from self._apply(key, step, ctx)
-
-    def on_timer(self, timestamp: int, ctx: KeyedCoProcessFunction.OnTimerContext) -> Iterator[Any]:
-        self.wm = max(self.wm, timestamp, ctx.timer_service().current_watermark())
-        key = ctx.get_current_key()
-        state = self._load(key)
-        self._timer = None  # this registration is used up
-        yield from self._apply(key, self.joiner.on_timer(state, self.wm), ctx)
 
     # ---- adapter ------------------------------------------------------------------------------
     def _load(self, key: str) -> RequestState | None:

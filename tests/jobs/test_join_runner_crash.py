@@ -49,13 +49,14 @@ def examples(s: Settings, topic: str) -> tuple[dict[str, dict], int]:
 
 
 def runner_cmd(s: Settings, examples_topic: str, state_dir: Path, delivery: str = "exactly-once",
-               checkpoint_ms: int = 250) -> list[str]:
+               checkpoint_ms: int = 250, round_size: int = 2500) -> list[str]:
     t = s.kafka.topics
     sets = {"joiner.delivery": delivery, "joiner.group_id": f"g-{state_dir.name}",
         "kafka.bootstrap": s.kafka.bootstrap, "kafka.topics.features": t.features,
         "kafka.topics.actions": t.actions, "kafka.topics.examples": examples_topic,
         "kafka.topics.dead_letter": t.dead_letter, "joiner.state_dir": str(state_dir),
-        "joiner.checkpoint_interval_ms": checkpoint_ms, "joiner.consume_batch": 500, "joiner.log_interval_s": 0.3,
+        "joiner.checkpoint_interval_ms": checkpoint_ms, "joiner.round_size": round_size,
+        "joiner.consume_batch": 500, "joiner.log_interval_s": 0.3,
         "joiner.cache_bytes": 4 << 20,
     }
     cmd = [sys.executable, "-m", "jobs.join_runner", "--stop-when-idle", "2"]
@@ -132,8 +133,8 @@ def test_crash_between_commit_and_writebatch_is_caught_up(
     s = settings
     n_events = preload(s, limit=6000)
     want = clean_run(s, make_topics, tmp_path, n_events)
-    # commits every 20 ms: each crash below falls while input is still coming
-    cmd = runner_cmd(s, s.kafka.topics.examples, tmp_path / "state", checkpoint_ms=20)
+    # commits every 20 ms, small rounds: each crash below falls after a commit of new input
+    cmd = runner_cmd(s, s.kafka.topics.examples, tmp_path / "state", checkpoint_ms=20, round_size=200)
     for n, crash_after in enumerate((2, 4, 3)):
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=120,
                            env={**os.environ, CRASH_AFTER_COMMIT_ENV: str(crash_after)})
