@@ -69,7 +69,9 @@ def build(settings: Settings, args: argparse.Namespace):  # noqa: ANN201 - Strea
     jvm = get_gateway().jvm
     py_eventtime = jvm.org.apache.flink.streaming.api.functions.python.eventtime
     tenv = StreamTableEnvironment.create(env)
-    ROWS = Types.ROW_NAMED(["rid", "v"], [Types.STRING(), BYTES])  # noqa: N806
+    # ts (the Kafka timestamp) is selected so that it becomes each record's timestamp, which the
+    # join checks against the record's ts_ms (the producer contract); Python gets ``v`` only
+    ROWS = Types.ROW_NAMED(["rid", "v", "ts"], [Types.STRING(), BYTES, Types.INSTANT()])  # noqa: N806
 
     # Sources are Kafka tables (Java): key = request_id, event time = the Kafka timestamp (the
     # producer stamps each log with its ts_ms), per-partition watermarks max - lateness - 1 (the
@@ -79,7 +81,7 @@ def build(settings: Settings, args: argparse.Namespace):  # noqa: ANN201 - Strea
         tenv.execute_sql(kafka.table_ddl(f"{role}_in", bootstrap, topic, fc.group_id, jc.allowed_lateness_ms,
                                          fc.start_from, None if stops is None else stops.get(topic, {}),
                                          fc.kafka_properties))
-        rows = tenv.to_data_stream(tenv.sql_query(f"SELECT rid, v FROM {role}_in"))
+        rows = tenv.to_data_stream(tenv.sql_query(f"SELECT rid, v, ts FROM {role}_in"))
         # the Python operator wants a RowTypeInfo (the same rows, a type it can read)
         rows._j_data_stream.getTransformation().setOutputType(ROWS.get_java_type_info())
         j_keyed = rows._j_data_stream.keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info())

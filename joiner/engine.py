@@ -65,6 +65,21 @@ def decode_position(raw: bytes | None) -> tuple[dict[Partition, tuple[int, int |
     return out, watermark
 
 
+def contract_breach(rec: dict[str, Any], key: bytes | str | None, kafka_ts: int | None) -> tuple[str, str] | None:
+    """(reason, detail) if a log breaks the producer contract: Kafka key = request_id, Kafka
+    timestamp = ts_ms. Both runtimes dead-letter such a message rather than repair it: the Flink
+    job keys and times its input by the Kafka key and timestamp before any Python sees a record,
+    so a repair there would need a decoding shuffle in front of the join; and a producer that
+    gets these wrong is worth hearing about. ``kafka_ts`` None: not known, not checked."""
+    rid = rec["request_id"]
+    shown = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+    if shown != rid:
+        return "key_mismatch", f"Kafka key {shown!r} is not the request_id {rid!r}"
+    if kafka_ts is not None and kafka_ts != rec["ts_ms"]:
+        return "timestamp_mismatch", f"Kafka timestamp {kafka_ts} is not ts_ms {rec['ts_ms']}"
+    return None
+
+
 def error_detail(e: Exception) -> str:
     """An exception as a dead letter's detail: type, message and where it was raised."""
     tb = traceback.extract_tb(e.__traceback__)[-3:]
@@ -169,7 +184,10 @@ class JoinEngine:
                 continue
             got += 1
             topic = m.topic()
-            if ok and topic == actions:
+            kind, kafka_ts = m.timestamp()
+            if not kind:
+                kafka_ts = None  # no timestamp (not from Kafka): not checked
+            if ok and topic == actions and m.key() == blob[r0:r1] and kafka_ts in (ts, None):
                 try:
                     rid = blob[r0:r1].decode()
                 except UnicodeDecodeError:
@@ -192,7 +210,7 @@ class JoinEngine:
                             to_end(rid)
                             fast += 1
                             continue
-            process(topic, m.partition(), m.offset(), m.key(), value)
+            process(topic, m.partition(), m.offset(), m.key(), value, kafka_ts)
         if fast:
             c = self.counts
             c["events"] += fast
@@ -200,15 +218,18 @@ class JoinEngine:
             store.hits += fast
         return got
 
-    def process(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
-        """One input message. Whatever goes wrong with it, it becomes a dead letter, never a crash:
-        a crash would repeat on every restart (the same message comes again)."""
+    def process(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                kafka_ts: int | None = None) -> None:
+        """One input message (``kafka_ts``: its Kafka timestamp, if known). Whatever goes wrong
+        with it, it becomes a dead letter, never a crash: a crash would repeat on every restart
+        (the same message comes again)."""
         try:
-            self._process(topic, partition, offset, key, value)
+            self._process(topic, partition, offset, key, value, kafka_ts)
         except Exception as e:  # noqa: BLE001 - any bug on any input: the message is kept, with why
             self._dead_raw("internal_error", error_detail(e), topic, partition, offset, key, value)
 
-    def _process(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+    def _process(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                 kafka_ts: int | None) -> None:
         tp = (topic, partition)
         self.offsets[tp] = offset + 1
         self.idle.discard(tp)
@@ -231,6 +252,8 @@ class JoinEngine:
         except DecodeError as e:
             self._dead_raw(e.reason, e.detail, topic, partition, offset, key, value)
             return
+        if bad is None:
+            bad = contract_breach(rec, key, kafka_ts)
         if bad is not None:
             self._dead_raw(bad[0], bad[1], topic, partition, offset, key, value)
             return

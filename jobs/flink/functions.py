@@ -22,14 +22,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pyflink.common import Types
+from pyflink.common import Row, Types
 from pyflink.datastream import OutputTag
 from pyflink.datastream.functions import KeyedCoProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
 from joiner.config import JoinerConfig
 from joiner.core import Joiner, RequestState, Step, check_action, check_features
-from joiner.engine import DEAD_PAYLOAD_MAX, error_detail
+from joiner.engine import DEAD_PAYLOAD_MAX, contract_breach, error_detail
 from joiner.fastcodec import FastCodec
 from schemas.codec import DecodeError, default_codec
 
@@ -201,7 +201,7 @@ class JoinFn(KeyedCoProcessFunction):
             return [(DEAD_LETTERS, dead_letter("internal_error", error_detail(e), topic, bytes(value)))]
 
     def _features(self, value: bytes, ctx: KeyedCoProcessFunction.Context) -> Iterator[Any]:
-        rec = self.decode1(value)
+        rec = self._checked(self.decode1, value, ctx)
         if rec is None:
             yield DEAD_LETTERS, self.decode1.dead
             return
@@ -213,13 +213,28 @@ class JoinFn(KeyedCoProcessFunction):
         yield from self._apply(key, step, ctx)
 
     def _action(self, value: bytes, ctx: KeyedCoProcessFunction.Context) -> Iterator[Any]:
-        rec = self.decode2(value)
+        rec = self._checked(self.decode2, value, ctx)
         if rec is None:
             yield DEAD_LETTERS, self.decode2.dead
             return
         key = rec["request_id"]
         step = self.joiner.on_action(self._load(key), rec, self._watermark(ctx))
         yield from self._apply(key, step, ctx)
+
+    @staticmethod
+    def _checked(decode: Decoder, value: bytes, ctx: KeyedCoProcessFunction.Context) -> dict | None:
+        """The decoded record, or None with ``decode.dead`` set: undecodable, or keyed or timed
+        by Kafka otherwise than the record says (``joiner.engine.contract_breach``)."""
+        rec = decode(value)
+        if rec is not None:
+            key = ctx.get_current_key()
+            key = key[0] if isinstance(key, Row) else key
+            bad = contract_breach(rec, key, ctx.timestamp())
+            if bad is not None:
+                decode.counts.add("dead_letters")
+                decode.dead = dead_letter(*bad, decode.topic, bytes(value), str(key).encode())
+                return None
+        return rec
 
     # ---- adapter ------------------------------------------------------------------------------
     def _load(self, key: str) -> RequestState | None:

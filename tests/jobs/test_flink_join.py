@@ -95,6 +95,16 @@ def bad_messages(features: str, actions: str) -> list[tuple]:
     ]
 
 
+def contract_breaches(features: str, actions: str, ts: int) -> list[tuple]:
+    """Valid logs, but keyed or stamped otherwise than they say (the producer contract)."""
+    codec = default_codec()
+    f = {"request_id": "cb-1", "user_id": 1, "ts_ms": ts, "source": "test",
+         "items": [{"item_id": 1, "position": 0, "sparse": {}, "dense": {}}]}
+    a = {"request_id": "cb-2", "item_id": 1, "action": "click", "ts_ms": ts, "value": None}
+    return [(features, b"not-cb-1", codec.encode("FeatureLog", f), None, ts),  # key_mismatch
+            (actions, b"cb-2", codec.encode("ActionLog", a), None, ts + 12_345)]  # timestamp_mismatch
+
+
 @pytest.fixture(scope="module")
 def feed(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Feed:
     tmp = tmp_path_factory.mktemp("flink")
@@ -109,6 +119,7 @@ def feed(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Feed
                          for e, v in zip(events, encode_events(events), strict=True)]
     mid = len(msgs) // 2
     msgs[mid:mid] = [(*m, None, msgs[mid][4]) for m in bad_messages(features, actions)]
+    msgs[mid:mid] = contract_breaches(features, actions, msgs[mid][4])
     msgs += eos_messages(features, actions, max(e.record["ts_ms"] for e in events), s)
     offsets = produce_recorded(s.kafka, msgs)
     return Feed(kafka_bootstrap, features, actions, write_offsets(tmp / "offsets.json", offsets), len(events), tmp)
@@ -189,7 +200,8 @@ def test_cross_runtime_equivalence(feed: Feed, flink_clean: Output, embedded: Ou
     assert any(e["sample_rate"] < 1.0 for e in embedded.examples.values())
     assert flink_clean.examples == embedded.examples, diff(flink_clean.examples, embedded.examples)
     reasons = Counter(r for r, _ in flink_clean.dead.elements())
-    assert {"malformed", "wrong_type", "missing_field", "oversize"} <= set(reasons)
+    assert {"malformed", "wrong_type", "missing_field", "oversize", "key_mismatch",
+            "timestamp_mismatch"} <= set(reasons)
     assert flink_clean.dead == embedded.dead
 
 

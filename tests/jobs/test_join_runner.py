@@ -31,10 +31,11 @@ def act(rid: str, item: int, kind: str, ts: int) -> dict[str, Any]:
     return {"request_id": rid, "item_id": item, "action": kind, "ts_ms": ts, "value": None}
 
 
-def send(s: Settings, msgs: list[tuple[str, bytes | None, bytes]]) -> None:
+def send(s: Settings, msgs: list[tuple]) -> None:
+    """(topic, key, value[, Kafka timestamp]): logs are stamped with their ts_ms, as the contract says."""
     p = producer(s.kafka)
-    for topic, key, value in msgs:
-        p.produce(topic, value, key)
+    for topic, key, value, *ts in msgs:
+        p.produce(topic, value, key, **({"timestamp": ts[0]} if ts else {}))
     assert p.flush(30) == 0
 
 
@@ -43,12 +44,12 @@ def enc(rec: dict[str, Any]) -> tuple[str, bytes, bytes]:
         codec.encode("FeatureLog" if "items" in rec else "ActionLog", rec)
 
 
-def good(s: Settings, recs: list[dict[str, Any]]) -> list[tuple[str, bytes, bytes]]:
+def good(s: Settings, recs: list[dict[str, Any]]) -> list[tuple[str, bytes, bytes, int]]:
     t = s.kafka.topics
     out = []
     for rec in recs:
         name, k, v = enc(rec)
-        out.append((t.features if name == "FeatureLog" else t.actions, k, v))
+        out.append((t.features if name == "FeatureLog" else t.actions, k, v, rec["ts_ms"]))
     return out
 
 
@@ -70,7 +71,7 @@ def test_bad_input_goes_to_dead_letter_and_the_runner_keeps_going(settings: Sett
     t = s.kafka.topics
     bad_fp = b"\xc3\x01" + os.urandom(8) + b"\x02x"
     big = flog("big", 10, list(range(3000)))
-    msgs = good(s, [flog("r1", 0, [1, 2]), act("r1", 1, "click", 5)])
+    msgs = good(s, [flog("r1", 1, [1, 2]), act("r1", 1, "click", 5)])
     msgs += [
         (t.features, b"m", b"not avro at all"),
         (t.actions, b"u", bad_fp),
@@ -116,7 +117,7 @@ def test_days_late_action_from_rocksdb_then_expired_via_kafka(settings: Settings
                                "ttl_ms": 3 * DAY, "tombstone_ms": DAY, "negative_keep_rate": 1.0,
                                "cache_bytes": 30_000})  # a tiny cache: "old" leaves it
     t = s.kafka.topics
-    recs = [flog("old", 0, [1, 2])]
+    recs = [flog("old", 1, [1, 2])]
     recs += [flog(f"n{i}", 1000 + i * 600_000, [5]) for i in range(300)]
     recs += [act("old", 2, "click", 2 * DAY), *ticks(2 * DAY + 200_000)]
     recs += [*ticks(3 * DAY + 200_000), act("old", 1, "like", 3 * DAY + 300_000), *ticks(3 * DAY + 500_000)]
@@ -125,7 +126,7 @@ def test_days_late_action_from_rocksdb_then_expired_via_kafka(settings: Settings
     old = [e for e in read(s, t.examples) if e["request_id"] == "old"]
     assert sorted((e["item_id"], e["kind"]) for e in old) == [(1, "window"), (2, "late-click"), (2, "window")]
     late = next(e for e in old if e["late"])
-    assert late["labels"] == {"click": 1} and late["join_delay_ms"] == 2 * DAY
+    assert late["labels"] == {"click": 1} and late["join_delay_ms"] == 2 * DAY - 1
     dead = [d for d in read(s, t.dead_letter) if d["key"] == b"old"]
     assert [d["reason"] for d in dead] == ["expired"]
     assert codec.decode(dead[0]["payload"])[1]["action"] == "like"
@@ -133,7 +134,7 @@ def test_days_late_action_from_rocksdb_then_expired_via_kafka(settings: Settings
 
 def test_consumer_lag_is_measured_against_the_brokers_high_watermark(settings: Settings) -> None:
     s = settings
-    send(s, good(s, [flog("a", 0, [1, 2]), act("a", 1, "click", 5), *ticks(1000)]))
+    send(s, good(s, [flog("a", 1, [1, 2]), act("a", 1, "click", 5), *ticks(1000)]))
     runner = JoinRunner(s, from_start=True)
     runner.run(stop_when_idle=1.0)
     assert runner.lag == 0  # everything there is was consumed
@@ -143,3 +144,20 @@ def test_consumer_lag_is_measured_against_the_brokers_high_watermark(settings: S
         assert consumer_lag(c, runner.engine.offsets, cached=False) == 3  # exactly the messages sent since
     finally:
         c.close()
+
+
+def test_the_producer_contract_is_checked(settings: Settings) -> None:
+    """A log keyed otherwise than by its request_id, or stamped otherwise than with its ts_ms, is a
+    dead letter with its reason (the Flink job does the same: tests/jobs/test_flink_join.py)."""
+    s = settings
+    t = s.kafka.topics
+    f = flog("k", 100, [1])
+    wrong_key = (t.features, b"not-k", codec.encode("FeatureLog", f), 100)
+    wrong_ts = (t.actions, b"k", codec.encode("ActionLog", act("k", 1, "click", 150)), 99_999)
+    send(s, [wrong_key, wrong_ts, *good(s, [flog("ok", 100, [1]), act("ok", 1, "click", 150), *ticks(1_000_000)])])
+    run_join(s, from_start=True, stop_when_idle=1.5)
+    dead = {d["reason"]: d for d in read(s, t.dead_letter)}
+    assert set(dead) == {"key_mismatch", "timestamp_mismatch"}
+    assert dead["key_mismatch"]["key"] == b"not-k" and "request_id 'k'" in dead["key_mismatch"]["detail"]
+    assert "99999" in dead["timestamp_mismatch"]["detail"]
+    assert [e["labels"]["click"] for e in read(s, t.examples) if e["request_id"] == "ok"] == [1]

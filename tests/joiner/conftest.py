@@ -47,8 +47,13 @@ class Msg:
     """What ``process_batch`` reads of a confluent-kafka Message."""
 
     def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                 error: Any = None):
+                 error: Any = None, timestamp: int | None = None):
         self._t, self._p, self._o, self._k, self._v, self._e = topic, partition, offset, key, value, error
+        self._ts = timestamp
+
+    def timestamp(self) -> tuple[int, int]:
+        """(type, ms) as confluent-kafka gives it: (0, -1) when there is none."""
+        return (0, -1) if self._ts is None else (1, self._ts)
 
     def error(self) -> Any:
         return self._e
