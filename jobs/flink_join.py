@@ -81,7 +81,8 @@ def build(settings: Settings, args: argparse.Namespace):  # noqa: ANN201 - Strea
         tenv.execute_sql(kafka.table_ddl(f"{role}_in", bootstrap, topic, fc.group_id, jc.allowed_lateness_ms,
                                          fc.start_from, None if stops is None else stops.get(topic, {}),
                                          fc.kafka_properties))
-        rows = tenv.to_data_stream(tenv.sql_query(f"SELECT rid, v, ts FROM {role}_in"))
+        # a message without a key gets "" (so Flink can key it; the join dead-letters it: key_mismatch)
+        rows = tenv.to_data_stream(tenv.sql_query(f"SELECT COALESCE(rid, '') AS rid, v, ts FROM {role}_in"))
         # the Python operator wants a RowTypeInfo (the same rows, a type it can read)
         rows._j_data_stream.getTransformation().setOutputType(ROWS.get_java_type_info())
         j_keyed = rows._j_data_stream.keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info())

@@ -81,6 +81,7 @@ import hashlib
 import io
 import json
 import pickle
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,6 +131,10 @@ def check_features(rec: dict[str, Any]) -> tuple[str, str] | None:
         return "missing_field", "FeatureLog.request_id is empty"
     if not rec.get("items") and not rec.get("item_ids"):
         return "missing_field", "FeatureLog.items is empty"
+    ids = shown_ids(rec)
+    if len(set(ids)) != len(ids):  # two examples would share one id
+        twice = next(i for i, n in Counter(ids).items() if n > 1)
+        return "duplicate_item", f"FeatureLog.items shows item_id {twice} more than once"
     return None
 
 

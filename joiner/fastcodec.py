@@ -62,7 +62,7 @@ class FastCodec:
             return self.decode(v, "ActionLog")
         try:
             return _action(v)
-        except (IndexError, ValueError, UnicodeDecodeError):
+        except (IndexError, ValueError, UnicodeDecodeError, struct.error):
             return self.decode(v, "ActionLog")  # let the general path name the problem
 
     def encode(self, name: str, rec: dict[str, Any]) -> bytes:

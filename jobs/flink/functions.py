@@ -94,7 +94,9 @@ class Decoder:
         self.counts = counts
         self.dead: bytes | None = None
 
-    def __call__(self, value: bytes) -> dict | None:
+    def __call__(self, value: bytes | None) -> dict | None:
+        if value is None:  # a Kafka message without a value
+            return self._dead("malformed", "no value", b"")
         value = value if isinstance(value, bytes) else bytes(value)
         if len(value) > self.max_bytes:
             return self._dead("oversize", f"{len(value)} bytes > {self.max_bytes}", value)
@@ -198,7 +200,7 @@ class JoinFn(KeyedCoProcessFunction):
             return list(handle(value, ctx))
         except Exception as e:  # noqa: BLE001 - any bug on any input: the message is kept, with why
             self.counts.add("dead_letters")
-            return [(DEAD_LETTERS, dead_letter("internal_error", error_detail(e), topic, bytes(value)))]
+            return [(DEAD_LETTERS, dead_letter("internal_error", error_detail(e), topic, bytes(value or b"")))]
 
     def _features(self, value: bytes, ctx: KeyedCoProcessFunction.Context) -> Iterator[Any]:
         rec = self._checked(self.decode1, value, ctx)
@@ -232,7 +234,7 @@ class JoinFn(KeyedCoProcessFunction):
             bad = contract_breach(rec, key, ctx.timestamp())
             if bad is not None:
                 decode.counts.add("dead_letters")
-                decode.dead = dead_letter(*bad, decode.topic, bytes(value), str(key).encode())
+                decode.dead = dead_letter(*bad, decode.topic, bytes(value), str(key or "").encode())
                 return None
         return rec
 
