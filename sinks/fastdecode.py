@@ -7,9 +7,10 @@ positions and numbers into flat arrays; numpy/pyarrow turn those into the column
 ``sinks.table.SCHEMA`` without a Python object per example.
 
 Only messages written with the *current* TrainingExample schema take this path; any other writer
-schema, a body that does not parse exactly (bounds, trailing bytes), or a map with a repeated key
-returns ``None`` and the caller falls back to ``schemas.codec`` (which names the dead-letter
-reason). Tests check it against the codec on random records.
+schema, a body that does not parse exactly (bounds, trailing bytes), a string that is not
+UTF-8, or a map with a repeated key (Avro readers keep the last value) returns ``None`` and the
+caller falls back to ``schemas.codec`` (which names the dead-letter reason, or reads the map as
+fastavro does). Tests check it against the codec on random records.
 """
 
 from __future__ import annotations
@@ -178,6 +179,23 @@ def _gather(values: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndar
     return values[np.repeat(starts - offsets[:-1], lens) + np.arange(offsets[-1])]
 
 
+def _utf8(arr: pa.Array) -> bool:
+    """``from_buffers`` does not check the bytes: a full validation does."""
+    try:
+        arr.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _unique_keys(rec: np.ndarray, keys: pa.Array) -> bool:
+    """No record has a key twice in this map."""
+    if len(rec) < 2:
+        return True
+    pairs = pa.table({"r": pa.array(rec), "k": keys})
+    return pairs.group_by(["r", "k"]).aggregate([]).num_rows == len(rec)
+
+
 def _map(n: int, rec: np.ndarray, keys: pa.Array, items: pa.Array) -> pa.MapArray:
     offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(np.bincount(rec, minlength=n), out=offsets[1:])
@@ -213,10 +231,15 @@ def decode_table(bodies: list[bytes]) -> pa.Table | None:
         "sample_rate": pa.array(_floats(buf, f32pos)), "late": pa.array(late.astype(bool)),
         "join_delay_ms": pa.array(longs[:, 3]), "kind": _strings(buf, strs[:, 2, 0], strs[:, 2, 1]),
     }
+    dense_keys, label_keys = _strings(buf, dn[:, 1], dn[:, 2]), _strings(buf, lb[:, 1], lb[:, 2])
+    slot_keys = _strings(buf, sp[:, 1], sp[:, 2])
+    strings = (cols["example_id"], cols["request_id"], cols["kind"], dense_keys, label_keys, slot_keys)
+    if not all(map(_utf8, strings)) or not (_unique_keys(dn[:, 0], dense_keys) and _unique_keys(lb[:, 0], label_keys)):
+        return None
     if lbv.size and (lbv.min() < -(2**31) or lbv.max() >= 2**31):
         return None
     # sparse: one list column per known slot; a slot twice in one map -> let the codec decide
-    slot = pc.index_in(_strings(buf, sp[:, 1], sp[:, 2]), value_set=pa.array(SLOT_NAMES)).to_numpy(
+    slot = pc.index_in(slot_keys, value_set=pa.array(SLOT_NAMES)).to_numpy(
         zero_copy_only=False)
     known = ~np.isnan(slot) if slot.dtype.kind == "f" else np.ones(nsp, bool)
     slot_i = np.where(known, np.nan_to_num(slot), -1).astype(np.int64)
@@ -242,6 +265,6 @@ def decode_table(bodies: list[bytes]) -> pa.Table | None:
             r, kp, kl, vs, vl = (int(x) for x in sp[e])
             rows[r] = (rows[r] or []) + [(bytes(buf[kp:kp + kl]).decode(), fids[vs:vs + vl].tolist())]
         cols["sparse_extra"] = pa.array(rows, extra_type)
-    cols["dense"] = _map(n, dn[:, 0], _strings(buf, dn[:, 1], dn[:, 2]), pa.array(_floats(buf, dn[:, 3])))
-    cols["labels"] = _map(n, lb[:, 0], _strings(buf, lb[:, 1], lb[:, 2]), pa.array(lbv.astype(np.int32)))
+    cols["dense"] = _map(n, dn[:, 0], dense_keys, pa.array(_floats(buf, dn[:, 3])))
+    cols["labels"] = _map(n, lb[:, 0], label_keys, pa.array(lbv.astype(np.int32)))
     return pa.Table.from_arrays([cols[f.name] for f in SCHEMA], schema=SCHEMA)

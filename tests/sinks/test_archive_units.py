@@ -134,3 +134,24 @@ def test_fast_decoder_refuses_what_it_cannot_read_exactly():
     assert decode_table(data) is not None
     assert decode_table([*data[:5], data[5][:-3], *data[6:]]) is None  # truncated body
     assert decode_table([*data[:5], data[5] + b"\x00", *data[6:]]) is None  # trailing bytes
+
+
+def test_fast_decoder_leaves_repeated_map_keys_and_bad_utf8_to_the_codec():
+    """A dense map with a key twice reads last-wins (as fastavro and Apache Avro read it), never
+    two entries; a string that is not UTF-8 is not written (the codec refuses the message)."""
+    codec = default_codec()
+    rec = normalize(make_examples(1, seed=5)[0])
+    rec["dense"] = {"zzdense": 1.0}
+    data = codec.encode("TrainingExample", rec)
+    entry = b"\x0ezzdense" + data[data.index(b"\x0ezzdense") + 8:][:4]
+    at = data.index(entry)
+    assert data[at - 1:at] == b"\x02"  # a one-entry block
+    twice = data[:at - 1] + b"\x04" + entry + b"\x0ezzdense" + b"\x00\x00\x00\x40" + data[at + len(entry):]
+    assert codec.decode(twice)[1]["dense"] == {"zzdense": 2.0}  # fastavro: the last one wins
+    assert decode_table([data, twice]) is None  # the fast path gives it to the codec ...
+    assert to_table([codec.decode(d)[1] for d in (data, twice)]).column("dense").to_pylist()[1] == [("zzdense", 2.0)]
+    rid = rec["request_id"].encode()
+    bad = data.replace(rid, rid[:-1] + b"\xff", 1)
+    assert decode_table([data, bad]) is None
+    with pytest.raises(Exception, match="utf-8|UTF-8|decode"):
+        codec.decode(bad)
