@@ -194,7 +194,9 @@ class JoinRunner:
         jc, kc = self.s.joiner, self.s.kafka
         t = kc.topics
         c = consumer(kc, group=jc.group_id, **{"fetch.max.bytes": 64 << 20,
-                                               "max.partition.fetch.bytes": 8 << 20})
+                                               "max.partition.fetch.bytes": 8 << 20,
+                                               # a resumed partition is fetched again at once (_throttle)
+                                               "fetch.queue.backoff.ms": 10})
         extra: dict[str, Any] = {"on_delivery": self._on_delivery}
         if self.exactly_once:
             extra["transactional.id"] = jc.group_id
@@ -244,6 +246,7 @@ class JoinRunner:
                 while (batch := seq.take()) is not None:  # rounds: see joiner.sequencer
                     engine.process_batch(batch, on_error)
                     self._end_round(seq, p)
+                    self._throttle(c, seq, paused)  # resume a partition before it runs dry
                 if any(seq.drained(tp) and tp not in engine.idle for tp in seq.order):
                     self._end_round(seq, p)  # a partition ran dry: it stops holding the watermark back
                 self._throttle(c, seq, paused)
@@ -271,6 +274,9 @@ class JoinRunner:
             stats.checkpoints += 1
             self.lag = self._lag(c)
             log.info(metrics.line())
+            log.info("input left waiting for a round: %s; paused: %s; at their end: %s",
+                     {f"{t}[{n}]": seq.waiting((t, n)) for t, n in seq.order}, sorted(paused),
+                     [tp for tp in seq.order if seq.drained(tp) or tp in seq._ended])
         finally:
             c.close()
             self.store.close()
@@ -316,7 +322,7 @@ class JoinRunner:
 
     def _throttle(self, c: Consumer, seq: Sequencer, paused: set[tuple[str, int]]) -> None:
         """Pause a partition far ahead of the others (its messages wait for theirs in the
-        sequencer) and resume it once its backlog is down to a round: memory stays bounded."""
+        sequencer) and resume it once its backlog is down to a few rounds: memory stays bounded."""
         k = self.s.joiner.round_size
         for tp in seq.order:
             n = seq.waiting(tp)

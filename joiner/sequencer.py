@@ -15,6 +15,11 @@ therefore start at the same offsets every time, and so do checkpoints, which are
 between rounds. At the live head of a stream a partition that has nothing more cuts a round
 short: the rounds then depend on timing, as any live watermark does.
 
+Rounds count messages, so the feature-log partitions (a message per request) run ahead in
+event time of the action partitions (a message per shown item): harmless, as the watermark is
+the slowest partition's, and actions then find their feature logs. The runner pauses a
+partition whose messages pile up waiting for the others.
+
 No Kafka here: messages are anything with ``topic()``, ``partition()`` and ``offset()``.
 """
 
@@ -27,9 +32,12 @@ Partition = tuple[str, int]
 
 class Sequencer:
     def __init__(self, partitions: list[Partition], round_size: int):
+        """``partitions`` in the order a round takes them: feature logs first, so that a round's
+        actions find the feature logs of the same round (they are not early, and an impression of
+        a known request is a no-op the engine recognises in its batch fast path)."""
         if round_size < 1:
             raise ValueError("round_size must be >= 1")
-        self.order = sorted(partitions)  # the fixed order of a round
+        self.order = list(dict.fromkeys(partitions))  # the fixed order of a round
         self.round_size = round_size
         self._queues: dict[Partition, list[Any]] = {tp: [] for tp in self.order}
         self._heads: dict[Partition, int] = dict.fromkeys(self.order, 0)
@@ -37,10 +45,12 @@ class Sequencer:
 
     def add(self, msgs: list[Any]) -> None:
         """Messages as consumed (no errors), in each partition's offset order."""
+        queues = self._queues
         for m in msgs:
-            tp = (m.topic(), m.partition())
-            self._queues[tp].append(m)
-            self._ended.discard(tp)
+            queues[(m.topic(), m.partition())].append(m)
+        if self._ended:
+            for tp in {(m.topic(), m.partition()) for m in msgs}:
+                self._ended.discard(tp)
 
     def end_of(self, tp: Partition) -> None:
         """The consumer reached the end of ``tp``: a round need not wait for more of it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,32 @@ from streamrec.kafka import create_topics
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     with Broker(run_dir=tmp_path_factory.mktemp("broker")) as b:
         yield b
+
+
+# ---- the reliability suite's report (`make reliability`) -------------------------------------------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--reliability-report", default=None,
+                     help="write what the reliability tests measured to this JSON file (make reliability)")
+
+
+class ReliabilityLog:
+    """Rows that reliability tests record: what they broke and what came out (kills, lost, duplicates ...)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def record(self, what: str, **fields: object) -> None:
+        self.rows.append({"what": what, **fields})
+
+
+@pytest.fixture(scope="session")
+def reliability(request: pytest.FixtureRequest) -> Iterator[ReliabilityLog]:
+    log = ReliabilityLog()
+    yield log
+    path = request.config.getoption("--reliability-report")
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(log.rows, indent=1, default=str) + "\n")
 
 
 @pytest.fixture(scope="session")

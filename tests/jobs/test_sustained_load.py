@@ -1,0 +1,112 @@
+"""Sustained load: the embedded joiner at 80 % of its measured maximum rate, RSS and RocksDB flat.
+
+First the maximum: the joiner drains a backlog of SYNTHETIC traffic. Then a replay is paced at
+80 % of that while the joiner (its own process) keeps up, for ``STREAMREC_SUSTAIN_S`` seconds
+(30 here; `make reliability` runs 600). The replay's own generation may not reach that rate on
+two shared cores: the rate it reached is reported beside the target. Event time moves ~1000x faster than the wall clock and
+the TTLs are minutes of it, so state comes and goes: after a warm-up, the process's RSS and
+RocksDB's size must stay flat, and the consumer lag bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from jobs.replay import ReplaySummary, run_replay
+from streamrec.config import Settings, load_config
+from streamrec.kafka import create_topics
+
+ROOT = Path(__file__).resolve().parents[2]
+SUSTAIN_S = float(os.environ.get("STREAMREC_SUSTAIN_S", "30"))
+# minutes of event time: with the replay's 1000x compression, state lives seconds of wall time
+JOIN = {"joiner.window_ms": 60_000, "joiner.allowed_lateness_ms": 10_000, "joiner.ttl_ms": 300_000,
+        "joiner.tombstone_ms": 60_000, "joiner.action_wait_ms": 300_000, "joiner.cache_bytes": 64 << 20,
+        "joiner.log_interval_s": 1.0, "joiner.checkpoint_interval_ms": 1000}
+
+
+def settings(bootstrap: str, tmp: Path, tag: str) -> tuple[Settings, list[str]]:
+    ov = [f'kafka.bootstrap="{bootstrap}"', f'kafka.topics.features="{tag}-f"', f'kafka.topics.actions="{tag}-a"',
+          f'kafka.topics.examples="{tag}-ex"', f'kafka.topics.dead_letter="{tag}-dl"',
+          f'joiner.state_dir="{tmp / tag}"', f'joiner.group_id="{tag}"', *(f"{k}={v}" for k, v in JOIN.items())]
+    s = load_config(None, ov)
+    create_topics(bootstrap, s.kafka.topics.partition_counts())
+    return s, ov
+
+
+def joiner(ov: list[str], log: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "jobs.join_runner", *extra, *(a for o in ov for a in ("--set", o))]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+
+
+def metric(port: int, what: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return float(re.search(re.escape(f'streamrec_join_state{{what="{what}"}}') + r" (\S+)", text).group(1))
+
+
+@pytest.mark.slow
+@pytest.mark.reliability
+def test_sustained_load_keeps_memory_and_rocksdb_flat(kafka_bootstrap: str, tmp_path: Path, reliability) -> None:
+    # the maximum: drain a backlog
+    s, ov = settings(kafka_bootstrap, tmp_path, "max")
+    s.replay.limit = 25_000
+    sent = run_replay(s, "synthetic", quiet=True, read_back=False).messages
+    p = joiner(ov, tmp_path / "max.log", "--stop-when-idle", "2")
+    assert p.wait(300) == 0, (tmp_path / "max.log").read_text()[-2000:]
+    done = re.search(r"RunStats\(events=(\d+), .*?seconds=([\d.]+)", (tmp_path / "max.log").read_text())
+    events, seconds = int(done.group(1)), float(done.group(2)) - 2.0  # minus the idle wait
+    assert events == sent
+    max_rate = events / seconds
+    rate = 0.8 * max_rate
+
+    # 80 % of it, sustained
+    s, ov = settings(kafka_bootstrap, tmp_path, "sustain")
+    s.replay.limit = int(rate * SUSTAIN_S / 12) + 1000  # ~12 messages per request
+    s.replay.rate = rate
+    summary = ReplaySummary()
+    replay = threading.Thread(target=run_replay, args=(s, "synthetic"),
+                              kwargs={"quiet": True, "read_back": False, "summary": summary})
+    p = joiner([*ov, "joiner.metrics_port=0"], tmp_path / "sustain.log", "--stop-when-idle", "5")
+    port = None
+    deadline = time.monotonic() + 60
+    while port is None:
+        assert p.poll() is None and time.monotonic() < deadline, (tmp_path / "sustain.log").read_text()[-2000:]
+        found = re.search(rb"metrics on http://127.0.0.1:(\d+)", (tmp_path / "sustain.log").read_bytes())
+        port = int(found.group(1)) if found else None
+        time.sleep(0.2)
+    proc = psutil.Process(p.pid)
+    replay.start()
+    samples = []  # (seconds since start, rss bytes, rocksdb bytes, lag)
+    t0 = time.monotonic()
+    while replay.is_alive():
+        time.sleep(2.0)
+        with contextlib.suppress(OSError, AttributeError):
+            samples.append((time.monotonic() - t0, proc.memory_info().rss, metric(port, "rocksdb_bytes"),
+                            metric(port, "consumer_lag")))
+    assert p.wait(120) == 0, (tmp_path / "sustain.log").read_text()[-2000:]
+    took = time.monotonic() - t0
+    warm = [x for x in samples if x[0] >= took * 0.25]
+    start, end = warm[0], warm[-1]
+    mb = 1 << 20
+    achieved = summary.messages / summary.seconds
+    reliability.record("sustained load (embedded joiner)", seconds=round(took), max_rate=round(max_rate),
+                       target_rate=round(rate), achieved_rate=round(achieved),
+                       rss_start_mb=round(start[1] / mb), rss_end_mb=round(end[1] / mb),
+                       rocksdb_start_mb=round(start[2] / mb, 1), rocksdb_end_mb=round(end[2] / mb, 1),
+                       max_lag=max(x[3] for x in warm))
+    print(f"\nsustained {took:.0f}s at {achieved:,.0f}/s (target {rate:,.0f}/s, max {max_rate:,.0f}/s): RSS {start[1] / mb:.0f} -> "
+          f"{end[1] / mb:.0f} MB, RocksDB {start[2] / mb:.1f} -> {end[2] / mb:.1f} MB, "
+          f"max lag {max(x[3] for x in warm):,.0f}")
+    assert end[1] <= start[1] * 1.25 + 32 * mb  # RSS flat
+    assert end[2] <= start[2] * 1.5 + 16 * mb  # RocksDB flat (compactions come and go)
+    assert max(x[3] for x in warm) < rate * 10  # it kept up: never 10 s behind
