@@ -3,9 +3,9 @@
 First the maximum: the joiner drains a backlog of SYNTHETIC traffic. Then a replay is paced at
 80 % of that while the joiner (its own process) keeps up, for ``STREAMREC_SUSTAIN_S`` seconds
 (30 here; `make reliability` runs 600). The replay's own generation may not reach that rate on
-two shared cores: the rate it reached is reported beside the target. Event time moves ~1000x faster than the wall clock and
-the TTLs are minutes of it, so state comes and goes: after a warm-up, the process's RSS and
-RocksDB's size must stay flat, and the consumer lag bounded.
+two shared cores: the rate it reached is reported beside the target. Event time moves ~1000x
+faster than the wall clock and the TTLs are minutes of it, so state comes and goes: after a
+warm-up, the process's RSS and RocksDB's size must stay flat, and the consumer lag bounded.
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ def test_sustained_load_keeps_memory_and_rocksdb_flat(kafka_bootstrap: str, tmp_
                        rss_start_mb=round(start[1] / mb), rss_end_mb=round(end[1] / mb),
                        rocksdb_start_mb=round(start[2] / mb, 1), rocksdb_end_mb=round(end[2] / mb, 1),
                        max_lag=max(x[3] for x in warm))
-    print(f"\nsustained {took:.0f}s at {achieved:,.0f}/s (target {rate:,.0f}/s, max {max_rate:,.0f}/s): RSS {start[1] / mb:.0f} -> "
-          f"{end[1] / mb:.0f} MB, RocksDB {start[2] / mb:.1f} -> {end[2] / mb:.1f} MB, "
+    print(f"\nsustained {took:.0f}s at {achieved:,.0f}/s (target {rate:,.0f}/s, max {max_rate:,.0f}/s): "
+          f"RSS {start[1] / mb:.0f} -> {end[1] / mb:.0f} MB, RocksDB {start[2] / mb:.1f} -> {end[2] / mb:.1f} MB, "
           f"max lag {max(x[3] for x in warm):,.0f}")
     assert end[1] <= start[1] * 1.25 + 32 * mb  # RSS flat
     assert end[2] <= start[2] * 1.5 + 16 * mb  # RocksDB flat (compactions come and go)
