@@ -163,7 +163,7 @@ class JoinRunner:
         if from_start and jc.state_dir.exists():
             shutil.rmtree(jc.state_dir)
         self.store = StateStore.open(jc)
-        self.engine = JoinEngine(jc, self.store, t.features, t.actions)
+        self.engine = JoinEngine(jc, settings.features, self.store, t.features, t.actions)
         self.stop = False
         self.lag = -1
         self._delivery_errors: list[str] = []

@@ -25,10 +25,12 @@ import pytest
 
 from jobs.flink.feed import produce_recorded, write_offsets
 from jobs.replay import encode_events
-from replay import build_events
+from replay.events import build_events
 from schemas.codec import default_codec
+from schemas.spec import FeatureSpec
 from streamrec.config import ConfigError, Settings, load_config
 from streamrec.kafka import create_topics, drain
+from tests.conftest import MOVIELENS_SPEC
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 2
@@ -82,14 +84,27 @@ def eos_messages(features: str, actions: str, last_ts: int, s: Settings) -> list
     return out
 
 
-def bad_messages(features: str, actions: str) -> list[tuple]:
+def bad_messages(features: str, actions: str, ts: int, spec: FeatureSpec) -> list[tuple]:
+    """Bad input for the codec and for the feature spec, plus input the spec drops but still joins."""
     codec = default_codec()
     empty_rid = {"request_id": "", "item_id": 1, "action": "click", "ts_ms": 1, "value": None}
+
+    def log(rid: str, user_sparse: dict) -> bytes:
+        return codec.encode("FeatureLog", {
+            "request_id": rid, "user_id": 1, "ts_ms": ts, "user_sparse": user_sparse, "user_dense": {},
+            "items": [{"item_id": 5, "position": 0, "sparse": {"item_id": [spec.fid("item_id", 5)]}, "dense": {}}]})
+
     return [
         (actions, b"bad-1", b"not avro at all"),
         (features, b"bad-2", codec.encode("ActionLog", {**empty_rid, "request_id": "x"})),  # wrong_type
         (actions, b"bad-3", codec.encode("ActionLog", empty_rid)),  # missing_field
         (features, b"bad-4", b"\xc3\x01" + bytes(MAX_BYTES)),  # oversize
+        (features, b"bad-5", log("bad-5", {"genre": [spec.fid("genre", "x")]})),  # wrong_side
+        (features, b"drop-1", log("drop-1", {"mood": [1], "age": [spec.fid("age", "3")]})),  # joins without mood
+        (actions, b"drop-1", codec.encode("ActionLog", {**empty_rid, "request_id": "drop-1", "item_id": 5,
+                                                        "action": "share", "ts_ms": ts})),  # not in the spec: dropped
+        (actions, b"drop-1", codec.encode("ActionLog", {**empty_rid, "request_id": "drop-1", "item_id": 5,
+                                                        "ts_ms": ts + 1})),  # a click: a positive
     ]
 
 
@@ -103,11 +118,11 @@ def feed(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Feed
     events = build_events(s.replay, "movielens")
     topic = {"features": features, "actions": actions}
     # Kafka timestamp = the log's event time (ts_ms), as the replay stamps it: the job's event time
-    msgs: list[tuple] = [(topic[e.role], e.key.encode(), v, None, e.record["ts_ms"])
-                         for e, v in zip(events, encode_events(events), strict=True)]
+    msgs: list[tuple] = [(topic[e.role], e.key.encode(), v, None, e.log.ts_ms)
+                         for e, v in zip(events, encode_events(events, s.features), strict=True)]
     mid = len(msgs) // 2
-    msgs[mid:mid] = [(*m, None, msgs[mid][4]) for m in bad_messages(features, actions)]
-    msgs += eos_messages(features, actions, max(e.record["ts_ms"] for e in events), s)
+    msgs[mid:mid] = [(*m, None, msgs[mid][4]) for m in bad_messages(features, actions, msgs[mid][4], s.features)]
+    msgs += eos_messages(features, actions, max(e.log.ts_ms for e in events), s)
     offsets = produce_recorded(s.kafka, msgs)
     return Feed(kafka_bootstrap, features, actions, write_offsets(tmp / "offsets.json", offsets), len(events), tmp)
 
@@ -187,8 +202,12 @@ def test_cross_runtime_equivalence(feed: Feed, flink_clean: Output, embedded: Ou
     assert any(e["sample_rate"] < 1.0 for e in embedded.examples.values())
     assert flink_clean.examples == embedded.examples, diff(flink_clean.examples, embedded.examples)
     reasons = Counter(r for r, _ in flink_clean.dead.elements())
-    assert {"malformed", "wrong_type", "missing_field", "oversize"} <= set(reasons)
+    assert {"malformed", "wrong_type", "missing_field", "oversize", "wrong_side"} <= set(reasons)
     assert flink_clean.dead == embedded.dead
+    # the spec's unknown slot and action were dropped, the rest joined: the same in both runtimes
+    dropped = [e for e in embedded.examples.values() if e["request_id"] == "drop-1"]
+    assert len(dropped) == 1 and dropped[0]["labels"]["click"] == 1 and "mood" not in dropped[0]["sparse"]
+    assert dropped[0]["sparse"]["age"] == [MOVIELENS_SPEC.fid("age", "3")]
 
 
 def test_failover_restores_from_checkpoint(feed: Feed, flink_clean: Output) -> None:

@@ -13,17 +13,17 @@ from typing import Any
 from jobs.join_runner import JoinRunner, run_join
 from joiner.config import JoinerConfig
 from schemas.codec import default_codec
-from schemas.fid import fid
 from streamrec.config import Settings
 from streamrec.kafka import drain, producer
+from tests.conftest import MOVIELENS_SPEC as SPEC
 
 codec = default_codec()
 DAY = 86_400_000
 
 
 def flog(rid: str, ts: int, items: list[int]) -> dict[str, Any]:
-    return {"request_id": rid, "user_id": 1, "ts_ms": ts, "user_sparse": {"user_id": [fid("user_id", 1)]},
-            "user_dense": {}, "items": [{"item_id": i, "position": p, "sparse": {"item_id": [fid("item_id", i)]},
+    return {"request_id": rid, "user_id": 1, "ts_ms": ts, "user_sparse": {"user_id": [SPEC.fid("user_id", 1)]},
+            "user_dense": {}, "items": [{"item_id": i, "position": p, "sparse": {"item_id": [SPEC.fid("item_id", i)]},
                                          "dense": {}} for p, i in enumerate(items)], "source": "test"}
 
 
