@@ -1,8 +1,8 @@
-"""TrainingExamples of a replay without Kafka: the join core driven in memory, in send order.
+"""The join in memory, one event at a time: the reference the streaming runtimes are checked against.
 
-For tests, benchmarks and demos of the trainer alone, and for the demo's reference join
-(``MemoryJoin``, fed as the replay streams). The records are exactly what the joiner would
-produce from the same events (same rules, same example ids), in emission order.
+For the demo's reference join (fed as the replay streams), tests, and examples for the trainer
+without Kafka (``jobs.replay_examples``). The records are exactly what the joiner would produce
+from the same events (same rules, same validation, same example ids), in emission order.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from collections import Counter
 from typing import Any
 
 from joiner.config import JoinerConfig
-from joiner.core import WATERMARK_MAX, WATERMARK_MIN, Joiner, Step, check_action, check_features
-from replay import FEATURES
-from replay.config import ReplayConfig
+from joiner.core import WATERMARK_MAX, WATERMARK_MIN, Joiner, Step
+from joiner.validate import Validator, Verdict
+from schemas.spec import FeatureSpec
 
 
 class MemoryJoin:
-    """The join core driven in memory, one event at a time (``add``), then ``finish``.
+    """The join core driven in memory, one event at a time (``add_features`` / ``add_action``), then ``finish``.
 
     One global watermark, ``max event time seen - allowed_lateness_ms - 1``, and every timer due
     at it fired after each event; ``finish`` is the end of input (watermark at its maximum,
@@ -27,11 +27,15 @@ class MemoryJoin:
     runtimes give, whatever their partitioning and per-partition watermarks.
 
     Collects the writer's examples (``examples``, emission order), the counts of ``Step``
-    (positives, negatives_kept, negatives_dropped, late) and dead letters by reason.
+    (positives, negatives_kept, negatives_dropped, late), dead letters by reason and features or
+    actions dropped as unknown. ``validate=False``: the caller's input is valid by construction
+    (logs the client encoded), and feature logs may be ``id_record``s (what the join rules read)
+    for a writer that needs no features (the demo's, which keeps example ids).
     """
 
-    def __init__(self, cfg: JoinerConfig, writer: Any = None):
-        self.joiner = Joiner(cfg, writer)
+    def __init__(self, cfg: JoinerConfig, spec: FeatureSpec, writer: Any = None, validate: bool = True):
+        self.joiner = Joiner(cfg, spec, writer)
+        self.validator = Validator(spec) if validate else None
         self.lateness = cfg.allowed_lateness_ms
         self.states: dict[str, Any] = {}
         self.timers: list[tuple[int, str]] = []
@@ -39,20 +43,35 @@ class MemoryJoin:
         self.examples: list[Any] = []
         self.counts: Counter[str] = Counter()
         self.dead_reasons: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
 
-    def add(self, e: Any) -> None:
-        """One ReplayEvent (``role``, ``key``, ``record``), validated as the runtimes do."""
-        rec = e.record
-        features = e.role == FEATURES
-        bad = check_features(rec) if features else check_action(rec)
-        if bad is not None:
-            self.dead_reasons[bad[0]] += 1
-            return
+    def add_features(self, rec: dict[str, Any]) -> None:
+        """One FeatureLog record, validated as the runtimes do."""
+        if self.validator is not None:
+            rec = self._valid(self.validator.features(rec))
+        if rec is not None:
+            self._event(rec, True)
+
+    def add_action(self, rec: dict[str, Any]) -> None:
+        """One ActionLog record, validated as the runtimes do."""
+        if self.validator is not None:
+            rec = self._valid(self.validator.action(rec))
+        if rec is not None:
+            self._event(rec, False)
+
+    def _valid(self, v: Verdict) -> dict[str, Any] | None:
+        if v.reason:
+            self.dead_reasons[v.reason] += 1
+        self.dropped.update(v.dropped)
+        return v.record
+
+    def _event(self, rec: dict[str, Any], features: bool) -> None:
         self.max_ts = max(self.max_ts, rec["ts_ms"])
         wm = self.max_ts - self.lateness - 1
-        st = self.states.get(e.key)
+        key = rec["request_id"]
+        st = self.states.get(key)
         j = self.joiner
-        self._apply(e.key, j.on_features(st, rec, wm) if features else j.on_action(st, rec, wm))
+        self._apply(key, j.on_features(st, rec, wm) if features else j.on_action(st, rec, wm))
         self._fire(wm)
 
     def finish(self) -> None:
@@ -82,55 +101,3 @@ class MemoryJoin:
             self.states[key] = step.state
         if step.timer is not None and step.changed:  # unchanged: that timer is in the heap already
             heapq.heappush(self.timers, (step.timer, key))
-
-
-def join_events(events: list[Any], cfg: JoinerConfig) -> list[dict[str, Any]]:
-    """Feed ReplayEvents (``role``, ``key``, ``record``) to the join; flush every window at the end."""
-    join = MemoryJoin(cfg)
-    for e in events:
-        join.add(e)
-    join.finish()
-    return join.examples
-
-
-def movielens_examples(limit: int, seed: int = 7, speed: float = 3600.0, window_ms: int = 60_000,
-                       keep_rate: float = 0.5) -> list[dict[str, Any]]:
-    """``limit`` MovieLens ratings replayed and joined (in-memory)."""
-    from replay.events import build_events
-
-    rcfg = ReplayConfig(limit=limit, seed=seed, speed=speed)
-    jcfg = JoinerConfig(window_ms=window_ms, negative_keep_rate=keep_rate, seed=seed)
-    return join_events(build_events(rcfg, "movielens"), jcfg)
-
-
-def synthetic_examples(n: int, users: int = 200, items: int = 100, seed: int = 0, t0_ms: int = 1_700_000_000_000,
-                       step_ms: int = 100, keep_rate: float = 1.0, prefix: str = "s") -> list[dict[str, Any]]:
-    """``n`` small TrainingExamples with a learnable click pattern (user group x item group).
-
-    For unit-sized tests of the trainer: ids repeat often, clicks depend on both sides, event
-    time advances ``step_ms`` per example.
-    """
-    import numpy as np
-
-    from schemas.fid import fid
-
-    rng = np.random.default_rng(seed)
-    u = rng.integers(0, users, n)
-    i = rng.integers(0, items, n)
-    p = np.where((u % 3) == (i % 3), 0.6, 0.08)
-    click = rng.random(n) < p
-    keep = click | (rng.random(n) < keep_rate)
-    out = []
-    for k in np.flatnonzero(keep).tolist():
-        uu, ii = int(u[k]), int(i[k])
-        out.append({
-            "example_id": f"{prefix}{seed}-{k}", "request_id": f"{prefix}{seed}-r{k}", "item_id": ii, "user_id": uu,
-            "ts_ms": t0_ms + k * step_ms,
-            "sparse": {"user_id": [fid("user_id", uu)], "item_id": [fid("item_id", ii)],
-                       "age": [fid("age", uu % 3)],  # the user's group, visible to the model
-                       "genre": [fid("genre", f"g{ii % 3}"), fid("genre", f"x{ii % 7}")]},
-            "dense": {"item_popularity": float(ii % 10)},
-            "labels": {"click": int(click[k])}, "sample_rate": 1.0 if click[k] else keep_rate,
-            "late": False, "join_delay_ms": 0, "kind": "window",
-        })
-    return out
