@@ -129,7 +129,7 @@ def run_train(s: Settings, status_path: Path, on_stop: _StopSignal) -> None:
     from trainer.sources import KafkaSource
 
     cfg = s.trainer
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, s.features)
     src = KafkaSource(s.kafka, s.kafka.topics.examples, cfg.consumer_group, "earliest")
     trainer.on_snapshot = lambda _p: src.commit()
 
