@@ -113,7 +113,7 @@ class Validator:
                 if name in side.retired:
                     drops.append((m, name, name))
                 elif name in other.sparse or name in other.retired:
-                    problems.append(("wrong_side", f"{path}.{name}: {name!r} is a {other.side}-side slot"))
+                    problems.append(("wrong_side", f"{path}.{name}: {name!r} is {_an(other.side)}-side slot"))
                 else:
                     self._unknown("unknown_slot", f"{path}.{name}: unknown slot {name!r} (the spec's "
                                   f"{side.side} slots: {sorted(side.sparse)})", m, name, problems, drops)
@@ -128,12 +128,16 @@ class Validator:
         for name, v in m.items():
             if name not in side.dense:
                 if name in other.dense:
-                    problems.append(("wrong_side", f"{path}.{name}: {name!r} is a {other.side}-side dense feature"))
+                    problems.append(("wrong_side", f"{path}.{name}: {name!r} is {_an(other.side)}-side dense feature"))
                 else:
                     self._unknown("unknown_dense", f"{path}.{name}: unknown dense feature {name!r} (the spec's "
                                   f"{side.side} ones: {sorted(side.dense)})", m, name, problems, drops)
             elif not math.isfinite(v) or abs(v) > F32_MAX:
                 problems.append(("bad_value", f"{path}.{name}: {v!r} is not a finite float"))
+
+
+def _an(side: str) -> str:
+    return f"an {side}" if side == "item" else f"a {side}"
 
 
 def _without(rec: dict[str, Any], drops: list[tuple[dict, str, str]]) -> dict[str, Any]:

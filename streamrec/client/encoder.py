@@ -273,7 +273,8 @@ class LogEncoder:
         if s is not None and s.retired:
             return SpecError(where, f"slot {name!r} is retired in the feature spec")
         if s is not None:
-            return SpecError(where, f"{name!r} is a {s.side}-side slot, not a {side}-side one")
+            return SpecError(where, f"{name!r} is {'an' if s.side == 'item' else 'a'} {s.side}-side slot, "
+                                    f"not {'an' if side == 'item' else 'a'} {side}-side one")
         known = sorted(self.user if side == "user" else self.item)
         return SpecError(where, f"unknown slot {name!r} (the spec's {side}-side slots: {known})")
 

@@ -83,7 +83,7 @@ def bad(mutate) -> SpecError:
     (lambda g: setattr(g, "request_id", None), "request_id", "missing"),
     (lambda g: g.user.update(u_colour="red"), "user.u_colour", "unknown slot 'u_colour'"),
     (lambda g: g.items[1].sparse.update(colour="red"), "items[1].sparse.colour", "unknown slot"),
-    (lambda g: g.user.update(i_category="x"), "user.i_category", "item-side slot"),
+    (lambda g: g.user.update(i_category="x"), "user.i_category", "item-side slot, not a user-side one"),
     (lambda g: g.user.update(u_old="x"), "user.u_old", "retired"),
     (lambda g: g.items[0].sparse.update(country_x_category="x"), "items[0].sparse.country_x_category",
      "the client computes it"),

@@ -45,8 +45,7 @@ ignored = ["view"]
 """
 
 # the spec a month later: one item slot added (the rest unchanged)
-SPEC_V2 = SPEC_V1.replace('price_band = { number = 204, side = "item" }\n',
-                          'price_band = { number = 204, side = "item" }\ncolour     = { number = 205, side = "item" }\n')
+SPEC_V2 = SPEC_V1.replace("[crosses]", 'colour     = { number = 205, side = "item" }\n\n[crosses]')
 
 SEGMENTS = CATEGORIES = 5
 VISITORS, SKUS, SHOWN = 1500, 400, 8

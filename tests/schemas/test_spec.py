@@ -151,3 +151,12 @@ def test_cli_features_check_exit_codes(tmp_path: Path) -> None:
 def test_spec_errors_name_the_field() -> None:
     e = SpecError("items[2].sparse.colour", "unknown slot 'colour'")
     assert e.field == "items[2].sparse.colour" and str(e) == "items[2].sparse.colour: unknown slot 'colour'"
+
+
+def test_the_readme_spec_example_is_a_valid_config(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Your features: the feature spec", 1)[1].split("\n## ", 1)[0]
+    (tmp_path / "c.toml").write_text(section.split("```toml\n", 1)[1].split("```", 1)[0])
+    spec = load_config(tmp_path / "c.toml").features
+    assert spec.model_slots == ["user_hash", "country", "item_hash", "category", "country_x_category"]
+    assert spec.settings("category").dim == 8 and spec.settings("item_hash").filter_threshold == 2
