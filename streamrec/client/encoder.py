@@ -89,7 +89,10 @@ class _Slot:
 
 
 class _Cross:
-    """A cross slot: caches (FIDs of source a, FIDs of source b) -> its encoded map entry."""
+    """A cross slot: caches (entry of source a, entry of source b) -> its encoded map entry.
+
+    The sources' entries stand for their FIDs (one entry per slot and values) and, being bytes,
+    keep their hash: the key costs two lookups of cached hashes, not a walk over big ints."""
 
     __slots__ = ("name", "number", "key", "a", "b", "cache", "limit")
 
@@ -97,16 +100,17 @@ class _Cross:
         self.name, self.number = name, c.number
         self.key = string_bytes(name)
         self.a, self.b = c.of
-        self.cache: dict[tuple[tuple[int, ...], tuple[int, ...]], bytes] = {}
+        self.cache: dict[tuple[bytes, bytes], bytes] = {}
         self.limit = limit
 
-    def entry(self, fa: tuple[int, ...], fb: tuple[int, ...]) -> bytes:
-        got = self.cache.get((fa, fb))
+    def entry(self, ea: Entry, eb: Entry) -> bytes:
+        key = (ea[1], eb[1])
+        got = self.cache.get(key)
         if got is None:
-            got = _encoded(self.key, [cross_fid(self.number, x, y) for x in fa for y in fb])
+            got = _encoded(self.key, [cross_fid(self.number, x, y) for x in ea[0] for y in eb[0]])
             if len(self.cache) >= self.limit:
                 self.cache.clear()
-            self.cache[(fa, fb)] = got
+            self.cache[key] = got
         return got
 
 
@@ -135,6 +139,7 @@ class LogEncoder:
         self.user_dense = {n: string_bytes(n) for n in spec.dense_on("user")}
         self.item_dense = {n: string_bytes(n) for n in spec.dense_on("item")}
         self.actions = {a: string_bytes(a) for a in spec.known_actions}
+        self._rid = ("", b"")  # the last action's request id and its encoding
 
     # ---- entry points ---------------------------------------------------------------------
     def encode(self, log: FeatureLog | ActionLog) -> bytes:
@@ -154,53 +159,91 @@ class LogEncoder:
         if act is None:
             raise SpecError("action", f"{a.action!r} is neither a label nor ignored in the feature spec "
                                       f"({sorted(self.actions)})")
-        if type(rid) is not str or not rid or len(rid) >= SMALL:
+        if not (type(rid) is str and type(iid) is int and type(ts) is int and rid and len(rid) < SMALL
+                and -I64 <= iid < I64 and 0 <= ts < I64):  # the usual case in one test; else say what is wrong
             rid_b = _request_id(rid)
+            iid, ts = _int(iid, "item_id"), _int(ts, "ts_ms", 0)
+        elif rid == self._rid[0]:
+            rid_b = self._rid[1]  # a request's actions come together: its id is encoded once
         else:
-            b = rid.encode()
-            rid_b = SMALL_LONGS[len(b)] + b
-        if type(iid) is not int or not -I64 <= iid < I64:
-            iid = _int(iid, "item_id")
-        if type(ts) is not int or not 0 <= ts < I64:
-            ts = _int(ts, "ts_ms", 0)
+            rid_b = rid.encode()
+            rid_b = SMALL_LONGS[len(rid_b)] + rid_b
+            self._rid = (rid, rid_b)
         value = b"\x00" if v is None else b"\x02" + _F32(_float(v, "value"))
         return b"".join((self.al_header, rid_b, long_bytes(iid), act, long_bytes(ts), value))
 
     def feature_log(self, log: FeatureLog) -> bytes:
+        """The user's maps, then each item's: the item loop is written out (no call per item or
+        per value), since a feature log lists many items and this is the client's hot path."""
         rid = _request_id(log.request_id)
         items = log.items
         if not items:
             raise SpecError("items", "no shown item: a feature log lists the items it scored")
-        ufids: dict[str, tuple[int, ...]] = {}
+        ufids: dict[str, Entry] = {}
         parts = [self.fl_header, rid, long_bytes(_int(log.user_id, "user_id")),
                  long_bytes(_int(log.ts_ms, "ts_ms", 0)),
-                 self._sparse(log.user, self.user, self.user_crosses, -1, ufids, None),
+                 self._user_sparse(log.user, ufids),
                  self._dense(log.user_dense, self.user_dense, -1), long_bytes(len(items))]
         append = parts.append
-        slots, crosses, dense = self.item, self.item_crosses, self.item_dense
+        slots, dense, small = self.item, self.item_dense, SMALL_LONGS
+        # the item crosses, with their user-side sources' entries looked up once per log
+        crosses = [(c, ufids.get(c.a), ufids.get(c.b)) for c in self.item_crosses]
         for j, it in enumerate(items):
             iid, pos = it.item_id, it.position
             if pos is None:
                 pos = j
             if type(iid) is not int or not -I64 <= iid < I64:
                 iid = _int(iid, f"items[{j}].item_id")
-            if type(pos) is not int or not -I32 <= pos < I32:
-                pos = _int(pos, f"items[{j}].position", -I32, I32)
-            append(long_bytes(iid) + long_bytes(pos))
-            append(self._sparse(it.sparse, slots, crosses, j, {}, ufids))
+            if type(pos) is int and 0 <= pos < SMALL:
+                append(long_bytes(iid) + small[pos])
+            else:
+                append(long_bytes(iid) + long_bytes(_int(pos, f"items[{j}].position", -I32, I32)))
+            # sparse map: one block of entries, its count written once known
+            raw = it.sparse
+            n = len(raw)
+            mark = len(parts)
+            append(b"")
+            fids = None
+            for name, v in raw.items():
+                s = slots.get(name)
+                if s is None:
+                    raise self._slot_error(name, "item", _path(j, "sparse"))
+                t = type(v)
+                got = None
+                if t is s.pytype:
+                    got = s.cache.get(v)
+                elif (t is list or t is tuple) and s.pytype is str:  # a tuple of strings equals only strings
+                    got = s.cache.get(v if t is tuple else tuple(v))
+                if got is None:
+                    got = s.entry(v, j)
+                append(got[1])
+                if s.crossed:
+                    if fids is None:
+                        fids = {}
+                    fids[name] = got
+            for c, ua, ub in crosses:
+                fa = ua if ua is not None else (fids.get(c.a) if fids else None)
+                fb = ub if ub is not None else (fids.get(c.b) if fids else None)
+                if fa is not None and fb is not None:
+                    append(c.entry(fa, fb))
+                    n += 1
+            if n:
+                parts[mark] = long_bytes(n)
+                append(b"\x00")
+            else:
+                parts[mark] = b"\x00"
             d = it.dense
             if not d:
                 append(b"\x00")
-                continue
-            if len(d) == 1:  # the usual few dense features, inline
+            elif len(d) == 1:  # the usual single dense feature, inline
                 for name, v in d.items():
                     key = dense.get(name)
                     if key is not None and type(v) is float and -F32_MAX <= v <= F32_MAX:  # NaN fails it too
                         append(b"\x02" + key + _F32(v) + b"\x00")
-                        continue
-                    append(self._dense(d, dense, j))  # raises, or converts an int
-                continue
-            append(self._dense(d, dense, j))
+                    else:
+                        append(self._dense(d, dense, j))  # raises, or converts an int
+            else:
+                append(self._dense(d, dense, j))
         if type(log.source) is not str:
             raise SpecError("source", f"{log.source!r} is of type {type(log.source).__name__}, not a string")
         append(b"\x00")
@@ -212,21 +255,19 @@ class LogEncoder:
         return data
 
     # ---- maps -------------------------------------------------------------------------------
-    def _sparse(self, raw: Any, slots: dict[str, _Slot], crosses: list[_Cross], j: int,
-                fids: dict[str, tuple[int, ...]], user_fids: dict[str, tuple[int, ...]] | None) -> bytes:
-        """A sparse map (the user's: ``j`` < 0, or item ``j``'s): the given slots, then the crosses
-        whose sources are there. ``fids`` collects the FIDs of cross sources; ``user_fids`` (items
-        only) holds the user's.
+    def _user_sparse(self, raw: Any, fids: dict[str, Entry]) -> bytes:
+        """The user's sparse map: the given slots, then the user-side crosses (``feature_log``
+        writes the items' maps the same way, inline). ``fids`` collects the entries of cross sources.
 
         A cached entry is used as is when the value's type proves it valid: a value of the
         slot's type, or a tuple of strings (equal only to strings) for a string slot; anything
         else goes through ``_Slot.entry``, which checks every value."""
         entries = []
-        append = entries.append
+        slots = self.user
         for name, v in raw.items():
             s = slots.get(name)
             if s is None:
-                raise self._slot_error(name, "user" if j < 0 else "item", _path(j, "sparse"))
+                raise self._slot_error(name, "user", "user")
             t = type(v)
             got = None
             if t is s.pytype:
@@ -234,19 +275,14 @@ class LogEncoder:
             elif (t is list or t is tuple) and s.pytype is str:
                 got = s.cache.get(v if t is tuple else tuple(v))
             if got is None:
-                got = s.entry(v, j)
-            append(got[1])
+                got = s.entry(v, -1)
+            entries.append(got[1])
             if s.crossed:
-                fids[name] = got[0]
-        for c in crosses:
-            fa = fids.get(c.a)
-            if fa is None and user_fids is not None:
-                fa = user_fids.get(c.a)
-            fb = fids.get(c.b)
-            if fb is None and user_fids is not None:
-                fb = user_fids.get(c.b)
+                fids[name] = got
+        for c in self.user_crosses:
+            fa, fb = fids.get(c.a), fids.get(c.b)
             if fa is not None and fb is not None:
-                append(c.entry(fa, fb))
+                entries.append(c.entry(fa, fb))
         if not entries:
             return b"\x00"
         return long_bytes(len(entries)) + b"".join(entries) + b"\x00"

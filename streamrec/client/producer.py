@@ -85,6 +85,7 @@ class Client:
         }
         self._producer = Producer(conf)
         self._since_poll = 0
+        self._key = ("", b"")  # the last request id and its bytes
 
     @classmethod
     def from_config(cls, path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = (),
@@ -112,7 +113,12 @@ class Client:
             self._m.rejected += 1
             raise
         counts[2] += len(data)
-        key = log.request_id.encode()
+        rid = log.request_id
+        if rid == self._key[0]:
+            key = self._key[1]  # a request's logs come together: its key is encoded once
+        else:
+            key = rid.encode()
+            self._key = (rid, key)
         p = self._producer
         try:
             if on_delivery is None:
