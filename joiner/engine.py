@@ -36,6 +36,7 @@ from schemas.spec import FeatureSpec
 
 OFFSETS_KEY = b"offsets"
 DEAD_PAYLOAD_MAX = 64 << 10  # oversize payloads are cut to this in the dead letter
+DROPPED_NAMES = 1000  # unknown feature / action names counted one by one; the rest as "<other>"
 
 
 Partition = tuple[str, int]
@@ -279,7 +280,9 @@ class JoinEngine:
         if v.reason:
             raise DecodeError(v.reason, v.detail)
         if v.dropped:
-            self.dropped.update(v.dropped)
+            dropped = self.dropped
+            for name in v.dropped:  # names come from the input: a bounded number is kept apart
+                dropped[name if name in dropped or len(dropped) < DROPPED_NAMES else "<other>"] += 1
             self.counts["dropped_unknown"] += len(v.dropped)
         return v.record
 
