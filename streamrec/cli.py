@@ -129,10 +129,8 @@ def replay_movielens(
     seed: Annotated[int | None, typer.Option(help="seed: same seed, same messages")] = None,
 ) -> None:
     """Replay MovieLens-100K: each rating a served request of K shown items, impressions and clicks."""
-    from jobs.replay import run_replay
-
     s = _with(settings(ctx), "replay", limit=limit, rate=rate, speed=speed, seed=seed)
-    run_replay(s, source="movielens")
+    _replay(s, "movielens")
 
 
 @replay_app.command("synthetic")
@@ -143,10 +141,21 @@ def replay_synthetic(
     seed: Annotated[int | None, typer.Option(help="seed: same seed, same messages")] = None,
 ) -> None:
     """SYNTHETIC Zipf traffic with the MovieLens shapes, for scale tests (marked source=synthetic)."""
-    from jobs.replay import run_replay
-
     s = _with(settings(ctx), "replay", limit=limit, rate=rate, seed=seed)
-    run_replay(s, source="synthetic")
+    _replay(s, "synthetic")
+
+
+def _replay(s: Settings, source: str) -> None:
+    """Run a replay; its logs carry MovieLens's features, which another feature spec refuses (said clearly)."""
+    from jobs.replay import run_replay
+    from schemas.spec import SpecError
+
+    try:
+        run_replay(s, source=source)
+    except SpecError as e:
+        typer.secho(f"the {source} replay logs MovieLens's features, and the feature spec of this config refuses "
+                    f"them ({e}); run it with the default spec, examples/movielens/features.toml", fg="red", err=True)
+        raise typer.Exit(2) from None
 
 
 # ---- join -----------------------------------------------------------------------------------
