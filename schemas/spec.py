@@ -30,10 +30,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from schemas.fid import MAX_SLOT, cross_fid, fid
 from streamrec.section import Section
+
+
+class Frozen(Section):
+    """A part of the spec: immutable once validated (the spec's derived views stay right); build a
+    changed spec with ``FeatureSpec.model_validate`` (``merge`` helps)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 Side = Literal["user", "item"]
@@ -48,7 +55,7 @@ class SpecError(ValueError):
         self.message = message
 
 
-class EmbeddingSettings(Section):
+class EmbeddingSettings(Frozen):
     """One slot's table: shape, optimizer, initializer, frequency filter, expiry."""
 
     dim: int = Field(16, ge=1, le=1024, description="embedding width of this slot")
@@ -95,7 +102,7 @@ class CrossSpec(EmbeddingSettings):
     retired: bool = False
 
 
-class DenseSpec(Section):
+class DenseSpec(Frozen):
     side: Side
     default: float = Field(0.0, description="the value when a log does not carry the feature")
     normalize: Literal["none", "log1p", "standard"] = Field(
@@ -104,12 +111,12 @@ class DenseSpec(Section):
     std: float = Field(1.0, gt=0)
 
 
-class ActionsSpec(Section):
+class ActionsSpec(Frozen):
     labels: list[str] = Field(min_length=1, description="one task per action type; the first is evaluated")
     ignored: list[str] = Field(default_factory=lambda: ["impression"], description="actions that carry no label")
 
 
-class FeatureSpec(Section):
+class FeatureSpec(Frozen):
     file: str | None = Field(None, description="the spec file this was read from (informational)")
     unknown: Literal["drop", "dead_letter"] = Field(
         "drop", description="a slot or dense feature not in the spec: drop it (counted) or dead-letter the message")
@@ -136,9 +143,9 @@ class FeatureSpec(Section):
                 if s.number in numbers:
                     raise ValueError(f"{kind}.{name}: number {s.number} is also {numbers[s.number]!r}'s")
                 numbers[s.number] = name
-                for f in EMBEDDING_FIELDS:  # unset embedding settings come from [embedding]
-                    if f not in s.model_fields_set:
-                        setattr(s, f, getattr(self.embedding, f))
+                unset = {f: getattr(self.embedding, f) for f in EMBEDDING_FIELDS if f not in s.model_fields_set}
+                if unset:  # unset embedding settings come from [embedding] (then they count as set)
+                    table[name] = s.model_copy(update=unset)
         both = sorted(self.slots.keys() & self.crosses.keys())
         if both:
             raise ValueError(f"crosses: {both} are slots too")
@@ -158,7 +165,6 @@ class FeatureSpec(Section):
         if set(self.actions.labels) & set(self.actions.ignored):
             raise ValueError(f"actions: {sorted(set(self.actions.labels) & set(self.actions.ignored))} "
                              "are both labels and ignored")
-        self.__dict__.pop("_derived", None)  # recomputed on next use (the spec may have changed)
         return self
 
     # ---- derived views (computed once per validated spec) ---------------------------------
