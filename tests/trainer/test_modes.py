@@ -104,3 +104,21 @@ def test_online_source_skips_undecodable_messages_and_drops_duplicates(settings,
     assert src.undecodable == 1
     assert out["examples_read"] == len(recs) and out["duplicates"] == 50
     assert sum(src.position().values()) == len(recs) + 50 + 1  # every message consumed, offsets exact
+
+
+def test_a_snapshot_restores_only_under_the_spec_it_was_trained_with(tmp_path):
+    from trainer.config import TrainerConfig
+    from trainer.loop import Trainer
+    from trainer.sources import MemorySource
+
+    cfg = TrainerConfig(batch_size=64, snapshot_dir=tmp_path / "snaps", snapshot_every_s=0, metrics_csv=None,
+                        plot=None)
+    t = Trainer(cfg, SPEC)
+    t.run(MemorySource(synthetic_examples(SPEC, 500, seed=1)))
+    snap = t.snapshot()
+    assert Trainer(cfg, SPEC).restore() == snap  # same spec: fine
+    tuned = movielens_with({"slots": {"item_id": {"filter_threshold": 3}}}, keep=["user_id", "item_id", "age", "genre"])
+    assert Trainer(cfg, tuned).restore() == snap  # a filter change leaves the model's shape alone
+    wider = movielens_with({}, keep=["user_id", "item_id", "age", "genre", "year"])  # a slot more
+    with pytest.raises(ValueError, match=r"trained under another feature spec \(slots: snapshot"):
+        Trainer(cfg, wider).restore()
