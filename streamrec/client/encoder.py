@@ -167,10 +167,14 @@ class LogEncoder:
             rid_b = self._rid[1]  # a request's actions come together: its id is encoded once
         else:
             rid_b = rid.encode()
-            rid_b = SMALL_LONGS[len(rid_b)] + rid_b
+            rid_b = long_bytes(len(rid_b)) + rid_b
             self._rid = (rid, rid_b)
         value = b"\x00" if v is None else b"\x02" + _F32(_float(v, "value"))
-        return b"".join((self.al_header, rid_b, long_bytes(iid), act, long_bytes(ts), value))
+        data = b"".join((self.al_header, rid_b, long_bytes(iid), act, long_bytes(ts), value))
+        if self.max_bytes is not None and len(data) > self.max_bytes:
+            raise SpecError("request_id", f"the encoded action is {len(data)} bytes, more than the joiner takes "
+                                          f"(joiner.max_message_bytes = {self.max_bytes})")
+        return data
 
     def feature_log(self, log: FeatureLog) -> bytes:
         """The user's maps, then each item's: the item loop is written out (no call per item or

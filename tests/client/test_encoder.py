@@ -110,7 +110,8 @@ def test_bad_input_is_refused_naming_the_field(mutate, field: str, words: str) -
 def test_bad_actions_are_refused_naming_the_field() -> None:
     for log, field in [(ActionLog("r", 1, "share", 5), "action"), (ActionLog("", 1, "click", 5), "request_id"),
                        (ActionLog("r", 1.5, "click", 5), "item_id"),
-                       (ActionLog("r", 1, "click", 5, math.inf), "value")]:
+                       (ActionLog("r", 1, "click", 5, math.inf), "value"),
+                       (ActionLog("ü" * 3000, 1, "click", 5), "request_id")]:  # 6000 bytes: more than 4096
         with pytest.raises(SpecError) as e:
             ENC.encode(log)
         assert e.value.field == field
