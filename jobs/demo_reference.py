@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import asdict
 from typing import Any
 
 from joiner.config import JoinerConfig
@@ -52,7 +51,7 @@ class ReferenceJoin:
             # feature logs kept until the end would double the demo's memory (full MovieLens: +0.5 GB)
             self.join.add_features(id_record(log.request_id, log.ts_ms, [it.item_id for it in log.items]))
         else:
-            self.join.add_action(asdict(log))
+            self.join.add_action(log.record())
 
     def result(self) -> dict[str, Any]:
         """End of input, then the expected counts and the ids' digest (JSON-ready)."""

@@ -7,7 +7,6 @@ produce from the same events (same rules, validation and example ids), in emissi
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict
 from typing import Any
 
 from joiner.config import JoinerConfig
@@ -26,7 +25,7 @@ def join_events(events: Iterable[ReplayEvent], cfg: JoinerConfig, spec: FeatureS
         if e.role == FEATURES:
             join.add_features(enc.record(e.log))
         else:
-            join.add_action(asdict(e.log))
+            join.add_action(e.log.record())
     join.finish()
     return join.examples
 

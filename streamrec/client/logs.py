@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 RawValue = int | str | Sequence[int | str]  # one value, or several (a multi-valued slot)
 
@@ -56,3 +57,9 @@ class ActionLog:
     action: str
     ts_ms: int
     value: float | None = None  # e.g. watch time
+
+    def record(self) -> dict[str, Any]:
+        """The ActionLog record of these values, unchecked (its fields are the record's; a dict
+        built by hand: ``dataclasses.asdict`` takes 40x as long)."""
+        return {"request_id": self.request_id, "item_id": self.item_id, "action": self.action, "ts_ms": self.ts_ms,
+                "value": self.value}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import subprocess
@@ -29,7 +28,7 @@ ENCODER = LogEncoder(MOVIELENS_SPEC)
 
 def rec(e) -> dict:
     """The record a replay event becomes once the client encodes it under the MovieLens spec."""
-    return ENCODER.record(e.log) if e.role == FEATURES else dataclasses.asdict(e.log)
+    return ENCODER.record(e.log) if e.role == FEATURES else e.log.record()
 
 
 @pytest.fixture(scope="module")
