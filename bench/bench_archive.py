@@ -37,15 +37,15 @@ import pyarrow.parquet as pq  # noqa: E402
 from deploy.broker import Broker  # noqa: E402
 from deploy.hdfs import Hdfs  # noqa: E402
 from schemas.codec import default_codec  # noqa: E402
-from schemas.fid import SLOTS, fid  # noqa: E402
 from sinks import layout  # noqa: E402
 from sinks.archive import Archiver  # noqa: E402
 from sinks.fs import HdfsFS, LocalFS  # noqa: E402
 from sinks.reader import ArchiveReader  # noqa: E402
-from sinks.table import sort_by_time, to_table  # noqa: E402
+from sinks.table import archive_schema, sort_by_time, to_table  # noqa: E402
 from streamrec.config import load_config  # noqa: E402
 from streamrec.kafka import create_topics, drain, producer  # noqa: E402
 
+SPEC = load_config().features  # the MovieLens spec (the default)
 HOUR = layout.HOUR_MS
 BASE = 1_764_000_000_000 - 1_764_000_000_000 % HOUR
 
@@ -56,8 +56,8 @@ def examples(n: int, seed: int = 7) -> list[dict]:
     for i in range(n):
         req, item, user = f"r{seed}-{i // 10}", rng.randrange(1682), rng.randrange(943)
         click = int(rng.random() < 0.3)
-        sparse = {s: [fid(s, rng.randrange(50))] for s in SLOTS if s != "genre"}
-        sparse["genre"] = [fid("genre", g) for g in rng.sample(range(19), rng.randrange(1, 4))]
+        sparse = {s: [SPEC.fid(s, rng.randrange(50))] for s in SPEC.slots if s != "genre" and not SPEC.slots[s].retired}
+        sparse["genre"] = [SPEC.fid("genre", g) for g in rng.sample(range(19), rng.randrange(1, 4))]
         out.append({
             "example_id": f"{req}:{item}:{i % 10}:window", "request_id": req, "item_id": item, "user_id": user,
             "ts_ms": BASE + i * 180, "sparse": sparse, "dense": {"age": rng.random(), "activity": rng.random()},
@@ -90,7 +90,7 @@ def archive_rate(settings, fs, n: int) -> tuple[float, float]:
     arch._ingest, arch.commit = timed_ingest, timed_commit
     st = arch.run(idle_s=1.0, max_s=600)
     assert st.archived == n, (st, n)
-    assert ArchiveReader(fs).count() == n
+    assert ArchiveReader(fs, SPEC).count() == n
     wall = mark["t_in"] - t0 + mark["t_commit"]
     cpu = mark["c_in"] - c0 + mark["c_commit"]
     return n / wall, n / cpu
@@ -125,7 +125,7 @@ def main() -> None:
     codec = default_codec()
     recs = examples(n)
     payloads = [codec.encode("TrainingExample", r) for r in recs]
-    table = to_table([codec.decode(p)[1] for p in payloads])
+    table = to_table([codec.decode(p)[1] for p in payloads], archive_schema(SPEC))
 
     with tempfile.TemporaryDirectory(prefix="bench-archive-") as tmp, Broker(Path(tmp) / "broker") as broker:
         tmp = Path(tmp)

@@ -56,7 +56,7 @@ def overrides(bootstrap: str, tag: str, tmp: Path) -> list[str]:
 def feed(s: Settings, limit: int, offsets_path: Path) -> int:
     from jobs.flink.feed import produce_recorded, write_offsets
     from jobs.replay import encode_events
-    from replay import build_events
+    from replay.events import build_events
     from streamrec.kafka import create_topics
 
     t = s.kafka.topics
@@ -65,8 +65,8 @@ def feed(s: Settings, limit: int, offsets_path: Path) -> int:
     s.replay.limit = limit
     events = build_events(s.replay, "movielens")
     topic = {"features": t.features, "actions": t.actions}
-    msgs = [(topic[e.role], e.key.encode(), v, None, e.record["ts_ms"])
-            for e, v in zip(events, encode_events(events), strict=True)]
+    msgs = [(topic[e.role], e.key.encode(), v, None, e.log.ts_ms)
+            for e, v in zip(events, encode_events(events, s.features), strict=True)]
     write_offsets(offsets_path, produce_recorded(s.kafka, msgs))
     return len(events)
 

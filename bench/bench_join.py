@@ -100,7 +100,8 @@ def run_quix(bootstrap: str, topics: dict[str, str], n: int, state: Path, out_to
     env = {**os.environ, "GUARANTEE": delivery, "BROKER": bootstrap,
            "FEATURES": topics["features"], "ACTIONS": topics["actions"],
            "EXAMPLES": out_topic, "GROUP": f"quix-{time.time_ns()}", "STATE_DIR": str(state),
-           "INPUT": str(n), "JOINER_CFG": JoinerConfig(window_ms=2000).model_dump_json()}
+           "INPUT": str(n), "JOINER_CFG": JoinerConfig(window_ms=2000).model_dump_json(),
+           "SPEC": load_config().features.model_dump_json()}
     out = subprocess.run([str(quix_python()), str(ROOT / "bench/quix_join_app.py")], env=env,
                          capture_output=True, text=True, timeout=900)
     probes = re.findall(r"PROBE n=(\d+) wall=([\d.]+) cpu=([\d.]+)", out.stdout)

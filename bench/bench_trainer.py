@@ -29,12 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jobs.replay_examples import movielens_examples
+from schemas.spec import FeatureSpec
+from streamrec.config import load_config
 from trainer.batch import ExampleBatch, build_batch
 from trainer.config import TrainerConfig
 from trainer.loop import Trainer
-from trainer.model import DeepFM, transform_dense
-from trainer.replay_examples import movielens_examples
+from trainer.model import DeepFM
 from trainer.sources import MemorySource
+
+SPEC = load_config().features  # the MovieLens spec (the default)
 
 
 def trainer_cfg(tmp: Path, **over) -> TrainerConfig:
@@ -44,14 +48,14 @@ def trainer_cfg(tmp: Path, **over) -> TrainerConfig:
 
 # ---- baseline: DeepFM on hashed nn.EmbeddingBag tables ------------------------------------------
 class HashedDeepFM(nn.Module):
-    def __init__(self, cfg: TrainerConfig, buckets: int) -> None:
+    def __init__(self, cfg: TrainerConfig, spec: FeatureSpec, buckets: int) -> None:
         super().__init__()
-        dims = [cfg.embedding.for_slot(s).dim for s in cfg.slots]
+        dims = [spec.settings(s).dim for s in spec.model_slots]
         self.buckets = buckets
         self.bags = nn.ModuleList(nn.EmbeddingBag(buckets, d, mode="sum", sparse=True) for d in dims)
         for b in self.bags:
             nn.init.normal_(b.weight, std=0.01)
-        self.deepfm = DeepFM(dims, len(cfg.dense_features), cfg.hidden, len(cfg.labels), cfg.fm_dim or dims[0])
+        self.deepfm = DeepFM(dims, len(spec.dense), cfg.hidden, len(spec.labels), cfg.fm_dim or dims[0])
 
     def forward(self, batch: ExampleBatch, slots: list[str]) -> torch.Tensor:
         pooled = []
@@ -59,15 +63,15 @@ class HashedDeepFM(nn.Module):
             fids, offsets = batch.bags[slot]
             idx = torch.from_numpy(np.remainder(fids, self.buckets))
             pooled.append(bag(idx, torch.from_numpy(offsets)))
-        return self.deepfm(pooled, transform_dense(torch.from_numpy(batch.dense)))
+        return self.deepfm(pooled, torch.from_numpy(batch.dense))
 
 
 def run_baseline(cfg: TrainerConfig, records: list[dict], buckets: int) -> float:
     torch.manual_seed(cfg.seed)
-    model = HashedDeepFM(cfg, buckets)
-    lr = cfg.embedding.default.learning_rate
-    sparse_opt = torch.optim.Adagrad([b.weight for b in model.bags], lr=lr,
-                                     initial_accumulator_value=cfg.embedding.default.initial_accumulator)
+    model = HashedDeepFM(cfg, SPEC, buckets)
+    emb = SPEC.embedding
+    sparse_opt = torch.optim.Adagrad([b.weight for b in model.bags], lr=emb.learning_rate,
+                                     initial_accumulator_value=emb.initial_accumulator)
     dense_opt = torch.optim.Adam(model.deepfm.parameters(), lr=cfg.dense_lr)
     lock = threading.Lock()
     q: queue.Queue = queue.Queue(maxsize=cfg.queue_batches)
@@ -78,7 +82,7 @@ def run_baseline(cfg: TrainerConfig, records: list[dict], buckets: int) -> float
             # the whole step under the lock: an optimizer step of one thread between another's
             # forward and backward would invalidate its autograd graph (in-place update)
             with lock:
-                logits = model(b, cfg.slots)
+                logits = model(b, SPEC.model_slots)
                 loss = F.binary_cross_entropy_with_logits(logits, torch.from_numpy(b.labels),
                                                           reduction="sum") / len(b)
                 model.zero_grad(set_to_none=True)
@@ -91,7 +95,7 @@ def run_baseline(cfg: TrainerConfig, records: list[dict], buckets: int) -> float
     for t in threads:
         t.start()
     for i in range(0, len(records), cfg.batch_size):
-        q.put(build_batch(records[i:i + cfg.batch_size], cfg.slots, cfg.dense_features, cfg.labels))
+        q.put(build_batch(records[i:i + cfg.batch_size], SPEC))
     for _ in threads:
         q.put(None)
     for t in threads:
@@ -100,7 +104,7 @@ def run_baseline(cfg: TrainerConfig, records: list[dict], buckets: int) -> float
 
 
 def run_streamrec(cfg: TrainerConfig, records: list[dict]) -> tuple[float, dict]:
-    t = Trainer(cfg)
+    t = Trainer(cfg, SPEC)
     t0 = time.perf_counter()
     t.run(MemorySource(records))
     eps = len(records) / (time.perf_counter() - t0)
@@ -121,7 +125,7 @@ def run_freshness(tmp: Path, records: list[dict], rate: float, seconds: float) -
         kcfg = KafkaConfig(bootstrap=broker.bootstrap)
         create_topics(broker.bootstrap, {"bench-examples": 2})
         cfg = trainer_cfg(tmp, sparse_sync_interval_s=1.0, dense_sync_interval_s=5.0)
-        trainer = Trainer(cfg)
+        trainer = Trainer(cfg, SPEC)
         stop = threading.Event()
         samples: list[float] = []
         n_total = min(len(payloads), int(rate * seconds))
@@ -175,7 +179,7 @@ def main() -> None:
     args = ap.parse_args()
     print(f"cores: {os.cpu_count()}  torch threads/worker: 1  workers: 2")
     t0 = time.perf_counter()
-    records = movielens_examples(args.ratings)
+    records = movielens_examples(SPEC, args.ratings)
     print(f"examples: {len(records)} from {args.ratings} MovieLens ratings (built in {time.perf_counter() - t0:.1f}s)")
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)

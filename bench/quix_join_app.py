@@ -7,7 +7,8 @@ topics, like our runner) and the processing guarantee the bench asks for (GUARAN
 exactly-once = Kafka transactions, or at-least-once). Differences, all in Quix's favour: Quix
 has no per-key event-time timers, so a window closes only when a later event of the same key
 sees the watermark past it (fewer examples encoded), and no dead-letter topic is written.
-Environment: BROKER, FEATURES, ACTIONS, EXAMPLES, GROUP, STATE_DIR, JOINER_CFG (json), INPUT, GUARANTEE.
+Environment: BROKER, FEATURES, ACTIONS, EXAMPLES, GROUP, STATE_DIR, JOINER_CFG (json), SPEC (the
+feature spec, json), INPUT, GUARANTEE.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from quixstreams.state.rocksdb import RocksDBOptions  # noqa: E402
 from joiner.config import JoinerConfig  # noqa: E402
 from joiner.core import WATERMARK_MIN, Joiner, check_action, check_features  # noqa: E402
 from joiner.fastcodec import FastCodec  # noqa: E402
+from schemas.spec import FeatureSpec  # noqa: E402
 
 cfg = JoinerConfig.model_validate_json(os.environ["JOINER_CFG"])
-joiner = Joiner(cfg)
+joiner = Joiner(cfg, FeatureSpec.model_validate_json(os.environ["SPEC"]))
 fast = FastCodec()
 FEATURE_FP = fast.fingerprint("FeatureLog")
 EXPECT = int(os.environ["INPUT"])

@@ -149,7 +149,7 @@ def run_demo(s: Settings, down: bool = False, hdfs: bool = False, flink: bool = 
         gc.set_threshold(*GC_THRESHOLDS)
         try:
             # the expected outcome: the same events joined in memory as they are sent
-            ref = ReferenceJoin(s.joiner)
+            ref = ReferenceJoin(s.joiner, s.features)
             run_replay(s, "movielens", quiet=True, read_back=False, summary=replay["summary"], ends=ends,
                        observe=ref.observe)
             if flink:

@@ -2,7 +2,7 @@
 
 The joiner's own counters are incremented together (an example and its kind in the same
 step), so checking them against each other can hardly fail. The reference is independent of
-every stage: ``trainer.replay_examples.MemoryJoin`` fed each event as the replay sends it, with
+every stage: ``joiner.memory.MemoryJoin`` fed each event as the replay sends it, with
 one global watermark instead of Kafka partitions, RocksDB, splicing or Flink. The join decides
 from event times only and the replay keeps its disorder within the allowed lateness, so the
 streaming joiner must produce exactly the reference's examples and dead letters.
@@ -16,8 +16,9 @@ from typing import Any
 
 from joiner.config import JoinerConfig
 from joiner.core import DictWriter, RequestState, example_id, id_record
-from replay import FEATURES, ReplayEvent
-from trainer.replay_examples import MemoryJoin
+from joiner.memory import MemoryJoin
+from replay.events import FEATURES, ReplayEvent
+from schemas.spec import FeatureSpec
 
 
 class IdWriter(DictWriter):
@@ -39,17 +40,18 @@ def ids_digest(ids: Iterable[str]) -> str:
 class ReferenceJoin:
     """Observer of the replay (``observe(event)``); ``result()`` once the replay is sent."""
 
-    def __init__(self, cfg: JoinerConfig):
-        self.join = MemoryJoin(cfg, IdWriter())
+    def __init__(self, cfg: JoinerConfig, spec: FeatureSpec):
+        # the replay's logs are valid by construction (the client encodes them, or refuses): no validation
+        self.join = MemoryJoin(cfg, spec, IdWriter(), validate=False)
 
     def observe(self, event: ReplayEvent) -> None:
+        log = event.log
         if event.role == FEATURES:
             # the join decides on ids and times only (the embedded engine feeds it the same); whole
             # feature logs kept until the end would double the demo's memory (full MovieLens: +0.5 GB)
-            r = event.record
-            slim = id_record(r["request_id"], r["ts_ms"], [it["item_id"] for it in r["items"]])
-            event = ReplayEvent(event.send_ms, event.seq, event.role, event.key, slim)
-        self.join.add(event)
+            self.join.add_features(id_record(log.request_id, log.ts_ms, [it.item_id for it in log.items]))
+        else:
+            self.join.add_action(log.record())
 
     def result(self) -> dict[str, Any]:
         """End of input, then the expected counts and the ids' digest (JSON-ready)."""

@@ -116,7 +116,7 @@ def run_archive(s: Settings, status_path: Path, on_stop: _StopSignal) -> None:
     t0 = time.monotonic()
     stats = arch.run(idle_s=SAFETY_IDLE_S)
     run_s = time.monotonic() - t0
-    ids = ArchiveReader(arch.fs).example_ids()
+    ids = ArchiveReader(arch.fs, s.features).example_ids()
     distinct = set(ids)
     read_back = {"rows": len(ids), "distinct": len(distinct), "duplicates": len(ids) - len(distinct),
                  "ids_sha1": ids_digest(distinct)}
@@ -129,7 +129,7 @@ def run_train(s: Settings, status_path: Path, on_stop: _StopSignal) -> None:
     from trainer.sources import KafkaSource
 
     cfg = s.trainer
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, s.features)
     src = KafkaSource(s.kafka, s.kafka.topics.examples, cfg.consumer_group, "earliest")
     trainer.on_snapshot = lambda _p: src.commit()
 

@@ -91,8 +91,8 @@ def build(settings: Settings, args: argparse.Namespace):  # noqa: ANN201 - Strea
     features = read("features", topics.features)
     actions = read("actions", topics.actions)
 
-    join_fn = JoinFn(jc, (topics.features, topics.actions), fc.object_cache_size, fc.watermark_poll,
-                     args.fail_after, args.fail_flag, local_path(fc.checkpoint_dir), args.slow_ms)
+    join_fn = JoinFn(jc, settings.features, (topics.features, topics.actions), fc.object_cache_size,
+                     fc.watermark_poll, args.fail_after, args.fail_flag, local_path(fc.checkpoint_dir), args.slow_ms)
     joined = features.connect(actions).process(join_fn, output_type=STAMPED) \
         .name("join").uid("join")
     wall_clock = WatermarkStrategy.no_watermarks()._j_watermark_strategy \

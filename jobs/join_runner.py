@@ -127,6 +127,11 @@ class _Metrics:
                   "negatives_dropped", "late"):
             c.add_metric([k], e.counts.get(k, 0))
         yield c
+        u = CounterMetricFamily("streamrec_join_dropped_unknown", "features and actions the feature spec does "
+                                "not know, dropped (spec: unknown = drop), by name", labels=["name"])
+        for name, n in e.dropped.items():
+            u.add_metric([name], n)
+        yield u
         d = CounterMetricFamily("streamrec_join_dead_letters", "dead letters by reason", labels=["reason"])
         for reason, n in e.dead_reasons.items():
             d.add_metric([reason], n)
@@ -149,9 +154,10 @@ class _Metrics:
         rate = (n - self.last_events) / max(1e-9, now - self.last_t)
         self.last_t, self.last_events = now, n
         dead = ",".join(f"{k}={v}" for k, v in sorted(e.dead_reasons.items())) or "-"
+        dropped = ",".join(f"{k}={v}" for k, v in e.dropped.most_common(5)) or "-"
         return (f"events/s={rate:,.0f} events={n} joined={e.counts.get('joined', 0)} "
                 f"neg_kept={e.counts.get('negatives_kept', 0)} neg_dropped={e.counts.get('negatives_dropped', 0)} "
-                f"late={e.counts.get('late', 0)} dead[{dead}] "
+                f"late={e.counts.get('late', 0)} dead[{dead}] dropped_unknown[{dropped}] "
                 f"cache_hit={s.hits / max(1, s.hits + s.misses):.3f} cache_mb={s.cached_bytes / 1e6:.1f} "
                 f"rocksdb_mb={s.size_bytes() / 1e6:.1f} lag={self.r.lag}")
 
@@ -164,7 +170,7 @@ class JoinRunner:
         if from_start and jc.state_dir.exists():
             shutil.rmtree(jc.state_dir)
         self.store = StateStore.open(jc)
-        self.engine = JoinEngine(jc, self.store, t.features, t.actions)
+        self.engine = JoinEngine(jc, settings.features, self.store, t.features, t.actions)
         self.stop = False
         self.lag = -1
         self._delivery_errors: list[str] = []

@@ -1,7 +1,9 @@
 """`streamrec replay`: send a replay's feature and action logs to Kafka, paced and with progress.
 
-Both topics are keyed by request_id, so a request's feature log and its actions land in the
-same partition number and a keyed joiner sees them on one task. Messages are generated,
+The replay is an application like any other: it logs through ``streamrec.client``, which turns
+its raw values into FIDs as the feature spec says, keys both topics by request_id (so a
+request's feature log and its actions land in the same partition number, and a keyed joiner
+sees them on one task) and stamps each message with its event time. Messages are generated,
 encoded and sent as a stream: sending starts at once and memory stays flat.
 """
 
@@ -9,24 +11,22 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from replay import FEATURES, ReplayEvent, iter_events
-from schemas.codec import default_codec
+from replay.events import FEATURES, ReplayEvent, iter_events
+from schemas.spec import FeatureSpec
+from streamrec.client import Client, LogEncoder
 from streamrec.config import Settings
-from streamrec.kafka import count_messages, producer
+from streamrec.kafka import count_messages
 
 console = Console(stderr=True)
-SCHEMA_OF_ROLE = {FEATURES: "FeatureLog", "actions": "ActionLog"}
-# (topic, key, value[, Kafka timestamp ms]): the replay stamps each log with its event time
-# (ts_ms), as a logging producer would, so consumers may use Kafka timestamps as event time
-Outgoing = tuple[str, bytes, bytes] | tuple[str, bytes, bytes, int]
 
 
 @dataclass
@@ -58,76 +58,47 @@ class RateLimiter:
             time.sleep(ahead)
 
 
-def replay_producer(s: Settings, report_all: bool = False) -> Producer:
-    """Delivery reports for failures only (a callback per message would halve throughput),
-    unless every message's offset is wanted."""
-    return producer(s.kafka, **{"delivery.report.only.error": not report_all})
+def encode_events(events: Any, spec: FeatureSpec) -> list[bytes]:
+    """The messages of ``events`` as the client encodes them (for tests and benchmarks that produce them)."""
+    enc = LogEncoder(spec)
+    return [enc.encode(e.log) for e in events]
 
 
-def encode_events(events: Iterable[ReplayEvent]) -> list[bytes]:
-    codec = default_codec()
-    return [codec.encode(SCHEMA_OF_ROLE[e.role], e.record) for e in events]
+def send_events(client: Client, events: Any, summary: ReplaySummary, rate: float = 0.0,
+                tick: Callable[[], None] | None = None, ends: dict[str, dict[int, int]] | None = None,
+                observe: Callable[[ReplayEvent], None] | None = None) -> None:
+    """Send every event through the client, in order; blocks until all are acknowledged (failures raise).
 
-
-def produce_stream(p: Producer, messages: Iterable[Outgoing], rate: float = 0.0,
-                   tick: Callable[[int], None] | None = None,
-                   ends: dict[str, dict[int, int]] | None = None) -> int:
-    """Produce in order; blocks until every message is acknowledged (delivery errors raise).
-
-    With ``ends`` (and a producer from ``replay_producer(report_all=True)``), records each
-    partition's end offset (last + 1), so a bounded reader stops exactly at what was sent.
-    """
-    errors: list[str] = []
-
-    def on_delivery(err, msg) -> None:  # noqa: ANN001 (librdkafka callback)
-        if err is not None:
-            errors.append(str(err))
-        elif ends is not None:
+    ``ends``: filled with each partition's end offset (last + 1), so a bounded reader stops
+    exactly at what was sent; ``observe`` sees every event sent, in send order; ``tick`` is
+    called per request."""
+    def end_of(err: Any, msg: Any) -> None:
+        if err is None:
             parts = ends.setdefault(msg.topic(), {})
             parts[msg.partition()] = max(parts.get(msg.partition(), 0), msg.offset() + 1)
 
-    p.poll(0)
+    on_delivery = None if ends is None else end_of
     limiter = RateLimiter(rate)
-    n = 0
-    for topic, key, value, *ts in messages:
-        when = ts[0] if ts else 0  # 0: librdkafka stamps the current time
-        while True:
-            try:
-                p.produce(topic, value, key=key, on_delivery=on_delivery, timestamp=when)
-                break
-            except BufferError:
-                p.poll(0.05)
-        n += 1
-        if n % 2000 == 0:
-            p.poll(0)
-            limiter.wait(n)
-            if tick:
-                tick(n)
-    remaining = p.flush(60)
-    if errors or remaining:
-        raise KafkaException(f"{len(errors)} delivery errors ({errors[:3]}), {remaining} not flushed")
-    return n
-
-
-def _outgoing(s: Settings, events: Iterator[ReplayEvent], summary: ReplaySummary,
-              on_request: Callable[[], None],
-              observe: Callable[[ReplayEvent], None] | None = None) -> Iterator[Outgoing]:
-    codec = default_codec()
-    topics = {FEATURES: s.kafka.topics.features, "actions": s.kafka.topics.actions}
-    for e in events:
-        value = codec.encode(SCHEMA_OF_ROLE[e.role], e.record)
+    for n, e in enumerate(events, 1):
         if observe is not None:
             observe(e)
-        topic = topics[e.role]
-        summary.sent[topic] += 1
-        summary.bytes += len(value)
+        client.send(e.log, on_delivery)
+        summary.sent[client.topics[type(e.log)]] += 1
         if e.role == FEATURES:
             summary.requests += 1
-            summary.shown_items += len(e.record["items"])
-            on_request()
+            summary.shown_items += len(e.log.items)
+            if tick:
+                tick()
         else:
-            summary.actions[e.record["action"]] += 1
-        yield topic, e.key.encode(), value, e.record["ts_ms"]
+            summary.actions[e.log.action] += 1
+        if n % 2000 == 0:
+            summary.bytes = client.metrics()["bytes"]
+            limiter.wait(n)
+    left = client.flush(60)
+    m = client.metrics()
+    summary.bytes = m["bytes"]
+    if m["failed"] or left:
+        raise KafkaException(f"{m['failed']} delivery failures, {left} messages not flushed")
 
 
 def run_replay(s: Settings, source: str, quiet: bool = False, read_back: bool = True,
@@ -143,10 +114,12 @@ def run_replay(s: Settings, source: str, quiet: bool = False, read_back: bool = 
     t0 = time.monotonic()
     with Progress(*cols, console=console, disable=quiet) as progress:
         task = progress.add_task(f"replay {source}", total=s.replay.limit or 100_000)
-        events = iter_events(s.replay, source)
-        produce_stream(replay_producer(s, report_all=ends is not None),
-                       _outgoing(s, events, summary, lambda: progress.advance(task), observe),
-                       s.replay.rate, ends=ends)
+        client_settings = s
+        if ends is not None:  # end offsets come from every message's acknowledgement
+            client_settings = s.model_copy(deep=True)
+            client_settings.client.delivery_reports = "all"
+        send_events(Client(client_settings), iter_events(s.replay, source), summary, s.replay.rate,
+                    lambda: progress.advance(task), ends, observe)
     summary.seconds = time.monotonic() - t0
     if not quiet:
         print_summary(source, summary)

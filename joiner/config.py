@@ -1,4 +1,7 @@
-"""Settings of the online joiner (cache, RocksDB store, windows, sampling, embedded runner)."""
+"""Settings of the online joiner (cache, RocksDB store, windows, sampling, embedded runner).
+
+Which actions are labels and which are ignored, and what a valid feature log holds, are the
+feature spec's (``[features]``, ``schemas.spec``), not the joiner's."""
 
 from pathlib import Path
 from typing import Literal
@@ -22,13 +25,6 @@ class JoinerConfig(Section):
     )
     negative_keep_rate: float = Field(0.5, gt=0, le=1, description="r: share of negatives kept")
     seed: int = 17
-    label_actions: list[str] = Field(
-        default_factory=lambda: ["click", "like", "finish", "share", "follow"],
-        description="one label (task) per action type; every example carries all of them (0/1)",
-    )
-    ignored_actions: list[str] = Field(
-        default_factory=lambda: ["impression"], description="action types that carry no label"
-    )
     # ---- embedded runner: store ----
     state_dir: Path = Path(".run/joiner")
     cache_bytes: int = Field(256 << 20, gt=0, description="in-memory cache bound (estimated Python bytes)")

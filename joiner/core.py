@@ -10,7 +10,7 @@ How a runtime drives it
 -----------------------
 ::
 
-    joiner = Joiner(cfg)                      # cfg: joiner.config.JoinerConfig
+    joiner = Joiner(cfg, spec)                # joiner.config.JoinerConfig, schemas.spec.FeatureSpec
     step = joiner.on_features(state, feature_log_record, watermark)
     step = joiner.on_action(state, action_log_record, watermark)
     step = joiner.on_timer(state, watermark)  # when the watermark reached step.timer
@@ -19,7 +19,7 @@ How a runtime drives it
   may return the same object: treat the state you passed in as consumed, keep ``step.state``.
 * ``step.state`` is the new state, or ``None``: delete the key.
 * ``step.examples``: TrainingExample records (dicts matching TrainingExample.avsc) to produce,
-  or whatever the ``writer`` passed to ``Joiner(cfg, writer)`` returns (``joiner.splice``
+  or whatever the ``writer`` passed to ``Joiner(cfg, spec, writer)`` returns (``joiner.splice``
   returns the encoded bytes of the same records).
 * ``step.dead_letters``: ``DeadLetterOut(reason, detail, record_name, record)``; the runtime
   turns each into a DeadLetter record (payload = the record re-encoded with its schema, key =
@@ -37,8 +37,9 @@ How a runtime drives it
   allowed_lateness_ms - 1`` (exactly Flink's ``for_bounded_out_of_orderness(allowed_lateness)``),
   or ``WATERMARK_MIN`` before any event. A timer at ``t`` is due when ``watermark >= t``
   (Flink's rule), so an event with ``ts >= watermark + 1`` is never late.
-* Validate records first with ``check_features`` / ``check_action`` (missing or empty
-  ``request_id`` -> ``missing_field``); decode errors are the runtime's (``schemas.codec``).
+* Validate records first with ``joiner.validate.Validator`` (the feature spec's rules; missing
+  or empty ``request_id`` -> ``missing_field``, unknown slots ...); decode errors are the
+  runtime's (``schemas.codec``).
 * State to and from bytes: ``state.to_bytes()`` / ``RequestState.from_bytes(b)`` (compact:
   the feature log is kept Avro-encoded; protocol versioned by the first byte). Flink keeps the
   bytes in a keyed ValueState (Types.PICKLED_BYTE_ARRAY() or PRIMITIVE_ARRAY(BYTE())). A store
@@ -51,9 +52,9 @@ Rules (DESIGN.md "Join semantics", notes/joiner_semantics.md)
 -------------------------------------------------------------
 With ``f`` = feature log time, ``T = f + window_ms`` (window close), ``E = f + ttl_ms``:
 
-* Window example per shown item, emitted when ``watermark >= T``: labels = every configured
-  ``label_actions`` type -> 0/1 plus any other non-ignored action type seen, counting actions
-  with ``ts <= T``; duplicates count once; ``impression`` (``ignored_actions``) gives no label.
+* Window example per shown item, emitted when ``watermark >= T``: labels = every label of the
+  feature spec (``actions.labels``) -> 0/1, counting actions with ``ts <= T``; duplicates count
+  once; any other action (``actions.ignored``, like ``impression``) gives no label.
   Items with no positive label are negatives, kept iff ``keep_hash(seed, request_id, item_id)
   < negative_keep_rate`` (``sample_rate = r``); positives have ``sample_rate = 1.0``.
   ``join_delay_ms = window_ms``; ``kind = "window"``.
@@ -89,6 +90,7 @@ import fastavro
 
 from joiner.config import JoinerConfig
 from schemas.codec import default_codec
+from schemas.spec import FeatureSpec
 
 WATERMARK_MIN = -(1 << 63)
 WATERMARK_MAX = (1 << 63) - 1  # end of input: every timer is due (Flink's MAX_WATERMARK)
@@ -353,7 +355,7 @@ class DictWriter:
 class Joiner:
     """The join rules; one instance per runtime (holds only the config)."""
 
-    def __init__(self, cfg: JoinerConfig, writer: DictWriter | None = None):
+    def __init__(self, cfg: JoinerConfig, spec: FeatureSpec, writer: DictWriter | None = None):
         self.cfg = cfg
         self.writer = writer or DictWriter()
         self.window_ms = cfg.window_ms
@@ -362,8 +364,9 @@ class Joiner:
         self.wait_ms = cfg.action_wait
         self.rate = float(cfg.negative_keep_rate)
         self.seed = cfg.seed
-        self.ignored = frozenset(cfg.ignored_actions)
-        self.label_zero = dict.fromkeys(cfg.label_actions, 0)
+        self.ignored = frozenset(spec.actions.ignored)
+        self.labels = frozenset(spec.labels)
+        self.label_zero = dict.fromkeys(spec.labels, 0)
 
     # ---- entry points ---------------------------------------------------------------------
     def on_features(self, state: RequestState | None, rec: dict[str, Any], watermark: int) -> Step:
@@ -436,8 +439,8 @@ class Joiner:
             step.dead_letters.append(self._dead_action("expired", "action after the feature log's TTL",
                                                        s.request_id, p))
             return
-        if action in self.ignored:
-            return
+        if action not in self.labels:
+            return  # ignored (validation dropped or dead-lettered unknown actions before)
         key = (item, action)
         if key in s.win or key in s.late_done:
             return  # duplicate

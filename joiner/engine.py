@@ -1,8 +1,10 @@
 """The embedded runtime of the join, without Kafka: bytes in, bytes out, watermarks, store.
 
 ``jobs/join_runner.py`` feeds it consumed messages and produces what it returns; tests and the
-benchmark drive it directly. It decodes input (bad input -> dead letters with a reason),
-keeps one event-time watermark per input partition, runs ``joiner.core`` on the state from
+benchmark drive it directly. It decodes input and validates it against the feature spec
+(``joiner.validate``: bad input -> dead letters with a reason naming the field; unknown
+features or actions dropped and counted if the spec says so), keeps one event-time watermark
+per input partition, runs ``joiner.core`` on the state from
 the ``StateStore`` (cache, then RocksDB), fires due timers, and builds the checkpoint meta
 (next offsets + per-partition max event time) that the store writes with the state.
 
@@ -25,24 +27,18 @@ import numpy as np
 
 from joiner.batchparse import parse_ignored
 from joiner.config import JoinerConfig
-from joiner.core import (
-    WATERMARK_MAX,
-    WATERMARK_MIN,
-    DeadLetterOut,
-    Joiner,
-    Step,
-    check_action,
-    check_features,
-    id_record,
-)
+from joiner.core import WATERMARK_MAX, WATERMARK_MIN, DeadLetterOut, Joiner, Step, check_features, id_record
 from joiner.fastcodec import FastCodec
 from joiner.splice import H_END, H_OVERLAP, H_RID0, H_RID1, H_TS, H_USER, ITEM_FIELDS, SpliceWriter
-from joiner.splice import _str as _avro_str
 from joiner.store import StateStore
+from joiner.validate import SpanCheck, Validator, Verdict
+from schemas.avrobin import string_bytes
 from schemas.codec import Codec, DecodeError, default_codec
+from schemas.spec import FeatureSpec
 
 OFFSETS_KEY = b"offsets"
 DEAD_PAYLOAD_MAX = 64 << 10  # oversize payloads are cut to this in the dead letter
+DROPPED_NAMES = 1000  # unknown feature / action names counted one by one; the rest as "<other>"
 
 
 Partition = tuple[str, int]
@@ -88,9 +84,11 @@ def error_detail(e: Exception) -> str:
 
 
 class JoinEngine:
-    def __init__(self, cfg: JoinerConfig, store: StateStore, features_topic: str, actions_topic: str,
-                 codec: Codec | None = None, splice: bool = True):
+    def __init__(self, cfg: JoinerConfig, spec: FeatureSpec, store: StateStore, features_topic: str,
+                 actions_topic: str, codec: Codec | None = None, splice: bool = True):
         self.cfg = cfg
+        self.validator = Validator(spec)
+        self.span_check = SpanCheck(spec)
         self.store = store
         self.codec = codec or default_codec()
         self.roles = {features_topic: "FeatureLog", actions_topic: "ActionLog"}
@@ -99,11 +97,11 @@ class JoinEngine:
         # splice: examples straight from the feature log's bytes (joiner/splice.py); else dicts
         self.splice = splice
         self.writer = SpliceWriter(self.fast)
-        self.core = Joiner(cfg, self.writer if splice else None)
+        self.core = Joiner(cfg, spec, self.writer if splice else None)
         self._feature_fp = self.fast.fingerprint("FeatureLog")
         self.lateness = cfg.allowed_lateness_ms
         self.max_bytes = cfg.max_message_bytes
-        ign = [_avro_str(a) for a in cfg.ignored_actions if a]  # ignored action types as Avro strings
+        ign = [string_bytes(a) for a in spec.actions.ignored]  # ignored action types as Avro strings
         self._ign = b"".join(ign)
         self._ign_off = np.cumsum([0, *map(len, ign)], dtype=np.int64)
         self._parsed = np.empty((1, 5), np.int64)  # parse_ignored's output, reused
@@ -117,6 +115,8 @@ class JoinEngine:
         self.watermark = WATERMARK_MIN
         self.counts: Counter[str] = Counter()
         self.dead_reasons: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()  # unknown (or retired) features and actions dropped, by name
+        self._last: tuple[bytes, np.ndarray | None] | None = None  # (body, spans) of the last feature log
 
     # ---- partitions, offsets, restore -----------------------------------------------------
     def restore(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
@@ -243,17 +243,15 @@ class JoinEngine:
             return
         try:
             if name == "FeatureLog":
-                self._last_spans = None
-                rec = self._features(value) if self.splice else self.fast.decode(value, name)
-                bad = check_features(rec)
+                rec = self._features(value) if self.splice else self._full_features(value)
             else:
-                rec = self.fast.decode_action(value)
-                bad = check_action(rec)
+                rec = self._verdict(self.validator.action(self.fast.decode_action(value)))
         except DecodeError as e:
             self._dead_raw(e.reason, e.detail, topic, partition, offset, key, value)
             return
-        if bad is None:
-            bad = contract_breach(rec, key, kafka_ts)
+        if rec is None:
+            return  # an unknown action, dropped (counted)
+        bad = contract_breach(rec, key, kafka_ts)
         if bad is not None:
             self._dead_raw(bad[0], bad[1], topic, partition, offset, key, value)
             return
@@ -269,10 +267,7 @@ class JoinEngine:
             step = self.core.on_features(state, rec, self.watermark)
             st = step.state
             if st is not None and st.features is rec:
-                sp = self._last_spans  # the consumed body: spliced into examples, saved as is
-                # else the record as the current schema encodes it: an older writer's body, or
-                # one with unusual encodings (overlong varints), is not what the writer splices
-                st.fbytes, st._splice = sp if sp is not None else (self.fast.encode(name, rec)[10:], None)
+                st.fbytes, st._splice = self._last  # the body joined: spliced into examples, saved as is
             self._apply(rid, entry, step, len(value), value)
         else:
             self.counts["actions"] += 1
@@ -283,30 +278,55 @@ class JoinEngine:
             self._apply(rid, entry, step, 0)
 
     def _features(self, value: bytes) -> dict[str, Any]:
-        """A FeatureLog as the join needs it (``id_record``: ids and times), unless slots overlap (rare).
+        """A valid FeatureLog as the join needs it (``id_record``: ids and times), from its bytes.
 
-        The features themselves stay Avro bytes (``state.fbytes``) that the writer splices.
+        The features themselves stay Avro bytes (``state.fbytes``) that the writer splices. The
+        spec's rules are checked on the bytes (``SpanCheck``); a message that does not pass, an
+        older writer's, or one whose slots overlap (rare) is decoded and validated in Python.
         """
         if value[2:10] != self._feature_fp or value[:2] != b"\xc3\x01":
-            full = self.fast.decode(value, "FeatureLog")  # older writer or bad: the codec decides
-            return full
+            return self._full_features(value)  # older writer or bad: the codec decides
         body = value[10:]
         try:
             spans, k = self.writer.scan(body)
         except ValueError:
-            return self.fast.decode(value, "FeatureLog")  # raises the codec's reason
+            return self._full_features(value)  # raises the codec's reason
         head = spans[:H_END].tolist()
-        if head[H_OVERLAP]:
-            return self.fast.decode(value, "FeatureLog")
+        if head[H_OVERLAP] or not self.span_check(body, spans):
+            return self._full_features(value)
         try:
             rid = body[head[H_RID0]:head[H_RID1]].decode()
         except UnicodeDecodeError:
-            return self.fast.decode(value, "FeatureLog")
+            return self._full_features(value)
         sp = spans[:k].copy()
-        self._last_spans = (body, sp)
+        self._last = (body, sp)
         rec = id_record(rid, head[H_TS], sp[H_END::ITEM_FIELDS].tolist())
+        bad = check_features(rec)
+        if bad is not None:
+            raise DecodeError(*bad)
         rec["user_id"] = head[H_USER]
         return rec
+
+    def _full_features(self, value: bytes) -> dict[str, Any]:
+        """Decode, validate (dead letter: ``DecodeError`` with the reason) and, when the message is
+        not a current-schema body of exactly the joined record, re-encode it, so the state and the
+        splice read the record that joined (without dropped features)."""
+        full = self.fast.decode(value, "FeatureLog")
+        rec = self._verdict(self.validator.features(full))
+        same = rec is full and value[2:10] == self._feature_fp
+        self._last = (value[10:] if same else self.fast.encode("FeatureLog", rec)[10:], None)
+        return rec
+
+    def _verdict(self, v: Verdict) -> dict[str, Any] | None:
+        """The record to join (None: an unknown action dropped); a dead letter raises ``DecodeError``."""
+        if v.reason:
+            raise DecodeError(v.reason, v.detail)
+        if v.dropped:
+            dropped = self.dropped
+            for name in v.dropped:  # names come from the input: a bounded number is kept apart
+                dropped[name if name in dropped or len(dropped) < DROPPED_NAMES else "<other>"] += 1
+            self.counts["dropped_unknown"] += len(v.dropped)
+        return v.record
 
     def advance(self) -> int:
         """Move the watermark on and fire due timers (one bounded sweep); return timers fired."""

@@ -28,6 +28,7 @@ import numpy as np
 from joiner.blake2b import blake2b, hex16
 from joiner.core import DictWriter, RequestState, shown_ids
 from joiner.fastcodec import FastCodec
+from schemas.avrobin import long_bytes, string_bytes
 
 # spans[] layout written by _scan (int64): fixed header, then ITEM_FIELDS per item
 # H_OVERLAP: 1 = take the dict path (a slot is both a user and an item slot, or a non-ASCII string)
@@ -205,31 +206,6 @@ def _scan(b: np.ndarray, out: np.ndarray) -> int:
     out[H_N] = items
     out[H_OVERLAP] = overlap
     return k
-
-
-def _long(n: int) -> bytes:
-    if 0 <= n < _SMALL:
-        return _SMALL_LONGS[n]  # ids and delays are mostly small: encoded once
-    return _long_slow(n)
-
-
-def _long_slow(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_SMALL = 1 << 13
-_SMALL_LONGS = [_long_slow(i) for i in range(_SMALL)]
-
-
-def _str(s: str | bytes) -> bytes:
-    b = s.encode() if isinstance(s, str) else s
-    return _long(len(b)) + b
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -420,13 +396,13 @@ class SpliceWriter(DictWriter):
         key = (tuple(labels.items()), sample_rate, late, kind)
         parts = self._suffixes.get(key)
         if parts is None:
-            lb = (_long(len(labels)) + b"".join(_str(k) + _long(v) for k, v in labels.items()) + b"\x00"
-                  if labels else b"\x00")
-            parts = (lb + struct.pack("<f", sample_rate) + (b"\x01" if late else b"\x00"), _str(kind))
+            lb = (long_bytes(len(labels)) + b"".join(string_bytes(k) + long_bytes(v) for k, v in labels.items())
+                  + b"\x00" if labels else b"\x00")
+            parts = (lb + struct.pack("<f", sample_rate) + (b"\x01" if late else b"\x00"), string_bytes(kind))
             if len(self._suffixes) < 4096:  # label sets x kinds: bounded in practice, capped anyway
                 self._suffixes[key] = parts
         # late examples' delays are all different: encoded each time, not cached
-        return parts[0] + _long(join_delay_ms) + parts[1]
+        return parts[0] + long_bytes(join_delay_ms) + parts[1]
 
     def _room(self, n: int, body: bytes, suffixes: bytes) -> np.ndarray:
         """The output buffer, grown to hold ``n`` examples of ``body`` (an example copies disjoint

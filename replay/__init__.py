@@ -1,5 +1,7 @@
-"""Log replay: MovieLens-100K (or SYNTHETIC Zipf traffic) as a served feed's feature and action logs."""
+"""Log replay: MovieLens-100K (or SYNTHETIC Zipf traffic) as a served feed's feature and action logs.
 
-from replay.events import ACTIONS, FEATURES, ReplayEvent, build_events, iter_events
-
-__all__ = ["ACTIONS", "FEATURES", "ReplayEvent", "build_events", "iter_events"]
+- ``events``: a dataset's ratings -> the two logs (raw-value ``streamrec.client`` logs), in send order;
+- ``dataset``: the shape a dataset has for the replay; ``synthetic``: the SYNTHETIC generator
+  (MovieLens-100K itself is ``examples.movielens.dataset``, beside its feature spec);
+- ``config``: ``ReplayConfig``.
+"""

@@ -1,7 +1,8 @@
 """A dataset for the replay: users and items with raw features, and a time-ordered rating stream.
 
 MovieLens-100K and the synthetic generator both produce this shape, so one builder turns either
-into feature and action logs.
+into feature and action logs. The features are named by the dataset: a feature spec that has
+those slots (``examples/movielens/features.toml`` for both) is what the client checks them against.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ import numpy as np
 class Dataset:
     name: str  # "movielens" | "synthetic": written into every FeatureLog's `source`
     user_ids: np.ndarray  # int64 [U]
-    user_raw: dict[str, list[str]]  # slot -> raw value per user (age, gender, occupation, zip)
+    user_raw: dict[str, list]  # user-side slot -> raw value (or list of them) per user (the id's slot included)
     item_ids: np.ndarray  # int64 [I]
-    item_genres: list[list[str]]  # per item
-    item_year: list[str]  # per item
+    item_raw: dict[str, list]  # item-side slot -> raw value (or list of them) per item (the id's slot included)
     r_user: np.ndarray  # int64 [N], index into user_ids
     r_item: np.ndarray  # int64 [N], index into item_ids
     r_rating: np.ndarray  # float32 [N]

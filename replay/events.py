@@ -8,6 +8,11 @@ compressed by ``speed``; messages are sent in event-time order, except a configu
 actions sent *before* their feature log and a share sent twice. Both strays are bounded by
 ``disorder_max_ms`` of event time, so a joiner with that much allowed lateness sees no late data.
 Everything is drawn from one seeded generator: same seed, same messages.
+
+The logs are ``streamrec.client`` logs of raw values, as an application would write them: the
+client turns them into FIDs as the feature spec says when they are sent. Besides the dataset's
+features, the replay logs two dense ones it counts itself: ``user_activity`` and
+``item_popularity`` (log1p of how often the user / item was seen before).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import numpy as np
 
 from replay.config import ReplayConfig
 from replay.dataset import Dataset
-from schemas.fid import fid
+from streamrec.client.logs import ActionLog, FeatureLog
 
 FEATURES = "features"
 ACTIONS = "actions"
@@ -34,12 +39,12 @@ class ReplayEvent:
     seq: int  # tie-breaker: generation order
     role: str  # FEATURES | ACTIONS
     key: str  # request_id: both topics are keyed by it, so a request's logs share a partition
-    record: dict[str, Any]
+    log: FeatureLog | ActionLog  # raw values; the client encodes it as the spec says
 
 
 def load_dataset(cfg: ReplayConfig, source: str) -> Dataset:
     if source == "movielens":
-        from replay.movielens import load_movielens
+        from examples.movielens.dataset import load_movielens
 
         return load_movielens()
     if source == "synthetic":
@@ -57,41 +62,11 @@ def action_delays_ms(rng: np.random.Generator, n: int, cfg: ReplayConfig) -> np.
     return np.minimum(delay_s, cfg.delay_max_s).__mul__(1000.0).astype(np.int64) + 1
 
 
-class _Features:
-    """FIDs of users and items, computed once per entity."""
-
-    def __init__(self, ds: Dataset):
-        self.ds = ds
-        self._user: dict[int, dict[str, list[int]]] = {}
-        self._item: dict[int, dict[str, list[int]]] = {}
-        self._cross: dict[tuple[int, str], int] = {}
-
-    def user(self, u: int) -> dict[str, list[int]]:
-        got = self._user.get(u)
-        if got is None:
-            got = {"user_id": [fid("user_id", int(self.ds.user_ids[u]))]}
-            for slot, values in self.ds.user_raw.items():
-                got[slot] = [fid(slot, values[u])]
-            self._user[u] = got
-        return got
-
-    def item(self, u: int, i: int) -> dict[str, list[int]]:
-        base = self._item.get(i)
-        if base is None:
-            base = {
-                "item_id": [fid("item_id", int(self.ds.item_ids[i]))],
-                "genre": [fid("genre", g) for g in self.ds.item_genres[i]],
-                "year": [fid("year", self.ds.item_year[i])],
-            }
-            self._item[i] = base
-        cross = []
-        for g in self.ds.item_genres[i]:
-            key = (u, g)
-            f = self._cross.get(key)
-            if f is None:
-                f = self._cross[key] = fid("user_genre", f"{self.ds.user_ids[u]}:{g}")
-            cross.append(f)
-        return {**base, "user_genre": cross}
+def _raw(ds: Dataset) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each user's and each item's raw features, built once (logs share them, as a server's cache would)."""
+    users = [{slot: values[u] for slot, values in ds.user_raw.items()} for u in range(len(ds.user_ids))]
+    items = [{slot: values[i] for slot, values in ds.item_raw.items()} for i in range(len(ds.item_ids))]
+    return users, items
 
 
 def _shown_items(rng: np.random.Generator, cum_pop: np.ndarray, rated: int, k: int) -> list[int]:
@@ -124,7 +99,8 @@ def iter_events(cfg: ReplayConfig, source: str = "movielens", dataset: Dataset |
     ds = dataset or load_dataset(cfg, source)
     n = len(ds) if cfg.limit == 0 else min(cfg.limit, len(ds))
     rng = np.random.default_rng(cfg.seed)
-    feats = _Features(ds)
+    user_raw, item_raw = _raw(ds)
+    item_ids = ds.item_ids.tolist()
     cum_pop = np.cumsum(ds.item_popularity())
     k = min(cfg.items_per_request, len(ds.item_ids))
     t0 = int(ds.r_ts_s[0])
@@ -149,23 +125,10 @@ def iter_events(cfg: ReplayConfig, source: str = "movielens", dataset: Dataset |
             yield heapq.heappop(heap)[2]
         request_id = f"{prefix}{r:07d}"
         shown = _shown_items(rng, cum_pop, rated, k)
-        items = []
-        for pos, i in enumerate(shown):
-            items.append({
-                "item_id": int(ds.item_ids[i]),
-                "position": pos,
-                "sparse": feats.item(u, i),
-                "dense": {"item_popularity": float(math.log1p(item_seen[i]))},
-            })
-        log = {
-            "request_id": request_id,
-            "user_id": int(ds.user_ids[u]),
-            "ts_ms": ts,
-            "user_sparse": feats.user(u),
-            "user_dense": {"user_activity": float(math.log1p(user_seen[u]))},
-            "items": items,
-            "source": ds.name,
-        }
+        log = FeatureLog(request_id, int(ds.user_ids[u]), ts, user_raw[u],
+                         {"user_activity": math.log1p(user_seen[u])}, source=ds.name)
+        for i in shown:
+            log.add_item(item_ids[i], item_raw[i], {"item_popularity": math.log1p(item_seen[i])})
         user_seen[u] += 1
         item_seen[rated] += 1
         push(ReplayEvent(ts, 0, FEATURES, request_id, log))
@@ -173,12 +136,12 @@ def iter_events(cfg: ReplayConfig, source: str = "movielens", dataset: Dataset |
         actions = []
         imp_delays = rng.integers(0, cfg.impression_delay_max_ms + 1, len(shown))
         for i, d in zip(shown, imp_delays, strict=True):
-            actions.append(_action(request_id, int(ds.item_ids[i]), "impression", ts + int(d)))
+            actions.append(_action(request_id, item_ids[i], "impression", ts + int(d)))
         if rating >= cfg.click_min_rating:
             click_delay, like_extra = action_delays_ms(rng, 2, cfg)
-            actions.append(_action(request_id, int(ds.item_ids[rated]), "click", ts + int(click_delay)))
+            actions.append(_action(request_id, item_ids[rated], "click", ts + int(click_delay)))
             if rating >= cfg.like_min_rating:
-                actions.append(_action(request_id, int(ds.item_ids[rated]), "like",
+                actions.append(_action(request_id, item_ids[rated], "like",
                                        ts + int(click_delay) + int(like_extra)))
         for a in actions:
             for e in disorder.apply(a, ts):
@@ -188,8 +151,7 @@ def iter_events(cfg: ReplayConfig, source: str = "movielens", dataset: Dataset |
 
 
 def _action(request_id: str, item_id: int, action: str, ts: int) -> ReplayEvent:
-    record = {"request_id": request_id, "item_id": item_id, "action": action, "ts_ms": ts, "value": None}
-    return ReplayEvent(ts, 0, ACTIONS, request_id, record)
+    return ReplayEvent(ts, 0, ACTIONS, request_id, ActionLog(request_id, item_id, action, ts))
 
 
 class _Disorder:
@@ -210,7 +172,7 @@ class _Disorder:
 
     def apply(self, a: ReplayEvent, log_ts: int) -> list[ReplayEvent]:
         self.seen += 1
-        if a.record["ts_ms"] - log_ts <= self.quarter:
+        if a.log.ts_ms - log_ts <= self.quarter:
             self.eligible += 1
             p_early = min(1.0, self.cfg.early_share * self.seen / self.eligible)
             if self.rng.random() < p_early:
@@ -218,5 +180,5 @@ class _Disorder:
         out = [a]
         if self.rng.random() < self.cfg.duplicate_share:
             lag = int(self.rng.integers(1, 2 * self.quarter + 1))
-            out.append(ReplayEvent(a.send_ms + lag, 0, ACTIONS, a.key, dict(a.record)))
+            out.append(ReplayEvent(a.send_ms + lag, 0, ACTIONS, a.key, a.log))  # the same log sent again
         return out

@@ -12,19 +12,23 @@ the record's ts_ms: the Flink job takes event time from Kafka timestamps before 
 record, so a far-future one would move its watermark (and close every window) even though the
 record itself is dead-lettered; the embedded runner ignores a rejected record's time.
 
-What the join must do with each is decided by the reference reader (``expected``): fastavro
-through ``schemas.codec`` and the join's own checks. The fast paths must agree with it.
+Records use the feature spec's slots and dense features (FIDs made by the spec), so what is
+accepted joins for real. What the join must do with each is decided by the reference reader
+(``expected``): fastavro through ``schemas.codec``, then the spec's ``joiner.validate`` and the
+producer contract. The fast paths must agree with it.
 """
 
 from __future__ import annotations
 
 import random
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from schemas.codec import Codec, DecodeError, default_codec, load_schema
+from schemas.spec import FeatureSpec
 
 HISTORY = Path(__file__).resolve().parents[1] / "schemas" / "avro" / "history"
 
@@ -38,26 +42,42 @@ class Poison:
     kind: str  # how it was made (for reports)
 
 
-def _feature_log(rid: str, ts: int, rng: random.Random, items: int = 3, fids: int = 1) -> dict[str, Any]:
+def _feature_log(spec: FeatureSpec, rid: str, ts: int, rng: random.Random, items: int = 3,
+                 fids: int = 1) -> dict[str, Any]:
+    """A valid feature log of ``spec``: each item shown once, FIDs of the right slots and sides."""
+    u_slot, i_slot = next(iter(spec.sparse_on("user"))), next(iter(spec.sparse_on("item")))
+    u_dense, i_dense = spec.dense_on("user"), spec.dense_on("item")
+    shown = rng.sample(range(1, 10 * items + 10), items)
     return {"request_id": rid, "user_id": rng.randint(1, 10_000), "ts_ms": ts,
-            "user_sparse": {"u_slot": [rng.getrandbits(62) for _ in range(fids)]},
-            "user_dense": {"u_dense": rng.random()},
-            "items": [{"item_id": rng.randint(1, 5000), "position": p, "sparse": {"i_slot": [rng.getrandbits(62)]},
-                       "dense": {"i_dense": rng.random()}} for p in range(items)],
+            "user_sparse": {u_slot: [spec.fid(u_slot, rng.randint(0, 1 << 20)) for _ in range(fids)]},
+            "user_dense": {d: rng.random() for d in u_dense},
+            "items": [{"item_id": i, "position": p, "sparse": {i_slot: [spec.fid(i_slot, i)]},
+                       "dense": {d: rng.random() for d in i_dense}} for p, i in enumerate(shown)],
             "source": "poison"}
 
 
-def _action(rid: str, ts: int, rng: random.Random) -> dict[str, Any]:
-    return {"request_id": rid, "item_id": rng.randint(1, 5000), "action": rng.choice(["impression", "click", "like"]),
+def _action(spec: FeatureSpec, rid: str, ts: int, rng: random.Random) -> dict[str, Any]:
+    kinds = [*spec.labels, *spec.actions.ignored]
+    return {"request_id": rid, "item_id": rng.randint(1, 5000), "action": rng.choice(kinds),
             "ts_ms": ts, "value": rng.choice([None, rng.random()])}
+
+
+def _avro_string(text: str) -> bytes:
+    raw = text.encode()
+    n, out = len(raw) << 1, bytearray()  # zig-zag of a non-negative length
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out) + raw
 
 
 def _varint_at(value: bytes, at: int, varint: bytes) -> bytes:
     return value[:at] + varint + value[at + 1:]
 
 
-def corpus(n: int, ts_of: Any, prefix: str = "fz-", seed: int = 1, max_message_bytes: int = 1 << 20,
-           codec: Codec | None = None) -> Iterator[Poison]:
+def corpus(spec: FeatureSpec, n: int, ts_of: Any, prefix: str = "fz-", seed: int = 1,
+           max_message_bytes: int = 1 << 20, codec: Codec | None = None) -> Iterator[Poison]:
     """``n`` hostile messages; ``ts_of(i, role)`` is the timestamp for the i-th, a message of
     ``role`` (the traffic's time where it goes)."""
     codec = codec or default_codec()
@@ -72,7 +92,7 @@ def corpus(n: int, ts_of: Any, prefix: str = "fz-", seed: int = 1, max_message_b
         role = rng.choice(["features", "actions"])
         ts = ts_of(i, role)
         rid = f"{prefix}{seed}-{i}"
-        rec = _feature_log(rid, ts, rng) if role == "features" else _action(rid, ts, rng)
+        rec = _feature_log(spec, rid, ts, rng) if role == "features" else _action(spec, rid, ts, rng)
         name = "FeatureLog" if role == "features" else "ActionLog"
         value = codec.encode(name, rec)
         key = rid.encode()
@@ -97,17 +117,19 @@ def corpus(n: int, ts_of: Any, prefix: str = "fz-", seed: int = 1, max_message_b
         elif kind == "bad_utf8":
             value = value.replace(rid.encode(), rid.encode()[:-1] + b"\xff", 1)
         elif kind == "repeated_key":
-            if role == "features":
-                rec["user_dense"] = {"u_dense": 1.0}
+            if role == "features" and spec.dense_on("user"):
+                dense = spec.dense_on("user")[0]
+                rec["user_dense"] = {dense: 1.0}
                 body = codec.encode(name, rec)
-                one = b"\x0eu_dense"  # the map's single entry: key, then a float
-                at = body.index(one)
-                entry = body[at:at + len(one) + 4]
-                value = body[:at - 1] + b"\x04" + entry + entry[:-4] + b"\x00\x00\x80\x3f" + body[at + len(entry):]
+                name_bytes = _avro_string(dense)  # the map's single entry: name, then a float
+                at = body.index(name_bytes)
+                entry = body[at:at + len(name_bytes) + 4]
+                value = (body[:at - 1] + b"\x04" + entry + name_bytes + struct.pack("<f", 2.0)
+                         + body[at + len(entry):])
             else:
                 value = value + b"\x00"  # trailing byte: malformed
         elif kind == "huge_array" and role == "features":
-            rec = _feature_log(rid, ts, rng, items=rng.choice([1, 5000]), fids=rng.choice([1, 20_000]))
+            rec = _feature_log(spec, rid, ts, rng, items=rng.choice([1, 5000]), fids=rng.choice([1, 20_000]))
             value = codec.encode(name, rec)
         elif kind == "huge_map" and role == "features":
             rec["user_sparse"] = {f"s{k}": [k] for k in range(rng.choice([100, 3000]))}
@@ -133,15 +155,17 @@ def corpus(n: int, ts_of: Any, prefix: str = "fz-", seed: int = 1, max_message_b
         yield Poison(role, key, value, ts, kind)
 
 
-def expected(p: Poison, role_record: dict[str, str], max_message_bytes: int,
+def expected(p: Poison, spec: FeatureSpec, role_record: dict[str, str], max_message_bytes: int,
              codec: Codec | None = None) -> str | None:
-    """The dead-letter reason the join must give ``p`` on input, or None if it must accept it.
+    """The dead-letter reason the join must give ``p`` on input, or None if it must not make one
+    (it joins, or drops it as an action the spec does not know).
 
     ``role_record``: {"features": "FeatureLog", "actions": "ActionLog"}. The order of checks
-    is the runtimes': size, decoding (fastavro), the record's own checks, the producer contract.
+    is the runtimes': size, decoding (fastavro), the spec (``joiner.validate``), the producer
+    contract.
     """
-    from joiner.core import check_action, check_features
     from joiner.engine import contract_breach
+    from joiner.validate import Validator
 
     codec = codec or default_codec()
     if p.value is None:
@@ -153,7 +177,11 @@ def expected(p: Poison, role_record: dict[str, str], max_message_bytes: int,
         rec = codec.decode(p.value, expect=name)[1]
     except DecodeError as e:
         return e.reason
-    bad = check_features(rec) if name == "FeatureLog" else check_action(rec)
-    if bad is None:
-        bad = contract_breach(rec, p.key, p.ts)
+    validator = Validator(spec)
+    verdict = validator.features(rec) if name == "FeatureLog" else validator.action(rec)
+    if verdict.reason:
+        return verdict.reason
+    if verdict.record is None:
+        return None  # dropped
+    bad = contract_breach(verdict.record, p.key, p.ts)
     return bad[0] if bad is not None else None

@@ -1,7 +1,8 @@
 """SYNTHETIC traffic for scale tests: Zipf-popular users and items with the MovieLens shapes.
 
-Marked ``source = "synthetic"`` in every feature log. Ratings follow a hidden user x genre
-affinity plus item quality, so a model has something real to learn.
+Marked ``source = "synthetic"`` in every feature log; its features are MovieLens's slots
+(``examples/movielens/features.toml``). Ratings follow a hidden user x genre affinity plus item
+quality, so a model has something real to learn.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def synthetic_dataset(cfg: ReplayConfig) -> Dataset:
     user_ids = np.arange(1, n_users + 1, dtype=np.int64)
     item_ids = np.arange(1, n_items + 1, dtype=np.int64)
     user_raw = {
+        "user_id": user_ids.tolist(),
         "age": [str(a) for a in rng.integers(1, 8, n_users)],
         "gender": [("F", "M")[g] for g in rng.integers(0, 2, n_users)],
         "occupation": [f"occ{o}" for o in rng.integers(0, 21, n_users)],
@@ -47,5 +49,7 @@ def synthetic_dataset(cfg: ReplayConfig) -> Dataset:
     ])
     rating = np.clip(np.rint(3.0 + 1.2 * taste + item_quality[r_item] + rng.normal(0, 0.7, n)), 1, 5)
     ts = 900_000_000 + np.cumsum(rng.exponential(30.0, n)).astype(np.int64)
-    return Dataset("synthetic", user_ids, user_raw, item_ids, item_genres, item_year,
+    item_raw = {"item_id": item_ids.tolist(), "genre": [[str(g) for g in gs] for gs in item_genres],
+                "year": item_year}
+    return Dataset("synthetic", user_ids, user_raw, item_ids, item_raw,
                    r_user.astype(np.int64), r_item.astype(np.int64), rating.astype(np.float32), ts)

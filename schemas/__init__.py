@@ -1,1 +1,1 @@
-"""Data contracts: Avro schemas, their single-object codec, and feature ids."""
+"""Data contracts: Avro schemas, their single-object codec, the feature spec (``spec``) and feature ids."""

@@ -1,9 +1,11 @@
 """A minimal model server: scores the items of one request with the serving PS's weights.
 
 It reads only the serving PS (embeddings that syncs pushed, dense weights of the last dense sync)
-and never inserts: an id serving has not received reads as zeros. Scores of a model trained on
-sampled negatives are corrected by log-odds: ``p / (p + (1 - p) / r)`` with the keep rate ``r``
-the trainer shipped with the dense weights.
+and never inserts: an id serving has not received reads as zeros. The feature spec it reads is
+the one the weights were trained under, shipped with them (slots, dense features with their
+defaults and normalization, labels). Scores of a model trained on sampled negatives are
+corrected by log-odds: ``p / (p + (1 - p) / r)`` with the keep rate ``r`` the trainer shipped
+with the dense weights.
 """
 
 from __future__ import annotations
@@ -13,30 +15,36 @@ from typing import Any
 import numpy as np
 import torch
 
-from schemas.fid import SLOTS
+from schemas.spec import FeatureSpec
 from serving.ps import ServingPS
 from trainer.batch import build_batch
 from trainer.evaluation import correct_sampled
-from trainer.model import DeepFM, pool, transform_dense
+from trainer.model import DeepFM, pool
 
 
 class ModelServer:
     def __init__(self, ps: ServingPS) -> None:
         self.ps = ps
         self._model: DeepFM | None = None
+        self._spec: FeatureSpec | None = None
         self._version = -1
 
-    def _current_model(self) -> DeepFM:
+    def _current_model(self) -> tuple[DeepFM, FeatureSpec]:
         meta = self.ps.meta
         if self.ps.dense_state is None:
             raise RuntimeError("the serving PS has no dense weights yet (no dense sync happened)")
         if self._model is None or meta["dense_version"] != self._version:
-            m = DeepFM(meta["slot_dims"], len(meta["dense_features"]), meta["hidden"], len(meta["labels"]),
-                       meta["fm_dim"], meta["dropout"])
+            m = DeepFM(**meta["model"])
             m.load_state_dict(self.ps.dense_state)
             m.eval()
             self._model, self._version = m, meta["dense_version"]
-        return self._model
+            self._spec = FeatureSpec.model_validate(meta["spec"])
+        return self._model, self._spec
+
+    @property
+    def spec(self) -> FeatureSpec:
+        """The feature spec of the weights being served (requests are built against it)."""
+        return self._current_model()[1]
 
     @staticmethod
     def examples_of(request: dict[str, Any]) -> list[dict[str, Any]]:
@@ -52,18 +60,17 @@ class ModelServer:
 
     def score_records(self, records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         """Corrected probability per label for example-shaped records."""
-        model = self._current_model()
-        meta = self.ps.meta
-        b = build_batch(records, meta["slots"], meta["dense_features"], meta["labels"])
+        model, spec = self._current_model()
+        b = build_batch(records, spec)
         pooled = []
-        for slot in meta["slots"]:
+        for slot in spec.model_slots:
             fids, offsets = b.bags[slot]
             uniq, inv = np.unique(fids, return_inverse=True)
-            rows = torch.from_numpy(self.ps.lookup(SLOTS[slot], uniq))
+            rows = torch.from_numpy(self.ps.lookup(spec.number(slot), uniq))
             pooled.append(pool(rows, torch.from_numpy(inv.astype(np.int64)), torch.from_numpy(offsets)))
         with torch.no_grad():
-            p = torch.sigmoid(model(pooled, transform_dense(torch.from_numpy(b.dense)))).double().numpy()
-        return {lb: correct_sampled(p[:, j], meta["keep_rate"]) for j, lb in enumerate(meta["labels"])}
+            p = torch.sigmoid(model(pooled, torch.from_numpy(b.dense))).double().numpy()
+        return {lb: correct_sampled(p[:, j], self.ps.meta["keep_rate"]) for j, lb in enumerate(spec.labels)}
 
     def score(self, request: dict[str, Any]) -> list[dict[str, Any]]:
         """Items of a FeatureLog-shaped request with their scores, best first by the first label."""

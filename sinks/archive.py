@@ -46,7 +46,7 @@ from sinks.fastdecode import decode_table
 from sinks.fastdecode import header as fast_header
 from sinks.fs import FileSystem, make_fs
 from sinks.manifest import FileEntry, Manifest
-from sinks.table import sort_by_time, to_table
+from sinks.table import archive_schema, sort_by_time, to_table
 
 log = logging.getLogger("streamrec.archive")
 T = TypeVar("T")
@@ -125,6 +125,7 @@ class Archiver:
         self.dead_topic = settings.kafka.topics.dead_letter
         self.fs = fs or make_fs(self.cfg, settings.stack.run_dir)
         self.codec = default_codec()
+        self.schema = archive_schema(settings.features)  # a column per slot of the spec
         self._fast_header = fast_header()
         self.run_id = uuid.uuid4().hex[:8]
         self.stats = ArchiveStats()
@@ -266,7 +267,7 @@ class Archiver:
         values = [m.value() for m in msgs]
         table = None
         if self._fast_header is not None and all(v is not None and v[:10] == self._fast_header for v in values):
-            table = decode_table(values)
+            table = decode_table(values, self.schema)
         if table is None:
             self._ingest_slow(msgs)
             return
@@ -314,7 +315,7 @@ class Archiver:
             if ts > pmax.get(p, -1):
                 pmax[p] = ts
         self._count_consumed(len(msgs), dups)
-        self._add_groups({key: to_table(recs) for key, recs in recs_by_key.items()})
+        self._add_groups({key: to_table(recs, self.schema) for key, recs in recs_by_key.items()})
 
     def _count_consumed(self, n: int, dups: int) -> None:
         self.stats.consumed += n

@@ -4,7 +4,7 @@ Decoding message by message with fastavro builds a Python dict per example and t
 columns from the dicts; that was ~2/3 of the dumper's CPU. Here a numba kernel walks all bodies
 of a batch once (the current TrainingExample schema's binary layout, field by field) and writes
 positions and numbers into flat arrays; numpy/pyarrow turn those into the columns of
-``sinks.table.SCHEMA`` without a Python object per example.
+``sinks.table.archive_schema(spec)`` without a Python object per example.
 
 Only messages written with the *current* TrainingExample schema take this path; any other writer
 schema, a body that does not parse exactly (bounds, trailing bytes), a string that is not
@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from numba import njit
 
 from schemas.codec import HEADER_LEN, default_codec
-from sinks.table import FIDS, SCHEMA, SLOT_NAMES
+from sinks.table import EXTRA, FIDS, slot_names
 
 # field order of TrainingExample.avsc (checked against the schema in header())
 FIELDS = ("example_id", "request_id", "item_id", "user_id", "ts_ms", "sparse", "dense", "labels",
@@ -202,8 +202,9 @@ def _map(n: int, rec: np.ndarray, keys: pa.Array, items: pa.Array) -> pa.MapArra
     return pa.MapArray.from_arrays(pa.array(offsets), keys, items)
 
 
-def decode_table(bodies: list[bytes]) -> pa.Table | None:
-    """Messages (header + body, current TrainingExample schema) -> table with ``SCHEMA``; None = use the codec."""
+def decode_table(bodies: list[bytes], schema: pa.Schema) -> pa.Table | None:
+    """Messages (header + body, current TrainingExample schema) -> table with ``schema``
+    (``sinks.table.archive_schema``); None = use the codec."""
     n = len(bodies)
     lens = np.fromiter((len(b) for b in bodies), dtype=np.int64, count=n)
     ends = np.cumsum(lens)
@@ -239,11 +240,12 @@ def decode_table(bodies: list[bytes]) -> pa.Table | None:
     if lbv.size and (lbv.min() < -(2**31) or lbv.max() >= 2**31):
         return None
     # sparse: one list column per known slot; a slot twice in one map -> let the codec decide
-    slot = pc.index_in(slot_keys, value_set=pa.array(SLOT_NAMES)).to_numpy(
+    slots = slot_names(schema)
+    slot = pc.index_in(slot_keys, value_set=pa.array(slots, pa.string())).to_numpy(
         zero_copy_only=False)
     known = ~np.isnan(slot) if slot.dtype.kind == "f" else np.ones(nsp, bool)
     slot_i = np.where(known, np.nan_to_num(slot), -1).astype(np.int64)
-    for j, name in enumerate(SLOT_NAMES):
+    for j, name in enumerate(slots):
         m = slot_i == j
         rec = sp[m, 0]
         if len(np.unique(rec)) != len(rec):
@@ -256,15 +258,14 @@ def decode_table(bodies: list[bytes]) -> pa.Table | None:
         present[rec] = True
         values = pa.array(_gather(fids, sp[m, 3], sp[m, 4]), pa.int64())
         cols["sparse_" + name] = pa.ListArray.from_arrays(pa.array(offsets), values, FIDS, mask=pa.array(~present))
-    extra_type = SCHEMA.field("sparse_extra").type
     if known.all():
-        cols["sparse_extra"] = pa.nulls(n, extra_type)
+        cols["sparse_extra"] = pa.nulls(n, EXTRA)
     else:
         rows: list = [None] * n
         for e in np.nonzero(~known)[0]:
             r, kp, kl, vs, vl = (int(x) for x in sp[e])
             rows[r] = (rows[r] or []) + [(bytes(buf[kp:kp + kl]).decode(), fids[vs:vs + vl].tolist())]
-        cols["sparse_extra"] = pa.array(rows, extra_type)
+        cols["sparse_extra"] = pa.array(rows, EXTRA)
     cols["dense"] = _map(n, dn[:, 0], dense_keys, pa.array(_floats(buf, dn[:, 3])))
     cols["labels"] = _map(n, lb[:, 0], label_keys, pa.array(lbv.astype(np.int32)))
-    return pa.Table.from_arrays([cols[f.name] for f in SCHEMA], schema=SCHEMA)
+    return pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)

@@ -2,8 +2,9 @@
 
 Hours come in order; within an hour the rows are in event-time order (``ts_ms``, then
 ``example_id``), on-time and late files merged. Each batch is a ``pyarrow.RecordBatch`` with the
-schema of ``sinks.table`` (numpy-ready: ``batch.column("ts_ms").to_numpy()``,
-``sinks.table.slot_arrays(batch, "user_id")`` for a slot's FIDs).
+schema of ``sinks.table.archive_schema(spec)`` for the reader's feature spec, whatever spec each
+file was written under (a slot added since reads as null; numpy-ready:
+``batch.column("ts_ms").to_numpy()``, ``sinks.table.slot_arrays(batch, "user_id")`` for a slot's FIDs).
 """
 
 from __future__ import annotations
@@ -16,16 +17,18 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from schemas.spec import FeatureSpec
 from sinks import layout
 from sinks.fs import FileSystem, make_fs
-from sinks.table import SCHEMA, conform, sort_by_time
+from sinks.table import archive_schema, conform, sort_by_time
 
 HourLike = int | str | datetime
 
 
 class ArchiveReader:
-    def __init__(self, fs: FileSystem):
+    def __init__(self, fs: FileSystem, spec: FeatureSpec | list[str]):
         self.fs = fs
+        self.schema = archive_schema(spec)
 
     def hours(self, start: HourLike | None = None, end: HourLike | None = None,
               complete_only: bool = False) -> list[int]:
@@ -54,9 +57,9 @@ class ArchiveReader:
     def read_hour(self, hour: int, columns: list[str] | None = None, include_late: bool = True) -> pa.Table:
         """One hour as a table in event-time order."""
         need = None if columns is None else list(dict.fromkeys([*columns, "ts_ms", "example_id"]))
-        tables = [conform(pq.read_table(io.BytesIO(self.fs.read_bytes(p))))
+        tables = [conform(pq.read_table(io.BytesIO(self.fs.read_bytes(p))), self.schema)
                   for p in self.files(hour, include_late)]
-        table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+        table = pa.concat_tables(tables) if tables else self.schema.empty_table()
         table = sort_by_time(table if need is None else table.select(need))
         return table if columns is None else table.select(columns)
 
@@ -85,4 +88,4 @@ class ArchiveReader:
 
 def open_archive(settings: Any) -> ArchiveReader:
     """The reader on the archive that ``settings.archive`` names."""
-    return ArchiveReader(make_fs(settings.archive, settings.stack.run_dir))
+    return ArchiveReader(make_fs(settings.archive, settings.stack.run_dir), settings.features)

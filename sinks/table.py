@@ -4,14 +4,17 @@ Layout (one row per example; written sorted by ``ts_ms`` then ``example_id``):
 
 - scalars: ``example_id`` (string, the dedup key), ``request_id``, ``item_id`` (int64), ``user_id``,
   ``ts_ms`` (event time), ``sample_rate`` (float32), ``late`` (bool), ``join_delay_ms``, ``kind``;
-- one ``list<int64>`` column per known slot, ``sparse_<slot>`` for every slot of ``schemas.fid.SLOTS``:
-  the trainer gets a slot's FIDs for a whole batch as two numpy arrays (offsets, values) without
-  touching a Python object (see ``slot_arrays``); null = slot absent, [] = present but empty;
-- ``sparse_extra``: ``map<string, list<int64>>`` for slots outside the contract (kept, not dropped);
+- one ``list<int64>`` column per slot the feature spec uses, ``sparse_<slot>`` (slots and crosses,
+  by number; ``archive_schema(spec)``): the trainer gets a slot's FIDs for a whole batch as two
+  numpy arrays (offsets, values) without touching a Python object (see ``slot_arrays``);
+  null = slot absent, [] = present but empty;
+- ``sparse_extra``: ``map<string, list<int64>>`` for slots outside the spec the archiver runs with
+  (an example joined under a newer spec, say): kept, not dropped;
 - ``dense``: ``map<string, float32>``; ``labels``: ``map<string, int32>`` (one key per task; read a task's
   labels as a column with ``pyarrow.compute.map_lookup``).
 
-Files written before a slot was added lack its column; the reader fills it with nulls.
+Files written before a slot was added lack its column: ``conform`` fills it with nulls, so hours
+of an older spec read under a newer one (and the batch trainer sees the slot as absent there).
 """
 
 from __future__ import annotations
@@ -23,9 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.fid import SLOTS
+from schemas.spec import FeatureSpec
 
-SLOT_NAMES: tuple[str, ...] = tuple(SLOTS)
 SPARSE_PREFIX = "sparse_"
 
 SCALARS: list[tuple[str, pa.DataType]] = [
@@ -40,16 +42,26 @@ SCALARS: list[tuple[str, pa.DataType]] = [
     ("kind", pa.string()),
 ]
 FIDS = pa.list_(pa.int64())
-SCHEMA = pa.schema(
-    [pa.field(n, t, nullable=False) for n, t in SCALARS]
-    + [pa.field(SPARSE_PREFIX + s, FIDS) for s in SLOT_NAMES]
-    + [
-        pa.field("sparse_extra", pa.map_(pa.string(), FIDS)),
-        pa.field("dense", pa.map_(pa.string(), pa.float32())),
-        pa.field("labels", pa.map_(pa.string(), pa.int32())),
-    ]
-)
-_KNOWN = frozenset(SLOT_NAMES)
+EXTRA = pa.map_(pa.string(), FIDS)
+
+
+def archive_schema(spec: FeatureSpec | list[str]) -> pa.Schema:
+    """The Parquet schema of examples under a feature spec (or a list of slot names)."""
+    slots = spec.model_slots if isinstance(spec, FeatureSpec) else list(spec)
+    return pa.schema(
+        [pa.field(n, t, nullable=False) for n, t in SCALARS]
+        + [pa.field(SPARSE_PREFIX + s, FIDS) for s in slots]
+        + [
+            pa.field("sparse_extra", EXTRA),
+            pa.field("dense", pa.map_(pa.string(), pa.float32())),
+            pa.field("labels", pa.map_(pa.string(), pa.int32())),
+        ]
+    )
+
+
+def slot_names(schema: pa.Schema) -> list[str]:
+    """The slots that have a column of their own in ``schema``."""
+    return [n[len(SPARSE_PREFIX):] for n in schema.names if n.startswith(SPARSE_PREFIX) and n != "sparse_extra"]
 
 
 def _map(dicts: list[dict], keys: pa.DataType, values: pa.DataType) -> pa.MapArray:
@@ -60,32 +72,34 @@ def _map(dicts: list[dict], keys: pa.DataType, values: pa.DataType) -> pa.MapArr
     return pa.MapArray.from_arrays(pa.array(offsets), k, v)
 
 
-def to_table(records: list[dict[str, Any]]) -> pa.Table:
-    """TrainingExample dicts (as the codec decodes them) -> a table with ``SCHEMA``.
+def to_table(records: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """TrainingExample dicts (as the codec decodes them) -> a table with ``schema`` (``archive_schema``).
 
     Column by column (one comprehension per column, maps from flat keys/values): ~4x faster than
     handing pyarrow a list of row dicts.
     """
+    slots = slot_names(schema)
+    known = frozenset(slots)
     arrays = [pa.array([r[n] for r in records], t) for n, t in SCALARS]
     sparses = [r["sparse"] for r in records]
-    arrays += [pa.array([sp.get(s) for sp in sparses], FIDS) for s in SLOT_NAMES]
-    extra_type = SCHEMA.field("sparse_extra").type
-    if any(not _KNOWN.issuperset(sp) for sp in sparses):
-        extra = [[(k, v) for k, v in sp.items() if k not in _KNOWN] or None for sp in sparses]
-        arrays.append(pa.array(extra, extra_type))
+    arrays += [pa.array([sp.get(s) for sp in sparses], FIDS) for s in slots]
+    if any(not known.issuperset(sp) for sp in sparses):
+        extra = [[(k, v) for k, v in sp.items() if k not in known] or None for sp in sparses]
+        arrays.append(pa.array(extra, EXTRA))
     else:
-        arrays.append(pa.nulls(len(records), extra_type))
+        arrays.append(pa.nulls(len(records), EXTRA))
     arrays.append(_map([r["dense"] for r in records], pa.string(), pa.float32()))
     arrays.append(_map([r["labels"] for r in records], pa.string(), pa.int32()))
-    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def to_records(batch: pa.RecordBatch | pa.Table) -> list[dict[str, Any]]:
     """The inverse of ``to_table`` (for tests, tools and consumers that want dicts)."""
+    slots = slot_names(batch.schema)
     rows = batch.to_pylist()
     out = []
     for row in rows:
-        sparse = {s: row[SPARSE_PREFIX + s] for s in SLOT_NAMES if row.get(SPARSE_PREFIX + s) is not None}
+        sparse = {s: row[SPARSE_PREFIX + s] for s in slots if row[SPARSE_PREFIX + s] is not None}
         sparse.update(dict(row.get("sparse_extra") or []))
         rec = {n: row[n] for n, _ in SCALARS}
         rec["sparse"] = sparse
@@ -95,17 +109,18 @@ def to_records(batch: pa.RecordBatch | pa.Table) -> list[dict[str, Any]]:
     return out
 
 
-def conform(table: pa.Table) -> pa.Table:
-    """Bring a table read from an older file to ``SCHEMA`` (missing slot columns -> nulls)."""
-    if table.schema.equals(SCHEMA):
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Bring a table read from a file of another spec to ``schema``: a slot added since is null
+    there; a slot's column the schema lacks (retired since, or unknown to it) is dropped."""
+    if table.schema.equals(schema):
         return table
     arrays = []
-    for f in SCHEMA:
+    for f in schema:
         if f.name in table.column_names:
             arrays.append(table.column(f.name).cast(f.type))
         else:
             arrays.append(pa.nulls(table.num_rows, f.type))
-    return pa.table(arrays, schema=SCHEMA)
+    return pa.table(arrays, schema=schema)
 
 
 def slot_arrays(batch: pa.RecordBatch, slot: str) -> tuple[np.ndarray, np.ndarray]:

@@ -25,6 +25,9 @@ stack_app = typer.Typer(help="The local stack: an Apache Kafka broker (KRaft) an
 replay_app = typer.Typer(help="Turn a dataset into the feature log and the action log on Kafka.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(replay_app, name="replay")
+features_app = typer.Typer(help="The feature spec (the data contract): check a change, show the one in use.",
+                            no_args_is_help=True)
+app.add_typer(features_app, name="features")
 flink_app = typer.Typer(help="The join on Flink: a local standalone cluster and `flink run` of jobs/flink_join.py.",
                         no_args_is_help=True)
 app.add_typer(flink_app, name="flink")
@@ -57,6 +60,38 @@ def _root(
 def show_config(ctx: typer.Context) -> None:
     """Print the effective configuration (file + --set overrides + defaults) as JSON."""
     typer.echo(settings(ctx).model_dump_json(indent=2))
+
+
+# ---- features ---------------------------------------------------------------------------------
+@features_app.command("check")
+def features_check(
+    old: Annotated[Path, typer.Argument(help="the spec in use: a spec file, or a config file with [features]")],
+    new: Annotated[Path, typer.Argument(help="the changed spec (same kinds of file)")],
+) -> None:
+    """Is changing the feature spec from OLD to NEW compatible? Exit 0 if so, 1 if not (with why)."""
+    from schemas.spec import SpecError, compatibility, load_spec
+
+    try:
+        before, after = load_spec(old), load_spec(new)
+    except SpecError as e:
+        typer.secho(str(e), fg="red", err=True)
+        raise typer.Exit(2) from None
+    problems, notes = compatibility(before, after)
+    for p in problems:
+        typer.secho(f"incompatible: {p}", fg="red")
+    for n in notes:
+        typer.echo(f"note: {n}")
+    if problems:
+        typer.secho(f"{new} is NOT compatible with {old} ({len(problems)} problem(s))", fg="red")
+        raise typer.Exit(1)
+    typer.secho(f"{new} is compatible with {old}", fg="green")
+
+
+@features_app.command("show")
+def features_show(ctx: typer.Context) -> None:
+    """The feature spec in use (after the config file and --set overrides) as JSON: slots by number."""
+    spec = settings(ctx).features
+    typer.echo(spec.model_dump_json(indent=2))
 
 
 # ---- stack ----------------------------------------------------------------------------------
@@ -94,10 +129,8 @@ def replay_movielens(
     seed: Annotated[int | None, typer.Option(help="seed: same seed, same messages")] = None,
 ) -> None:
     """Replay MovieLens-100K: each rating a served request of K shown items, impressions and clicks."""
-    from jobs.replay import run_replay
-
     s = _with(settings(ctx), "replay", limit=limit, rate=rate, speed=speed, seed=seed)
-    run_replay(s, source="movielens")
+    _replay(s, "movielens")
 
 
 @replay_app.command("synthetic")
@@ -108,10 +141,21 @@ def replay_synthetic(
     seed: Annotated[int | None, typer.Option(help="seed: same seed, same messages")] = None,
 ) -> None:
     """SYNTHETIC Zipf traffic with the MovieLens shapes, for scale tests (marked source=synthetic)."""
-    from jobs.replay import run_replay
-
     s = _with(settings(ctx), "replay", limit=limit, rate=rate, seed=seed)
-    run_replay(s, source="synthetic")
+    _replay(s, "synthetic")
+
+
+def _replay(s: Settings, source: str) -> None:
+    """Run a replay; its logs carry MovieLens's features, which another feature spec refuses (said clearly)."""
+    from jobs.replay import run_replay
+    from schemas.spec import SpecError
+
+    try:
+        run_replay(s, source=source)
+    except SpecError as e:
+        typer.secho(f"the {source} replay logs MovieLens's features, and the feature spec of this config refuses "
+                    f"them ({e}); run it with the default spec, examples/movielens/features.toml", fg="red", err=True)
+        raise typer.Exit(2) from None
 
 
 # ---- join -----------------------------------------------------------------------------------

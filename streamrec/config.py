@@ -10,18 +10,22 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
+from examples.movielens import SPEC_FILE as MOVIELENS_SPEC
 from jobs.flink.config import FlinkConfig
 from joiner.config import JoinerConfig
 from replay.config import ReplayConfig
+from schemas.spec import FeatureSpec, SpecError, load_spec, merge, read_spec_data
 from sinks.config import ArchiveConfig
 from streamrec.section import Section
 from trainer.config import TrainerConfig
 
 DEFAULT_CONFIG_FILE = Path("streamrec.toml")
+# the feature spec when a config names none: the MovieLens demo's
+DEFAULT_FEATURES_FILE = MOVIELENS_SPEC
 
 
 class TopicsConfig(Section):
@@ -81,7 +85,30 @@ def local_bootstrap(stack: StackConfig) -> str:
         return ""
 
 
+class ClientConfig(Section):
+    """The application client (``streamrec.client``): how it produces the two logs."""
+
+    linger_ms: float = Field(20.0, ge=0, description="librdkafka linger.ms: how long a batch waits to fill")
+    batch_messages: int = Field(10_000, gt=0, description="librdkafka batch.num.messages")
+    queue_max_messages: int = Field(500_000, gt=0, description="messages buffered locally before send() blocks")
+    compression: str = Field("lz4", pattern="^(none|gzip|snappy|lz4|zstd)$")
+    idempotence: bool = Field(True, description="retries never duplicate or reorder a message (acks=all)")
+    delivery_timeout_ms: int = Field(
+        120_000, gt=0, description="a message not acknowledged within this (retries included) fails")
+    retry_backoff_ms: int = Field(100, ge=1, description="first back-off between retries (librdkafka doubles it)")
+    block_timeout_s: float = Field(
+        30.0, ge=0, description="send() waits this long for room in a full local queue, then raises BufferError")
+    delivery_reports: Literal["errors", "all"] = Field(
+        "errors", description="errors: only failed deliveries call back (fast; `delivered` is counted from the "
+        "queue); all: every message's on_delivery is called once acknowledged")
+    fid_cache_size: int = Field(
+        1_000_000, ge=0, description="raw values whose FIDs are kept per slot (hashing is most of a log's cost)")
+    stats_interval_ms: int = Field(5_000, ge=0, description="librdkafka statistics (retries, queue) this often")
+
+
 class Settings(Section):
+    features: FeatureSpec = Field(default_factory=lambda: load_spec(DEFAULT_FEATURES_FILE),
+                                  description="the data contract: slots, crosses, dense features, actions")
     stack: StackConfig = Field(default_factory=StackConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
@@ -89,6 +116,7 @@ class Settings(Section):
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     flink: FlinkConfig = Field(default_factory=FlinkConfig)
+    client: ClientConfig = Field(default_factory=ClientConfig)
 
 
 class ConfigError(ValueError):
@@ -141,8 +169,26 @@ def to_overrides(settings: Settings) -> list[str]:
 
     defaults = Settings().model_dump(mode="json")
     for section, value in settings.model_dump(mode="json").items():
-        walk(section, value, defaults[section])
+        # the spec goes whole: its default comes from a file, so a diff against it would not rebuild it
+        walk(section, value, None if section == "features" else defaults[section])
+    if settings.features.file is None:
+        out.append('features.file=""')  # an inline spec: no file under it
     return out
+
+
+def _feature_data(features: Any) -> Any:
+    """The config file's ``[features]`` as a whole spec: the file it names (``file``) with the
+    section's keys on top; without ``file`` the section is the whole spec (``file = ""`` says
+    so explicitly); without a section, the default spec (MovieLens's)."""
+    if features is None:
+        return read_spec_data(DEFAULT_FEATURES_FILE)
+    if not isinstance(features, dict):
+        return features  # let validation name the problem
+    features = dict(features)
+    file = features.pop("file", None)
+    if not file:
+        return features
+    return merge(read_spec_data(file), features)
 
 
 def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Settings:
@@ -156,8 +202,21 @@ def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str
             data = tomllib.loads(file.read_text())
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {file}: {e}") from e
-    for text in overrides:
-        _apply(data, *parse_override(text))
+        features = data.get("features")
+        if isinstance(features, dict) and isinstance(features.get("file"), str) and features["file"]:
+            spec_file = Path(features["file"])  # relative to the config file that names it
+            features["file"] = str(spec_file if spec_file.is_absolute() else file.parent / spec_file)
+    parsed = [parse_override(text) for text in overrides]
+    for keys, value in parsed:  # another spec file first (relative to the working directory) ...
+        if keys == ["features", "file"]:
+            data["features"] = {**(data.get("features") or {}), "file": value}
+    try:
+        data["features"] = _feature_data(data.get("features"))
+    except SpecError as e:
+        raise ConfigError(f"invalid configuration:\n  features.file: {e}") from None
+    for keys, value in parsed:  # ... then every override on top of the whole spec
+        if keys != ["features", "file"]:
+            _apply(data, keys, value)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as e:

@@ -11,8 +11,30 @@ import pytest
 
 from deploy.broker import Broker
 from deploy.hdfs import Hdfs
+from examples.movielens import SPEC_FILE
+from schemas.spec import FeatureSpec, load_spec, merge
 from streamrec.config import KafkaConfig, Settings, load_config
 from streamrec.kafka import create_topics
+
+MOVIELENS_SPEC = load_spec(SPEC_FILE)  # the demo's spec; tests use it for MovieLens-shaped data
+
+
+def movielens_with(changes: dict, keep: list[str] | None = None) -> FeatureSpec:
+    """The MovieLens spec with ``changes`` merged in (``{"slots": {"item_id": {"dim": 8}}}``), and
+    only the slots in ``keep`` in use if given (the others retired, crosses of them too)."""
+    data = merge(MOVIELENS_SPEC.model_dump(exclude={"file"}), changes)
+    if keep is not None:
+        for name in data["slots"]:
+            data["slots"][name]["retired"] = name not in keep
+        for c in data["crosses"].values():
+            c["retired"] = not set(c["of"]) <= set(keep)
+    return FeatureSpec.model_validate(data)
+
+
+@pytest.fixture
+def movielens_spec() -> FeatureSpec:
+    """A fresh copy of the MovieLens spec (a test may change it)."""
+    return MOVIELENS_SPEC.model_copy(deep=True)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from schemas.fid import SLOTS
 from streamrec.cli import app
 from streamrec.config import ConfigError, load_config, parse_override
 
@@ -62,11 +61,13 @@ def test_the_example_config_file_is_valid_and_builds_a_trainer() -> None:
     from trainer.loop import Trainer
 
     s = load_config(Path(__file__).resolve().parents[1] / "deploy" / "streamrec.example.toml")
-    assert s.trainer.embedding.for_slot("user_genre").dim == 8
-    assert s.trainer.embedding.for_slot("item_id").filter_threshold == 2
-    trainer = Trainer(s.trainer)
+    spec = s.features
+    assert spec.settings("user_genre").dim == 8 and spec.settings("user_genre").optimizer == "ftrl"
+    assert spec.settings("item_id").filter_threshold == 2 and spec.settings("item_id").dim == 16
+    assert spec.file.endswith("examples/movielens/features.toml")  # the file it names, relative to it
+    trainer = Trainer(s.trainer, spec)
     dims = trainer.ps.slot_dims()
-    assert dims[SLOTS["user_genre"]] == 8 and dims[SLOTS["item_id"]] == 16
+    assert dims[spec.number("user_genre")] == 8 and dims[spec.number("item_id")] == 16
 
 
 def test_overrides_rebuild_the_same_settings_in_another_process() -> None:
@@ -74,7 +75,7 @@ def test_overrides_rebuild_the_same_settings_in_another_process() -> None:
 
     s = load_config(None, ['kafka.topics.examples="ex-1"', "joiner.window_ms=1234", "replay.rate=2.5",
                            'stack.run_dir="/tmp/x y"', "kafka.topics.partitions.features=5",
-                           'trainer.labels=["click", "like"]', "trainer.embedding.slots.item_id.dim=8"])
+                           'features.actions.labels=["like", "click"]', "features.slots.item_id.dim=8"])
     ov = to_overrides(s)
     assert load_config(None, ov) == s
     assert "joiner.window_ms=1234" in ov and not any(o.startswith("archive.") for o in ov)

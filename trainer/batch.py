@@ -1,4 +1,8 @@
-"""TrainingExample records -> the arrays one training step needs (bags of FIDs per slot)."""
+"""TrainingExample records -> the arrays one training step needs (bags of FIDs per slot).
+
+What is read comes from the feature spec: one bag per slot it uses, its dense features (absent
+-> the feature's default, then normalized as it says) and its labels, in the spec's order.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from schemas.spec import FeatureSpec
+
 
 @dataclass
 class ExampleBatch:
@@ -17,8 +23,8 @@ class ExampleBatch:
     ts_ms: np.ndarray  # int64[n] impression (event) time
     item_ids: np.ndarray  # int64[n]
     bags: dict[str, tuple[np.ndarray, np.ndarray]]  # slot -> (fids int64[m], offsets int64[n])
-    dense: np.ndarray  # float32[n, len(dense_features)]
-    labels: np.ndarray  # float32[n, len(labels)]
+    dense: np.ndarray  # float32[n, dense features of the spec], normalized
+    labels: np.ndarray  # float32[n, labels of the spec]
     sample_rate: np.ndarray  # float32[n]
     ingest_ms: int = 0  # when the newest record of the batch was produced / read (wall ms)
     position: dict[str, Any] = field(default_factory=dict)  # source position after this batch
@@ -27,20 +33,21 @@ class ExampleBatch:
         return len(self.example_ids)
 
 
-def build_batch(records: Sequence[dict[str, Any]], slots: Sequence[str], dense_features: Sequence[str],
-                labels: Sequence[str], ingest_ms: int = 0) -> ExampleBatch:
-    """Vectorise records; absent slots give empty bags, absent dense values 0, absent labels 0."""
+def build_batch(records: Sequence[dict[str, Any]], spec: FeatureSpec, ingest_ms: int = 0) -> ExampleBatch:
+    """Vectorise records; absent slots give empty bags, absent dense values their default, absent labels 0."""
     n = len(records)
     bags = {}
-    for slot in slots:
+    for slot in spec.model_slots:
         lists = [r["sparse"].get(slot) or () for r in records]
         lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=n)
         fids = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(lens.sum()))
         offsets = np.zeros(n, dtype=np.int64)
         np.cumsum(lens[:-1], out=offsets[1:])
         bags[slot] = (fids, offsets)
-    dense = np.array([[r["dense"].get(f, 0.0) for f in dense_features] for r in records],
-                     dtype=np.float32).reshape(n, len(dense_features))
+    defaults = [(f, d.default) for f, d in spec.dense.items()]
+    dense = normalize_dense(spec, np.array([[r["dense"].get(f, v) for f, v in defaults] for r in records],
+                                           dtype=np.float32).reshape(n, len(defaults)))
+    labels = spec.labels
     y = np.array([[r["labels"].get(lb, 0) for lb in labels] for r in records],
                  dtype=np.float32).reshape(n, len(labels))
     return ExampleBatch(
@@ -51,6 +58,18 @@ def build_batch(records: Sequence[dict[str, Any]], slots: Sequence[str], dense_f
         sample_rate=np.fromiter((r.get("sample_rate", 1.0) for r in records), dtype=np.float32, count=n),
         ingest_ms=ingest_ms,
     )
+
+
+def normalize_dense(spec: FeatureSpec, x: np.ndarray) -> np.ndarray:
+    """Each column (a dense feature of the spec, in order) as its ``normalize`` says, in place.
+
+    log1p is signed (``sign(x) * log1p(|x|)``): counts and rates of any magnitude, negatives too."""
+    for j, d in enumerate(spec.dense.values()):
+        if d.normalize == "log1p":
+            x[:, j] = np.sign(x[:, j]) * np.log1p(np.abs(x[:, j]))
+        elif d.normalize == "standard":
+            x[:, j] = (x[:, j] - d.mean) / d.std
+    return x
 
 
 class Deduper:

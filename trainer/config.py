@@ -1,29 +1,24 @@
-"""Settings of the embedded trainer: per-slot tables (``embedding``), the model, the loop, sync,
-snapshots and progressive evaluation."""
+"""Settings of the embedded trainer: table mechanics (``embedding``), the model, the loop, sync,
+snapshots and progressive evaluation.
+
+What the model reads (slots, dense features, labels) and each slot's table settings are not
+here: the feature spec (``[features]``, ``schemas.spec``) declares them for every stage."""
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from streamrec.section import Section
 from trainer.embedding.config import EmbeddingConfig
-
-DEFAULT_SLOTS = ["user_id", "age", "gender", "occupation", "zip", "item_id", "genre", "year", "user_genre"]
 
 
 class TrainerConfig(Section):
     seed: int = 11
     batch_size: int = Field(256, gt=0)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig,
-                                       description="per-slot tables: dim, filter, TTL, optimizer")
-    # --- model -----------------------------------------------------------------------------
-    slots: list[str] = Field(default_factory=lambda: list(DEFAULT_SLOTS),
-                             description="sparse slots fed to the model (TrainingExample.sparse keys)")
-    dense_features: list[str] = Field(default_factory=lambda: ["item_popularity", "user_activity"],
-                                      description="TrainingExample.dense keys fed to the model")
-    labels: list[str] = Field(default_factory=lambda: ["click"], min_length=1,
-                              description="one head per action label; the first is the evaluated one")
+                                       description="table sizing, sharding, growth, seeds")
+    # --- model (its inputs and heads: the feature spec's slots, dense features and labels) -----
     hidden: list[int] = Field(default_factory=lambda: [64, 32], description="MLP widths of DeepFM")
     dropout: float = Field(0.0, ge=0, lt=1)
     fm_dim: int | None = Field(None, gt=0, description="FM over slots of this dim (default: the first slot's)")
@@ -59,15 +54,3 @@ class TrainerConfig(Section):
     metrics_csv: Path | None = Path(".run/trainer/metrics.csv")
     plot: Path | None = Path(".run/trainer/auc.png")
 
-    @model_validator(mode="after")
-    def _check(self) -> "TrainerConfig":
-        if len(set(self.slots)) != len(self.slots):
-            raise ValueError("slots: duplicate slot names")
-        from schemas.fid import SLOTS
-
-        unknown = sorted(set(self.slots) - set(SLOTS))
-        if unknown:
-            raise ValueError(f"slots: unknown slot name(s) {unknown}; known: {sorted(SLOTS)}")
-        if len(set(self.labels)) != len(self.labels):
-            raise ValueError("labels: duplicate labels")
-        return self

@@ -22,13 +22,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from schemas.spec import FeatureSpec
 from serving.ps import ServingPS
 from trainer import metrics, snapshot
 from trainer.batch import Deduper, ExampleBatch, build_batch
 from trainer.config import TrainerConfig
 from trainer.evaluation import ProgressiveEvaluator, correct_sampled, plot, write_csv
-from trainer.model import pool, stacked_index, stacked_pool, transform_dense
-from trainer.ps import TrainingPS, make_model
+from trainer.model import pool, stacked_index, stacked_pool
+from trainer.ps import TrainingPS, make_model, model_shape
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,16 @@ def _empty(dim: int) -> np.ndarray:
 
 
 class Trainer:
-    """One training PS, ``cfg.workers`` async workers, a serving PS fed by touched-key sync."""
+    """One training PS, ``cfg.workers`` async workers, a serving PS fed by touched-key sync.
 
-    def __init__(self, cfg: TrainerConfig, serving: ServingPS | None = None) -> None:
+    What it learns from and predicts is the feature spec's: a table per slot it uses, its dense
+    features, one head per label (the first is the evaluated one)."""
+
+    def __init__(self, cfg: TrainerConfig, spec: FeatureSpec, serving: ServingPS | None = None) -> None:
         self.cfg = cfg
-        self.ps = TrainingPS(cfg)
+        self.spec = spec
+        self.slots = spec.model_slots
+        self.ps = TrainingPS(cfg, spec)
         self.serving = serving if serving is not None else ServingPS(self.ps.slot_dims())
         self.evaluator = ProgressiveEvaluator(cfg.eval_window_ms, cfg.eval_lateness_ms, cfg.baseline_prior)
         self.dedup = Deduper(cfg.dedup_capacity)
@@ -86,7 +92,7 @@ class Trainer:
         self._error: BaseException | None = None
         self._last_sparse = self._last_dense = self._last_snap = self._last_evict = time.monotonic()
         self._examples_at_snap = 0
-        self._same_dim = len({cfg.embedding.for_slot(s).dim for s in cfg.slots}) == 1
+        self._same_dim = len({spec.settings(s).dim for s in self.slots}) == 1
 
     # ---- restore ----------------------------------------------------------------------------
     def restore(self, path: Path | None = None) -> Path | None:
@@ -95,6 +101,7 @@ class Trainer:
         if path is None:
             return None
         snap = snapshot.read(path)
+        self._check_model(path, snap["state"].get("model"))
         self.ps.store.load(snap["embedding"])
         self.ps.model.load_state_dict(snap["dense"]["model"])
         self.ps.opt.load_state_dict(snap["dense"]["optimizer"])
@@ -133,8 +140,7 @@ class Trainer:
                     fresh = self.dedup.filter(records)
                     metrics.DUPLICATES.inc(len(records) - len(fresh))
                     if fresh:
-                        batch = build_batch(fresh, self.cfg.slots, self.cfg.dense_features, self.cfg.labels,
-                                            ingest_ms)
+                        batch = build_batch(fresh, self.spec, ingest_ms)
                         self._put(batch)
                         self.examples += len(fresh)
                         self.stream_event_ms = max(self.stream_event_ms, int(batch.ts_ms.max()))
@@ -226,12 +232,21 @@ class Trainer:
         self.serving.push_dense(self.ps.dense_state(), self.serving_meta())
 
     def serving_meta(self) -> dict[str, Any]:
+        """What serving needs beside the weights: the spec they were trained under and the model's shape."""
         c = self.cfg
-        return {"slots": list(c.slots), "dense_features": list(c.dense_features), "labels": list(c.labels),
+        return {"spec": self.spec.model_dump(mode="json"), "model": model_shape(c, self.spec),
                 "keep_rate": self.ps.keep_rate if c.loss_weighting == "none" else 1.0,
-                "dense_version": self.ps.dense_version, "hidden": list(c.hidden), "dropout": c.dropout,
-                "fm_dim": c.fm_dim or c.embedding.for_slot(c.slots[0]).dim,
-                "slot_dims": [c.embedding.for_slot(s).dim for s in c.slots]}
+                "dense_version": self.ps.dense_version}
+
+    def _check_model(self, path: Path, saved: dict[str, Any] | None) -> None:
+        """A snapshot restores only under the spec shape it was trained with (slots, dims, dense, labels)."""
+        now = self.spec.model_signature()
+        if saved is None or saved == now:
+            return
+        diff = [f"{k}: snapshot {saved.get(k)} != spec {v}" for k, v in now.items() if saved.get(k) != v]
+        raise ValueError(f"snapshot {path} was trained under another feature spec ({'; '.join(diff)}); "
+                         "start a new model (another trainer.snapshot_dir, e.g. after `train --batch` over the "
+                         "archive, which reads hours of older specs too)")
 
     def full_sync(self) -> None:
         """Push every row of the training tables (after a restore: serving starts consistent)."""
@@ -250,6 +265,7 @@ class Trainer:
             "positions": self.positions, "examples": self.examples, "dense_version": self.ps.dense_version,
             "keep_rate": self.ps.keep_rate, "applied_event_ms": self.ps.applied_event_ms,
             "stream_event_ms": self.stream_event_ms, "written_at_ms": int(time.time() * 1000),
+            "model": self.spec.model_signature(),
         }
         dense = {"model": self.ps.model.state_dict(), "optimizer": self.ps.opt.state_dict()}
         path = snapshot.write(self.cfg.snapshot_dir, self.ps.store, dense, self.evaluator,
@@ -291,7 +307,7 @@ class Trainer:
 
     def _work(self) -> None:
         torch.set_num_threads(self.cfg.torch_threads)
-        replica = make_model(self.cfg)
+        replica = make_model(self.cfg, self.spec)
         while True:
             item = self._queue.get()
             try:
@@ -312,26 +328,27 @@ class Trainer:
         now_s = int(batch.ts_ms.max() // 1000)
         self.ps.pull_dense(replica)
         pulled = []
-        for slot in cfg.slots:
+        slots = self.slots
+        for slot in slots:
             fids = batch.bags[slot][0]
             pulled.append(self.ps.pull_sparse(slot, fids, now_s) if len(fids) else (fids, _empty(
-                cfg.embedding.for_slot(slot).dim), fids))
+                self.ps.store.dim(slot)), fids))
         leaves: list[tuple[str, np.ndarray, torch.Tensor]] = []
         if self._same_dim:  # one leaf, one gather, one scatter-add for all slots
             counts = [len(u) for u, _, _ in pulled]
-            gather, owner = stacked_index([inv for _, _, inv in pulled], [batch.bags[s][1] for s in cfg.slots],
+            gather, owner = stacked_index([inv for _, _, inv in pulled], [batch.bags[s][1] for s in slots],
                                           n, counts)
             leaf = torch.from_numpy(np.concatenate([r for _, r, _ in pulled])).requires_grad_(True)
-            pooled = stacked_pool(leaf, torch.from_numpy(gather), torch.from_numpy(owner), n, len(cfg.slots))
+            pooled = stacked_pool(leaf, torch.from_numpy(gather), torch.from_numpy(owner), n, len(slots))
             leaves.append(("*", np.asarray(counts), leaf))
         else:
             pooled = []
-            for slot, (uniq, rows, inv) in zip(cfg.slots, pulled, strict=True):
+            for slot, (uniq, rows, inv) in zip(slots, pulled, strict=True):
                 leaf = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).requires_grad_(True)
                 pooled.append(pool(leaf, torch.from_numpy(inv.astype(np.int64)),
                                    torch.from_numpy(batch.bags[slot][1])))
                 leaves.append((slot, uniq, leaf))
-        logits = replica(pooled, transform_dense(torch.from_numpy(batch.dense)))
+        logits = replica(pooled, torch.from_numpy(batch.dense))
         y = torch.from_numpy(batch.labels)
         sr = batch.sample_rate.astype(np.float64)
         neg = batch.labels[:, 0] == 0
@@ -353,7 +370,7 @@ class Trainer:
         if self._same_dim:
             grads = leaves[0][2].grad.numpy()
             start = 0
-            for slot, (uniq, _, _) in zip(cfg.slots, pulled, strict=True):
+            for slot, (uniq, _, _) in zip(slots, pulled, strict=True):
                 if len(uniq):
                     self.ps.push_sparse(slot, uniq, grads[start:start + len(uniq)], now_s)
                 start += len(uniq)
@@ -370,16 +387,16 @@ class Trainer:
 
     def score(self, records: list[dict[str, Any]]) -> np.ndarray:
         """Raw first-head probabilities of records under the current training state (no update)."""
-        b = build_batch(records, self.cfg.slots, self.cfg.dense_features, self.cfg.labels)
+        b = build_batch(records, self.spec)
         pooled = []
-        for slot in self.cfg.slots:
+        for slot in self.slots:
             fids, offsets = b.bags[slot]
             uniq, inv = np.unique(fids, return_inverse=True)
-            rows = self.ps.rows(slot, uniq)[0] if len(uniq) else _empty(self.cfg.embedding.for_slot(slot).dim)
+            rows = self.ps.rows(slot, uniq)[0] if len(uniq) else _empty(self.ps.store.dim(slot))
             pooled.append(pool(torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)),
                                torch.from_numpy(inv.astype(np.int64)), torch.from_numpy(offsets)))
         with torch.no_grad():
-            logits = self.ps.model(pooled, transform_dense(torch.from_numpy(b.dense)))
+            logits = self.ps.model(pooled, torch.from_numpy(b.dense))
         return torch.sigmoid(logits[:, 0]).double().numpy()
 
     @staticmethod

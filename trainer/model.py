@@ -96,8 +96,3 @@ def stacked_pool(rows: torch.Tensor, gather: torch.Tensor, owner: torch.Tensor, 
     """[n, slots, dim] bag sums from concatenated rows (see ``stacked_index``)."""
     picked = torch.index_select(rows, 0, gather)
     return torch.zeros((n * slots, rows.shape[1]), dtype=rows.dtype).index_add(0, owner, picked).view(n, slots, -1)
-
-
-def transform_dense(x: torch.Tensor) -> torch.Tensor:
-    """Signed log1p: keeps counts and rates of any magnitude in a range the MLP likes."""
-    return torch.sign(x) * torch.log1p(x.abs())

@@ -14,15 +14,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from schemas.fid import SLOTS
+from schemas.spec import FeatureSpec
 from trainer.config import TrainerConfig
 from trainer.model import DeepFM
 
 
-def make_model(cfg: TrainerConfig) -> DeepFM:
-    dims = [cfg.embedding.for_slot(s).dim for s in cfg.slots]
-    fm_dim = cfg.fm_dim or dims[0]
-    return DeepFM(dims, len(cfg.dense_features), cfg.hidden, len(cfg.labels), fm_dim, cfg.dropout)
+def model_shape(cfg: TrainerConfig, spec: FeatureSpec) -> dict[str, Any]:
+    """DeepFM's constructor arguments: the spec's slots (dims), dense features and labels."""
+    dims = [spec.settings(s).dim for s in spec.model_slots]
+    return {"slot_dims": dims, "n_dense": len(spec.dense), "hidden": list(cfg.hidden), "n_heads": len(spec.labels),
+            "fm_dim": cfg.fm_dim or dims[0], "dropout": cfg.dropout}
+
+
+def make_model(cfg: TrainerConfig, spec: FeatureSpec) -> DeepFM:
+    return DeepFM(**model_shape(cfg, spec))
 
 
 def make_optimizer(cfg: TrainerConfig, params: Any) -> torch.optim.Optimizer:
@@ -34,13 +39,14 @@ def make_optimizer(cfg: TrainerConfig, params: Any) -> torch.optim.Optimizer:
 class TrainingPS:
     """Owns the EmbeddingStore, the master dense model and its optimizer, and sync bookkeeping."""
 
-    def __init__(self, cfg: TrainerConfig) -> None:
+    def __init__(self, cfg: TrainerConfig, spec: FeatureSpec) -> None:
         self.cfg = cfg
+        self.spec = spec
         torch.manual_seed(cfg.seed)
         from trainer.embedding.store import EmbeddingStore
 
-        self.store = EmbeddingStore(cfg.embedding, slots=cfg.slots)
-        self.model = make_model(cfg)
+        self.store = EmbeddingStore(cfg.embedding, spec)
+        self.model = make_model(cfg, spec)
         self.opt = make_optimizer(cfg, self.model.parameters())
         self.params = list(self.model.parameters())
         self.dense_version = 0
@@ -95,7 +101,8 @@ class TrainingPS:
 
     def touched(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """(slot number, ids, embeddings) of rows updated since the last call, per slot."""
-        return [(SLOTS[name], ids, rows) for name, (ids, rows) in self.store.drain_touched().items() if len(ids)]
+        num = self.store.numbers
+        return [(num[name], ids, rows) for name, (ids, rows) in self.store.drain_touched().items() if len(ids)]
 
     def all_rows(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """(slot number, ids, embeddings) of every live row (a full sync after a restore)."""
@@ -104,7 +111,7 @@ class TrainingPS:
             for t in tables:
                 ids, rows = t.items()
                 if len(ids):
-                    out.append((SLOTS[name], ids, rows))
+                    out.append((self.store.numbers[name], ids, rows))
         return out
 
     def num_rows(self) -> int:
@@ -112,4 +119,4 @@ class TrainingPS:
 
     def slot_dims(self) -> dict[int, int]:
         """Slot number -> dim, for the serving PS."""
-        return {SLOTS[s]: self.cfg.embedding.for_slot(s).dim for s in self.cfg.slots}
+        return {self.store.numbers[s]: self.store.dim(s) for s in self.store.slot_names}

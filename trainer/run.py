@@ -31,7 +31,7 @@ def train(settings: Any, batch: str | None = None, online: bool = False, restore
 
         server, _ = start_http_server(cfg.metrics_port, addr="127.0.0.1")
         log.info("metrics on http://127.0.0.1:%d/metrics", server.server_port)
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, settings.features)
     if restore or (online and not batch):
         got = trainer.restore()
         if got is None and restore:

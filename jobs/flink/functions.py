@@ -28,10 +28,12 @@ from pyflink.datastream.functions import KeyedCoProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
 from joiner.config import JoinerConfig
-from joiner.core import Joiner, RequestState, Step, check_action, check_features
+from joiner.core import Joiner, RequestState, Step
 from joiner.engine import DEAD_PAYLOAD_MAX, contract_breach, error_detail
 from joiner.fastcodec import FastCodec
+from joiner.validate import Validator
 from schemas.codec import DecodeError, default_codec
+from schemas.spec import FeatureSpec
 
 BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
 # JoinFn's output: (encoded example, wall-clock ms) so the sink stamps records with the time they
@@ -80,21 +82,26 @@ class Counts:
 
 
 class Decoder:
-    """Raw Kafka bytes of one topic -> the record, or ``None`` after counting a dead letter
-    (``oversize`` / ``malformed`` / ``unknown_schema`` / ``wrong_type`` / ``missing_field``)
-    put in ``self.dead`` for the caller to emit."""
+    """Raw Kafka bytes of one topic -> the valid record, or ``None``: either a dead letter was
+    counted (``oversize`` / ``malformed`` / ``unknown_schema`` / ``wrong_type`` or the feature
+    spec's reasons, ``joiner.validate``) and put in ``self.dead`` for the caller to emit, or an
+    unknown action was dropped (``self.dead`` is None then). ``self.as_consumed``: the record is
+    the message as decoded (no unknown feature was dropped from it)."""
 
-    def __init__(self, record_name: str, topic: str, max_message_bytes: int, counts: Counts):
+    def __init__(self, record_name: str, topic: str, max_message_bytes: int, counts: Counts, spec: FeatureSpec):
         self.record_name = record_name
         self.topic = topic
         self.max_bytes = max_message_bytes
-        self.check = check_features if record_name == "FeatureLog" else check_action
+        validator = Validator(spec)
+        self.check = validator.features if record_name == "FeatureLog" else validator.action
         fast = FastCodec()
         self.decode = fast.decode_action if record_name == "ActionLog" else lambda v: fast.decode(v, record_name)
         self.counts = counts
         self.dead: bytes | None = None
+        self.as_consumed = True
 
     def __call__(self, value: bytes | None) -> dict | None:
+        self.dead = None
         if value is None:  # a Kafka message without a value
             return self._dead("malformed", "no value", b"")
         value = value if isinstance(value, bytes) else bytes(value)
@@ -104,11 +111,15 @@ class Decoder:
             rec = self.decode(value)
         except DecodeError as e:
             return self._dead(e.reason, e.detail, value)
-        bad = self.check(rec)
-        if bad is not None:
-            return self._dead(bad[0], bad[1], value)
-        self.counts.add("decoded")
-        return rec
+        verdict = self.check(rec)
+        if verdict.reason:
+            return self._dead(verdict.reason, verdict.detail, value)
+        if verdict.dropped:
+            self.counts.add("dropped_unknown", len(verdict.dropped))
+        self.as_consumed = verdict.record is rec
+        if verdict.record is not None:
+            self.counts.add("decoded")
+        return verdict.record
 
     def _dead(self, reason: str, detail: str, value: bytes) -> None:
         self.counts.add("dead_letters")
@@ -130,10 +141,11 @@ class JoinFn(KeyedCoProcessFunction):
     enough to be stopped with a savepoint or to lose a TaskManager mid-way.
     """
 
-    def __init__(self, cfg: JoinerConfig, topics: tuple[str, str], cache_size: int = 0, watermark_poll: int = 1,
-                 fail_after: int | None = None, fail_flag: str | None = None, checkpoint_dir: Path | None = None,
-                 slow_ms: float = 0.0):
+    def __init__(self, cfg: JoinerConfig, spec: FeatureSpec, topics: tuple[str, str], cache_size: int = 0,
+                 watermark_poll: int = 1, fail_after: int | None = None, fail_flag: str | None = None,
+                 checkpoint_dir: Path | None = None, slow_ms: float = 0.0):
         self.cfg = cfg
+        self.spec = spec
         self.max_bytes = cfg.max_message_bytes
         self.topics = topics
         self.cache_size = cache_size
@@ -146,13 +158,14 @@ class JoinFn(KeyedCoProcessFunction):
     def open(self, ctx: RuntimeContext) -> None:
         self.fast = FastCodec()
         self.feature_header = self.fast.header("FeatureLog")
-        self.joiner = Joiner(self.cfg)
+        self.joiner = Joiner(self.cfg, self.spec)
         # PICKLED_BYTE_ARRAY: PRIMITIVE_ARRAY(BYTE) state fails on an empty key in thread mode
         # (PyFlink 2.0.2 converts the missing value with `bytes(None)`).
         self.state = ctx.get_state(ValueStateDescriptor("request", Types.PICKLED_BYTE_ARRAY()))
-        self.counts = Counts(ctx, "decoded", "examples", "dead_letters", "state_writes", "state_reads")
-        self.decode1 = Decoder("FeatureLog", self.topics[0], self.max_bytes, self.counts)
-        self.decode2 = Decoder("ActionLog", self.topics[1], self.max_bytes, self.counts)
+        self.counts = Counts(ctx, "decoded", "examples", "dead_letters", "dropped_unknown", "state_writes",
+                             "state_reads")
+        self.decode1 = Decoder("FeatureLog", self.topics[0], self.max_bytes, self.counts, self.spec)
+        self.decode2 = Decoder("ActionLog", self.topics[1], self.max_bytes, self.counts, self.spec)
         self.seen = 0
         self.wm = -(1 << 63)
         # key -> (state, its bytes as written to Flink, the timer registered for it)
@@ -210,14 +223,15 @@ class JoinFn(KeyedCoProcessFunction):
         key = rec["request_id"]
         step = self.joiner.on_features(self._load(key), rec, self._watermark(ctx))
         st = step.state
-        if st is not None and st.features is rec and value[:10] == self.feature_header:
+        if st is not None and st.features is rec and self.decode1.as_consumed and value[:10] == self.feature_header:
             st.fbytes = bytes(value[10:])  # the consumed body is the state's encoding: no re-encoding
         yield from self._apply(key, step, ctx)
 
     def _action(self, value: bytes, ctx: KeyedCoProcessFunction.Context) -> Iterator[Any]:
         rec = self._checked(self.decode2, value, ctx)
         if rec is None:
-            yield DEAD_LETTERS, self.decode2.dead
+            if self.decode2.dead is not None:  # else an unknown action, dropped
+                yield DEAD_LETTERS, self.decode2.dead
             return
         key = rec["request_id"]
         step = self.joiner.on_action(self._load(key), rec, self._watermark(ctx))

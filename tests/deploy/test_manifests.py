@@ -157,7 +157,8 @@ def pyproject() -> dict:
 
 
 def pinned(package: str) -> str:
-    for dep in pyproject()["project"]["dependencies"]:
+    project = pyproject()["project"]
+    for dep in project["dependencies"] + project["optional-dependencies"]["pipeline"]:
         if dep.startswith(f"{package}=="):
             return dep.split("==", 1)[1]
     raise AssertionError(f"{package} is not pinned in pyproject.toml")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.codec import default_codec
+from schemas.spec import FeatureSpec
 from streamrec.config import Settings, load_config
 from streamrec.kafka import create_topics, drain
 
@@ -65,14 +66,29 @@ def eos_messages(features: str, actions: str, last_ts: int, s: Settings) -> list
     return out
 
 
-def bad_messages(features: str, actions: str) -> list[tuple]:
+def bad_messages(features: str, actions: str, ts: int, spec: FeatureSpec) -> list[tuple]:
+    """Bad input for the codec and for the feature spec, plus input the spec drops but still joins:
+    (topic, key, value, partition, Kafka timestamp), stamped as the producer contract says."""
     codec = default_codec()
     empty_rid = {"request_id": "", "item_id": 1, "action": "click", "ts_ms": 1, "value": None}
+
+    def log(rid: str, user_sparse: dict) -> bytes:
+        return codec.encode("FeatureLog", {
+            "request_id": rid, "user_id": 1, "ts_ms": ts, "user_sparse": user_sparse, "user_dense": {},
+            "items": [{"item_id": 5, "position": 0, "sparse": {"item_id": [spec.fid("item_id", 5)]}, "dense": {}}]})
+
+    def act(rid: str, action: str, at: int) -> bytes:
+        return codec.encode("ActionLog", {**empty_rid, "request_id": rid, "item_id": 5, "action": action, "ts_ms": at})
+
     return [
-        (actions, b"bad-1", b"not avro at all"),
-        (features, b"bad-2", codec.encode("ActionLog", {**empty_rid, "request_id": "x"})),  # wrong_type
-        (actions, b"bad-3", codec.encode("ActionLog", empty_rid)),  # missing_field
-        (features, b"bad-4", b"\xc3\x01" + bytes(MAX_BYTES)),  # oversize
+        (actions, b"bad-1", b"not avro at all", None, ts),
+        (features, b"bad-2", codec.encode("ActionLog", {**empty_rid, "request_id": "x"}), None, ts),  # wrong_type
+        (actions, b"bad-3", codec.encode("ActionLog", empty_rid), None, ts),  # missing_field
+        (features, b"bad-4", b"\xc3\x01" + bytes(MAX_BYTES), None, ts),  # oversize
+        (features, b"bad-5", log("bad-5", {"genre": [spec.fid("genre", "x")]}), None, ts),  # wrong_side
+        (features, b"drop-1", log("drop-1", {"mood": [1], "age": [spec.fid("age", "3")]}), None, ts),  # no mood
+        (actions, b"drop-1", act("drop-1", "share", ts), None, ts),  # an action not in the spec: dropped
+        (actions, b"drop-1", act("drop-1", "click", ts + 1), None, ts + 1),  # a click: a positive
     ]
 
 

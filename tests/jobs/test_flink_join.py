@@ -24,9 +24,10 @@ import pytest
 from deploy.hdfs import Hdfs
 from jobs.flink.feed import produce_recorded, write_offsets
 from jobs.replay import encode_events
-from replay import build_events
+from replay.events import build_events
 from streamrec.config import ConfigError, Settings, load_config
 from streamrec.kafka import create_topics
+from tests.conftest import MOVIELENS_SPEC
 from tests.jobs.flink_helpers import (
     PARTITIONS,
     Feed,
@@ -50,12 +51,12 @@ def feed(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Feed
     events = build_events(s.replay, "movielens")
     topic = {"features": features, "actions": actions}
     # Kafka timestamp = the log's event time (ts_ms), as the replay stamps it: the job's event time
-    msgs: list[tuple] = [(topic[e.role], e.key.encode(), v, None, e.record["ts_ms"])
-                         for e, v in zip(events, encode_events(events), strict=True)]
+    msgs: list[tuple] = [(topic[e.role], e.key.encode(), v, None, e.log.ts_ms)
+                         for e, v in zip(events, encode_events(events, s.features), strict=True)]
     mid = len(msgs) // 2
-    msgs[mid:mid] = [(*m, None, msgs[mid][4]) for m in bad_messages(features, actions)]
+    msgs[mid:mid] = bad_messages(features, actions, msgs[mid][4], s.features)
     msgs[mid:mid] = contract_breaches(features, actions, msgs[mid][4])
-    msgs += eos_messages(features, actions, max(e.record["ts_ms"] for e in events), s)
+    msgs += eos_messages(features, actions, max(e.log.ts_ms for e in events), s)
     offsets = produce_recorded(s.kafka, msgs)
     return Feed(kafka_bootstrap, features, actions, write_offsets(tmp / "offsets.json", offsets), len(events), tmp)
 
@@ -85,9 +86,13 @@ def test_cross_runtime_equivalence(feed: Feed, flink_clean: Output, embedded: Ou
     assert any(e["sample_rate"] < 1.0 for e in embedded.examples.values())
     assert flink_clean.examples == embedded.examples, diff(flink_clean.examples, embedded.examples)
     reasons = Counter(r for r, _ in flink_clean.dead.elements())
-    assert {"malformed", "wrong_type", "missing_field", "oversize", "key_mismatch",
+    assert {"malformed", "wrong_type", "missing_field", "oversize", "wrong_side", "key_mismatch",
             "timestamp_mismatch"} <= set(reasons)
     assert flink_clean.dead == embedded.dead
+    # the spec's unknown slot and action were dropped, the rest joined: the same in both runtimes
+    dropped = [e for e in embedded.examples.values() if e["request_id"] == "drop-1"]
+    assert len(dropped) == 1 and dropped[0]["labels"]["click"] == 1 and "mood" not in dropped[0]["sparse"]
+    assert dropped[0]["sparse"]["age"] == [MOVIELENS_SPEC.fid("age", "3")]
 
 
 def test_failover_restores_from_checkpoint(feed: Feed, flink_clean: Output) -> None:

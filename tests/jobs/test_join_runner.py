@@ -13,17 +13,17 @@ from typing import Any
 from jobs.join_runner import JoinRunner, run_join
 from joiner.config import JoinerConfig
 from schemas.codec import default_codec
-from schemas.fid import fid
 from streamrec.config import Settings
 from streamrec.kafka import consumer, consumer_lag, drain, producer
+from tests.conftest import MOVIELENS_SPEC as SPEC
 
 codec = default_codec()
 DAY = 86_400_000
 
 
 def flog(rid: str, ts: int, items: list[int]) -> dict[str, Any]:
-    return {"request_id": rid, "user_id": 1, "ts_ms": ts, "user_sparse": {"user_id": [fid("user_id", 1)]},
-            "user_dense": {}, "items": [{"item_id": i, "position": p, "sparse": {"item_id": [fid("item_id", i)]},
+    return {"request_id": rid, "user_id": 1, "ts_ms": ts, "user_sparse": {"user_id": [SPEC.fid("user_id", 1)]},
+            "user_dense": {}, "items": [{"item_id": i, "position": p, "sparse": {"item_id": [SPEC.fid("item_id", i)]},
                                          "dense": {}} for p, i in enumerate(items)], "source": "test"}
 
 
@@ -79,6 +79,7 @@ def test_bad_input_goes_to_dead_letter_and_the_runner_keeps_going(settings: Sett
         (t.features, b"big", codec.encode("FeatureLog", big)),
         (t.features, b"w", codec.encode("ActionLog", act("w", 1, "click", 3))),
         (t.actions, b"x", codec.encode("ActionLog", act("x", 1, "click", 3))[:-3]),
+        (t.actions, b"r1", codec.encode("ActionLog", act("r1", 1, "share", 12))),  # not in the spec: dropped
     ]
     msgs += good(s, [flog("r2", 50, [7]), act("r2", 7, "like", 60), *ticks(5000)])
     send(s, msgs)
@@ -98,7 +99,7 @@ def test_bad_input_goes_to_dead_letter_and_the_runner_keeps_going(settings: Sett
     st = result["st"]
     assert 'streamrec_join_dead_letters_total{reason="oversize"} 1.0' in text
     assert "streamrec_join_state{what=\"cache_hit_rate\"}" in text
-    assert "malformed=2" in runner.metrics.line()
+    assert "malformed=2" in runner.metrics.line() and "dropped_unknown[share=1]" in runner.metrics.line()
     dead = read(s, t.dead_letter)
     reasons = Counter(d["reason"] for d in dead)
     assert reasons["malformed"] == 2 and reasons["unknown_schema"] == 1

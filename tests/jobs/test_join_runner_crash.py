@@ -22,7 +22,7 @@ import pytest
 from jobs.flink.feed import produce_recorded
 from jobs.join_runner import CRASH_AFTER_COMMIT_ENV, CRASH_EXIT, run_join
 from jobs.replay import encode_events, run_replay
-from replay import build_events
+from replay.events import build_events
 from schemas.codec import default_codec
 from streamrec.config import Settings
 from streamrec.kafka import drain
@@ -43,11 +43,11 @@ def preload_disordered(s: Settings, limit: int, seed: int = 3) -> int:
     events = build_events(s.replay, "movielens")
     rng = random.Random(seed)
     jitter = 5 * s.joiner.allowed_lateness_ms
-    order = sorted(range(len(events)), key=lambda i: events[i].record["ts_ms"] + rng.randint(0, jitter))
+    order = sorted(range(len(events)), key=lambda i: events[i].log.ts_ms + rng.randint(0, jitter))
     topic = {"features": s.kafka.topics.features, "actions": s.kafka.topics.actions}
-    values = encode_events(events)
+    values = encode_events(events, s.features)
     produce_recorded(s.kafka, [(topic[events[i].role], events[i].key.encode(), values[i], None,
-                                events[i].record["ts_ms"]) for i in order])
+                                events[i].log.ts_ms) for i in order])
     return len(events)
 
 

@@ -21,10 +21,12 @@ from jobs.flink.feed import produce_recorded, write_offsets
 from jobs.join_runner import run_join
 from jobs.replay import encode_events
 from joiner.engine import DEAD_PAYLOAD_MAX
-from replay import build_events
+from replay.events import build_events
 from replay.poison import Poison, corpus, expected
+from schemas.spec import FeatureSpec
 from streamrec.config import load_config
 from streamrec.kafka import create_topics
+from tests.conftest import MOVIELENS_SPEC
 from tests.jobs.flink_helpers import (
     EOS,
     MAX_BYTES,
@@ -38,8 +40,8 @@ from tests.jobs.flink_helpers import (
 )
 
 POISON = 10_000
-INPUT_REASONS = {"malformed", "unknown_schema", "wrong_type", "missing_field", "duplicate_item", "oversize",
-                 "key_mismatch", "timestamp_mismatch", "internal_error"}
+# what the join itself dead-letters later (the rest is said of a message as it comes in)
+JOIN_REASONS = {"no_features", "expired", "unknown_item", "conflicting_features"}
 RECORD = {"features": "FeatureLog", "actions": "ActionLog"}
 
 
@@ -48,6 +50,7 @@ class Poisoned:
     feed: Feed  # valid traffic + poison
     clean: Feed  # the same valid traffic alone
     poison: list[Poison]
+    spec: FeatureSpec
 
 
 def make_feed(bootstrap: str, tmp, name: str, msgs: list[tuple], n_events: int) -> Feed:  # noqa: ANN001
@@ -72,13 +75,14 @@ def poisoned(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
     tmp = tmp_path_factory.mktemp("poison")
     s = load_config(None, [f'kafka.bootstrap="{kafka_bootstrap}"', "replay.limit=1500"])
     events = build_events(s.replay, "movielens")
-    valid = [(e.role, e.key.encode(), v, partition_of(e.key.encode()), e.record["ts_ms"])
-             for e, v in zip(events, encode_events(events), strict=True)]
+    valid = [(e.role, e.key.encode(), v, partition_of(e.key.encode()), e.log.ts_ms)
+             for e, v in zip(events, encode_events(events, s.features), strict=True)]
     head = len(valid) // 50  # every partition of both topics has data before the poison starts
     step = (len(valid) - head) / POISON
     latest: dict[tuple[str, int], int] = {}
     where = {"part": 0}
-    poison_iter = corpus(POISON, lambda i, role: latest[(role, where["part"])], max_message_bytes=MAX_BYTES)
+    poison_iter = corpus(s.features, POISON, lambda i, role: latest[(role, where["part"])],
+                         max_message_bytes=MAX_BYTES)
     poison: list[Poison] = []
     mixed: list[tuple] = []
     for i, v in enumerate(valid):
@@ -96,23 +100,23 @@ def poisoned(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
            for t, *rest in eos_messages("features", "actions", max(m[4] for m in valid), s)]
     feed = make_feed(kafka_bootstrap, tmp, "p", mixed + eos, len(events))
     clean = make_feed(kafka_bootstrap, tmp, "c", valid + eos, len(events))
-    return Poisoned(feed, clean, poison)
+    return Poisoned(feed, clean, poison, s.features)
 
 
-def want_dead(poison: list[Poison]) -> Counter:
+def want_dead(poison: list[Poison], spec: FeatureSpec) -> Counter:
     out: Counter = Counter()
     for p in poison:
-        reason = expected(p, RECORD, MAX_BYTES)
+        reason = expected(p, spec, RECORD, MAX_BYTES)
         if reason is not None:
             out[(reason, (p.value or b"")[:DEAD_PAYLOAD_MAX])] += 1
     return out
 
 
-def check(out: Output, clean: Output, poison: list[Poison]) -> None:
+def check(out: Output, clean: Output, poison: list[Poison], spec: FeatureSpec) -> None:
     valid = {k: e for k, e in out.examples.items() if not e["request_id"].startswith("fz-")}
     assert valid == clean.examples, diff(valid, clean.examples)
-    got = Counter({k: n for k, n in out.dead.items() if k[0] in INPUT_REASONS})
-    want = want_dead(poison)
+    got = Counter({k: n for k, n in out.dead.items() if k[0] not in JOIN_REASONS})
+    want = want_dead(poison, spec)
     reasons = Counter(r for r, _ in want.elements())
     assert sum(reasons.values()) > POISON // 2 and len(reasons) >= 6, reasons
     assert got == want, f"got {Counter(r for r, _ in got.elements())}, want {reasons}"
@@ -130,19 +134,19 @@ def test_the_embedded_runner_survives_the_corpus(poisoned: Poisoned, clean_outpu
     s, _ = poisoned.feed.settings("embedded")
     stats = run_join(s, from_start=True, stop_when_idle=2.0, max_seconds=240)
     assert stats.events >= POISON + poisoned.feed.events  # it went on to the end
-    check(read_output(s), clean_output, poisoned.poison)
+    check(read_output(s), clean_output, poisoned.poison, poisoned.spec)
 
 
 def test_the_flink_job_survives_the_corpus(poisoned: Poisoned, clean_output: Output) -> None:
     s, ov = poisoned.feed.settings("flink", **{"flink.restart_attempts": 0})  # a crash would fail the job
     run_flink_local(poisoned.feed, ov, poisoned.feed.tmp / "flink-poison.log")
-    check(read_output(s), clean_output, poisoned.poison)
+    check(read_output(s), clean_output, poisoned.poison, poisoned.spec)
 
 
 def test_the_corpus_is_what_it_says() -> None:
-    poison = list(corpus(2000, lambda i, role: 1_000_000 + i, max_message_bytes=MAX_BYTES))
+    poison = list(corpus(MOVIELENS_SPEC, 2000, lambda i, role: 1_000_000 + i, max_message_bytes=MAX_BYTES))
     kinds = Counter(p.kind.split("+")[0] for p in poison)
-    assert len(kinds) >= 15 and all(p.key is None or p.key.startswith(b"fz-") or p.kind == "key_mismatch"
+    assert len(kinds) >= 15 and all(p.key is None or p.key.startswith(b"fz-") or p.kind.startswith("key_mismatch")
                                     for p in poison)
     assert any(p.kind.endswith("+oversize") for p in poison) and any(p.value is None for p in poison)
     assert EOS not in {p.key for p in poison}

@@ -8,15 +8,17 @@ from typing import Any
 import pytest
 
 from joiner.config import JoinerConfig
-from schemas.fid import fid
+from tests.conftest import MOVIELENS_SPEC
+
+SPEC = MOVIELENS_SPEC  # the join tests' logs use MovieLens's slots
 
 
 def feature_log(rid: str, ts: int, items: list[int], user: int = 1) -> dict[str, Any]:
     return {
         "request_id": rid, "user_id": user, "ts_ms": ts,
-        "user_sparse": {"user_id": [fid("user_id", user)], "age": [fid("age", 30)]},
+        "user_sparse": {"user_id": [SPEC.fid("user_id", user)], "age": [SPEC.fid("age", 30)]},
         "user_dense": {"user_activity": 0.5},
-        "items": [{"item_id": i, "position": p, "sparse": {"item_id": [fid("item_id", i)]},
+        "items": [{"item_id": i, "position": p, "sparse": {"item_id": [SPEC.fid("item_id", i)]},
                    "dense": {"item_popularity": float(i % 7) / 4}} for p, i in enumerate(items)],
         "source": "test",
     }

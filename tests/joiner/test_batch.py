@@ -16,7 +16,7 @@ from joiner.engine import JoinEngine
 from joiner.fastcodec import FastCodec
 from joiner.store import StateStore
 from schemas.codec import DecodeError, default_codec
-from tests.joiner.conftest import Msg, action, feature_log
+from tests.joiner.conftest import SPEC, Msg, action, feature_log
 
 codec = default_codec()
 F, A = "f", "a"
@@ -60,7 +60,7 @@ def stream(seed: int) -> list[Msg]:
 
 def run(tmp: Path, msgs: list[Msg], batched: bool, seed: int) -> tuple[Any, ...]:
     cfg = JoinerConfig(window_ms=1000, allowed_lateness_ms=200, negative_keep_rate=0.5, max_message_bytes=4096)
-    eng = JoinEngine(cfg, StateStore.open(cfg, tmp), F, A)
+    eng = JoinEngine(cfg, SPEC, StateStore.open(cfg, tmp), F, A)
     eng.restore([(F, 0), (F, 1), (A, 0), (A, 1)])
     rng = random.Random(seed)
     eofs = []

@@ -6,14 +6,14 @@ from typing import Any
 
 from joiner.config import JoinerConfig
 from joiner.core import WATERMARK_MIN, Joiner, RequestState, Step, example_id, keep_hash
-from tests.joiner.conftest import action, feature_log
+from tests.joiner.conftest import SPEC, action, feature_log
 
 
 class Driver:
     """A minimal runtime: one dict of states, watermark = max ts - lateness - 1."""
 
     def __init__(self, cfg: JoinerConfig):
-        self.j = Joiner(cfg)
+        self.j = Joiner(cfg, SPEC)
         self.cfg = cfg
         self.states: dict[str, RequestState] = {}
         self.max_ts = WATERMARK_MIN
@@ -65,9 +65,9 @@ def test_window_labels_multitask_and_duplicates_count_once() -> None:
     d.tick(wm=1000)
     ex = d.by_kind()
     assert set(ex) == {(10, "window"), (11, "window"), (12, "window")}
-    assert ex[(10, "window")]["labels"] == {"click": 1, "like": 1, "finish": 0, "share": 0, "follow": 0}
+    assert ex[(10, "window")]["labels"] == {"click": 1, "like": 1}  # every label of the spec, in its order
     assert ex[(11, "window")]["labels"]["click"] == 1 and ex[(11, "window")]["labels"]["like"] == 0
-    assert ex[(12, "window")]["labels"] == dict.fromkeys(["click", "like", "finish", "share", "follow"], 0)
+    assert ex[(12, "window")]["labels"] == dict.fromkeys(SPEC.labels, 0)
     assert ex[(10, "window")]["sample_rate"] == 1.0
     assert "impression" not in ex[(10, "window")]["labels"]
     e = ex[(10, "window")]
@@ -149,7 +149,7 @@ def test_unknown_item_and_conflicting_features() -> None:
 
 
 def test_state_bytes_round_trip_and_timer() -> None:
-    j = Joiner(cfg())
+    j = Joiner(cfg(), SPEC)
     step = j.on_features(None, feature_log("r1", 1000, [1, 2, 3]), WATERMARK_MIN)
     step = j.on_action(step.state, action("r1", 2, "click", 1500), WATERMARK_MIN)
     step = j.on_action(step.state, action("r1", 3, "click", 2500), WATERMARK_MIN)
@@ -164,7 +164,7 @@ def test_state_bytes_round_trip_and_timer() -> None:
 
 
 def test_state_read_back_decodes_its_feature_log_only_when_an_example_needs_it() -> None:
-    j = Joiner(cfg())
+    j = Joiner(cfg(), SPEC)
     rec = feature_log("r1", 1000, [1, 2])
     s = RequestState.from_bytes(j.on_features(None, rec, WATERMARK_MIN).state.to_bytes())
     assert s.features == {"request_id": "r1", "ts_ms": 1000, "item_ids": [1, 2]}

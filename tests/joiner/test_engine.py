@@ -15,7 +15,7 @@ from joiner.config import JoinerConfig
 from joiner.engine import JoinEngine
 from joiner.store import StateStore
 from schemas.codec import default_codec
-from tests.joiner.conftest import action, feature_log
+from tests.joiner.conftest import SPEC, action, feature_log
 
 codec = default_codec()
 F, A = "f", "a"
@@ -23,7 +23,7 @@ F, A = "f", "a"
 
 def make_engine(path: Path, cfg: JoinerConfig) -> JoinEngine:
     store = StateStore.open(cfg, path)
-    eng = JoinEngine(cfg, store, F, A)
+    eng = JoinEngine(cfg, SPEC, store, F, A)
     eng.restore([(F, 0), (A, 0)])
     return eng
 

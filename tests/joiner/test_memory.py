@@ -12,16 +12,16 @@ from jobs.replay import encode_events
 from joiner.config import JoinerConfig
 from joiner.engine import JoinEngine
 from joiner.store import StateStore
-from replay import build_events
 from replay.config import ReplayConfig
-from tests.joiner.conftest import Msg
+from replay.events import build_events
+from tests.joiner.conftest import SPEC, Msg
 
 
 @pytest.mark.slow
 def test_rss_stays_bounded_with_a_cache_limit(tmp_path: Path) -> None:
     events = build_events(ReplayConfig(limit=12_000, seed=3), "synthetic")
-    msgs = [("f" if e.role == "features" else "a", e.key.encode(), v) for e, v in zip(events, encode_events(events),
-                                                                                         strict=True)]
+    msgs = [("f" if e.role == "features" else "a", e.key.encode(), v)
+            for e, v in zip(events, encode_events(events, SPEC), strict=True)]
     del events
     gc.collect()
     cache = 8 << 20
@@ -29,7 +29,7 @@ def test_rss_stays_bounded_with_a_cache_limit(tmp_path: Path) -> None:
     cfg = JoinerConfig(window_ms=2000, allowed_lateness_ms=500, cache_bytes=cache, rocksdb_write_buffer_mb=8,
                        negative_keep_rate=0.5)
     store = StateStore.open(cfg, tmp_path / "state")
-    eng = JoinEngine(cfg, store, "f", "a")
+    eng = JoinEngine(cfg, SPEC, store, "f", "a")
     eng.restore([("f", 0), ("a", 0)])
     proc = psutil.Process()
     rss = []

@@ -17,6 +17,7 @@ from joiner.engine import JoinEngine
 from joiner.fastcodec import FastCodec
 from joiner.store import StateStore
 from schemas.codec import default_codec, load_schema
+from tests.conftest import MOVIELENS_SPEC as SPEC
 from tests.joiner.conftest import action, feature_log
 
 codec = default_codec()
@@ -26,7 +27,7 @@ V1 = load_schema(Path(__file__).resolve().parents[2] / "schemas/avro/history/Fea
 
 
 def engine() -> JoinEngine:
-    e = JoinEngine(CFG, StateStore.open(CFG, Path(tempfile.mkdtemp())), "f", "a")
+    e = JoinEngine(CFG, SPEC, StateStore.open(CFG, Path(tempfile.mkdtemp())), "f", "a")
     e.restore([("f", 0), ("a", 0)])
     return e
 

@@ -13,6 +13,7 @@ from joiner.engine import JoinEngine
 from joiner.sequencer import Sequencer
 from joiner.store import StateStore
 from schemas.codec import default_codec
+from tests.conftest import MOVIELENS_SPEC as SPEC
 from tests.joiner.conftest import Msg, action, feature_log
 
 codec = default_codec()
@@ -55,7 +56,7 @@ def deliveries(parts: dict[tuple[str, int], list[Msg]], seed: int) -> list[list[
 
 
 def engine() -> JoinEngine:
-    e = JoinEngine(CFG, StateStore.open(CFG, Path(tempfile.mkdtemp())), "f", "a")
+    e = JoinEngine(CFG, SPEC, StateStore.open(CFG, Path(tempfile.mkdtemp())), "f", "a")
     e.restore(PARTS)
     return e
 

@@ -13,18 +13,18 @@ from joiner.core import DictWriter, RequestState, shown_ids
 from joiner.engine import JoinEngine
 from joiner.splice import SpliceWriter
 from joiner.store import StateStore
-from replay import build_events
+from joiner.validate import Validator
 from replay.config import ReplayConfig
+from replay.events import build_events
 from schemas.codec import DecodeError, default_codec
-from schemas.fid import fid
-from tests.joiner.conftest import action, feature_log
+from tests.joiner.conftest import SPEC, action, feature_log
 
 codec = default_codec()
 
 
 def run(tmp: Path, msgs: list[tuple[str, bytes, bytes]], splice: bool) -> tuple[list[dict], Counter]:
     cfg = JoinerConfig(window_ms=2000, allowed_lateness_ms=20_000, negative_keep_rate=0.5)
-    eng = JoinEngine(cfg, StateStore.open(cfg, tmp), "f", "a", splice=splice)
+    eng = JoinEngine(cfg, SPEC, StateStore.open(cfg, tmp), "f", "a", splice=splice)
     eng.restore([("f", 0), ("a", 0)])
     off = Counter()
     for topic, key, value in msgs:
@@ -49,7 +49,7 @@ def msgs_of(recs: list[dict[str, Any]]) -> list[tuple[str, bytes, bytes]]:
 def test_splice_equals_dict_path_on_the_movielens_replay(tmp_path: Path) -> None:
     events = build_events(ReplayConfig(limit=1500), "movielens")
     msgs = [("f" if e.role == "features" else "a", e.key.encode(), v)
-            for e, v in zip(events, encode_events(events), strict=True)]
+            for e, v in zip(events, encode_events(events, SPEC), strict=True)]
     got, dead_s = run(tmp_path / "s", msgs, splice=True)
     want, dead_d = run(tmp_path / "d", msgs, splice=False)
     assert len(got) > 1000
@@ -57,28 +57,31 @@ def test_splice_equals_dict_path_on_the_movielens_replay(tmp_path: Path) -> None
     assert dead_s == dead_d
 
 
-def test_splice_handles_overlapping_slots_empty_maps_and_late_examples(tmp_path: Path) -> None:
-    overlap = feature_log("o", 0, [1, 2])
-    overlap["items"][0]["sparse"]["age"] = [fid("age", 99)]  # a user slot name on an item: FIDs concatenate
+def test_splice_handles_empty_maps_and_late_examples_and_rejects_what_the_dict_path_rejects(tmp_path: Path) -> None:
+    wrong_side = feature_log("o", 0, [1, 2])
+    wrong_side["items"][0]["sparse"]["age"] = [SPEC.fid("age", 99)]  # a user slot on an item: not joinable
     empty = feature_log("e", 0, [3])
     empty["user_sparse"], empty["user_dense"], empty["items"][0]["sparse"], empty["items"][0]["dense"] = {}, {}, {}, {}
-    recs = [overlap, empty, action("o", 1, "click", 10), action("e", 3, "like", 4000),
+    recs = [wrong_side, empty, action("o", 1, "click", 10), action("e", 3, "like", 4000),
             feature_log("end", 30_000, [1]), action("end", 1, "impression", 30_000)]
-    got, _ = run(tmp_path / "s", msgs_of(recs), splice=True)
-    want, _ = run(tmp_path / "d", msgs_of(recs), splice=False)
-    assert got == want
-    o1 = next(e for e in got if e["request_id"] == "o" and e["item_id"] == 1)
-    assert o1["sparse"]["age"] == [fid("age", 30), fid("age", 99)]
-    assert any(e["request_id"] == "e" and e["kind"] == "late-like" for e in got)
+    got, dead = run(tmp_path / "s", msgs_of(recs), splice=True)
+    want, dead_d = run(tmp_path / "d", msgs_of(recs), splice=False)
+    assert got == want and dead == dead_d
+    assert dead["wrong_side"] == 1 and not any(e["request_id"] == "o" for e in got)
+    late = next(e for e in got if e["request_id"] == "e" and e["kind"] == "late-like")
+    assert late["sparse"] == {} and late["dense"] == {}
 
 
 def test_corrupt_feature_logs_get_the_codecs_verdict(tmp_path: Path) -> None:
-    """Bit flips, cuts and junk: the scanner never crashes and never accepts what the codec rejects."""
+    """Bit flips, cuts and junk: the scanner never crashes, and the engine's verdict is the codec's
+    then the spec's (``Validator`` on the decoded record): same reason, or the same record joined."""
     rng = random.Random(5)
     cfg = JoinerConfig(negative_keep_rate=1.0)
-    eng = JoinEngine(cfg, StateStore.open(cfg, tmp_path / "s"), "f", "a")
+    eng = JoinEngine(cfg, SPEC, StateStore.open(cfg, tmp_path / "s"), "f", "a")
     writer: SpliceWriter = eng.writer
     good = codec.encode("FeatureLog", feature_log("r-ü", 0, [1, 2, 3]))
+    validator = Validator(SPEC)
+    checked = 0
     for n in range(3000):
         b = bytearray(good)
         for _ in range(rng.randint(1, 4)):
@@ -89,7 +92,8 @@ def test_corrupt_feature_logs_get_the_codecs_verdict(tmp_path: Path) -> None:
             b += bytes(rng.randrange(256) for _ in range(rng.randint(1, 5)))
         data = bytes(b)
         try:
-            want = codec.decode(data, expect="FeatureLog")[1]
+            verdict = validator.features(codec.decode(data, expect="FeatureLog")[1])
+            want = verdict.reason or verdict.record
         except DecodeError as e:
             want = e.reason
         try:
@@ -101,13 +105,16 @@ def test_corrupt_feature_logs_get_the_codecs_verdict(tmp_path: Path) -> None:
         else:
             assert isinstance(got, dict) and got["request_id"] == want["request_id"]
             assert shown_ids(got) == [i["item_id"] for i in want["items"]]
-            if eng._last_spans is not None:  # accepted by the scanner: the splice equals the dict path
-                s = RequestState(want["request_id"])
-                s.features, s.ts, s.fbytes = want, want["ts_ms"], data[10:]
-                args = (want["items"][0]["item_id"], "window", {"click": 1}, 1.0, False, 5)
-                spliced = codec.decode(writer.example(s, *args))[1]
-                s.fbytes, s._splice = None, None
-                assert spliced == DictWriter().example(s, *args)
+            body = eng._last[0]  # what the state keeps: the joined record's body (without dropped features)
+            assert codec.decode(good[:10] + body, expect="FeatureLog")[1] == want
+            s = RequestState(want["request_id"])
+            s.features, s.ts, s.fbytes = want, want["ts_ms"], body
+            args = (want["items"][0]["item_id"], "window", {"click": 1}, 1.0, False, 5)
+            spliced = codec.decode(writer.example(s, *args))[1]
+            s.fbytes, s._splice = None, None
+            assert spliced == DictWriter().example(s, *args)  # the splice equals the dict path
+            checked += 1
+    assert checked > 100
     eng.store.close()
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from joiner.config import JoinerConfig
 from joiner.core import WATERMARK_MIN, Joiner, RequestState
 from joiner.store import StateStore
-from tests.joiner.conftest import action, feature_log
+from tests.joiner.conftest import SPEC, action, feature_log
 
 
 def _state(j: Joiner) -> RequestState:
@@ -16,7 +16,7 @@ def _state(j: Joiner) -> RequestState:
 
 
 def test_parts_round_trip_and_the_mutable_part_is_small() -> None:
-    j = Joiner(JoinerConfig(window_ms=1000))
+    j = Joiner(JoinerConfig(window_ms=1000), SPEC)
     s = _state(j)
     small, fpart = s.to_parts()
     assert fpart is not None and len(small) < 120 < len(fpart)
@@ -29,7 +29,7 @@ def test_parts_round_trip_and_the_mutable_part_is_small() -> None:
 
 
 def test_the_feature_part_is_written_once_and_deleted_with_the_state(tmp_path: Path) -> None:
-    j = Joiner(JoinerConfig(window_ms=1000))
+    j = Joiner(JoinerConfig(window_ms=1000), SPEC)
     store = StateStore(tmp_path, cache_bytes=1 << 20)
     s = _state(j)
     e = store.put("r1", s, 2000, None, 100)
@@ -55,7 +55,7 @@ def test_the_feature_part_is_written_once_and_deleted_with_the_state(tmp_path: P
 
 
 def test_a_state_saved_whole_by_an_older_version_is_read_and_migrated(tmp_path: Path) -> None:
-    j = Joiner(JoinerConfig(window_ms=1000))
+    j = Joiner(JoinerConfig(window_ms=1000), SPEC)
     s = _state(j)
     store = StateStore(tmp_path, cache_bytes=1 << 20)
     store.db[b"r1"] = (2000).to_bytes(8, "big") + s.to_bytes()  # timer + the v2 state, as before

@@ -14,14 +14,21 @@ import numpy as np
 import pytest
 
 from jobs.replay import encode_events, run_replay
-from replay import ACTIONS, FEATURES, build_events
 from replay.config import ReplayConfig
-from replay.events import action_delays_ms
+from replay.events import ACTIONS, FEATURES, action_delays_ms, build_events
 from schemas.codec import default_codec
+from streamrec.client import LogEncoder
 from streamrec.config import Settings
 from streamrec.kafka import drain
+from tests.conftest import MOVIELENS_SPEC
 
 N = 3000
+ENCODER = LogEncoder(MOVIELENS_SPEC)
+
+
+def rec(e) -> dict:
+    """The record a replay event becomes once the client encodes it under the MovieLens spec."""
+    return ENCODER.record(e.log) if e.role == FEATURES else e.log.record()
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +37,7 @@ def events():
 
 
 def multiset(evs) -> Counter:
-    return Counter(encode_events(evs))
+    return Counter(encode_events(evs, MOVIELENS_SPEC))
 
 
 def test_same_seed_same_messages_other_seed_differs(events) -> None:
@@ -40,7 +47,7 @@ def test_same_seed_same_messages_other_seed_differs(events) -> None:
 
 
 def test_requests_are_unique_and_show_k_distinct_items(events) -> None:
-    logs = [e.record for e in events if e.role == FEATURES]
+    logs = [rec(e) for e in events if e.role == FEATURES]
     assert len(logs) == N
     assert len({r["request_id"] for r in logs}) == N
     for r in logs:
@@ -54,8 +61,8 @@ def test_requests_are_unique_and_show_k_distinct_items(events) -> None:
 
 def test_actions_follow_the_ratings(events) -> None:
     originals = [e for e in events if e.role == ACTIONS]
-    kinds = Counter(e.record["action"] for e in originals)
-    distinct = {(e.key, e.record["item_id"], e.record["action"]) for e in originals}
+    kinds = Counter(rec(e)["action"] for e in originals)
+    distinct = {(e.key, rec(e)["item_id"], rec(e)["action"]) for e in originals}
     impressions = sum(1 for k in distinct if k[2] == "impression")
     assert impressions == N * 10  # every shown item
     clicks = {(k[0], k[1]) for k in distinct if k[2] == "click"}
@@ -67,7 +74,7 @@ def test_actions_follow_the_ratings(events) -> None:
 
 def test_measured_duplicate_and_early_shares_match_config(events) -> None:
     actions = [e for e in events if e.role == ACTIONS]
-    counts = Counter((e.key, e.record["item_id"], e.record["action"], e.record["ts_ms"]) for e in actions)
+    counts = Counter((e.key, rec(e)["item_id"], rec(e)["action"], rec(e)["ts_ms"]) for e in actions)
     distinct = len(counts)
     duplicates = sum(c - 1 for c in counts.values())
     assert duplicates / distinct == pytest.approx(0.08, abs=0.005)
@@ -76,7 +83,7 @@ def test_measured_duplicate_and_early_shares_match_config(events) -> None:
     first_copy: dict[tuple, int] = {}
     for k, e in enumerate(events):
         if e.role == ACTIONS:
-            first_copy.setdefault((e.key, e.record["item_id"], e.record["action"]), k)
+            first_copy.setdefault((e.key, rec(e)["item_id"], rec(e)["action"]), k)
     early = sum(1 for (key, *_), k in first_copy.items() if k < order[key])
     assert early / distinct == pytest.approx(0.06, abs=0.005)
 
@@ -86,7 +93,7 @@ def test_disorder_stays_within_its_bound(events) -> None:
     high = -(2**62)
     worst = 0
     for e in events:
-        ts = e.record["ts_ms"]
+        ts = rec(e)["ts_ms"]
         worst = max(worst, high - ts)
         high = max(high, ts)
     assert 0 < worst <= cfg.disorder_max_ms
@@ -101,9 +108,9 @@ def test_delays_are_heavy_tailed() -> None:
 
 def test_synthetic_generator_is_marked_and_shaped_alike() -> None:
     evs = build_events(ReplayConfig(limit=500, synthetic_users=200, synthetic_items=300), "synthetic")
-    logs = [e.record for e in evs if e.role == FEATURES]
+    logs = [rec(e) for e in evs if e.role == FEATURES]
     assert len(logs) == 500 and all(r["source"] == "synthetic" for r in logs)
-    assert any(e.record["action"] == "click" for e in evs if e.role == ACTIONS)
+    assert any(rec(e)["action"] == "click" for e in evs if e.role == ACTIONS)
 
 
 def test_replay_to_the_broker_reads_back_the_same_messages(settings: Settings) -> None:
@@ -118,7 +125,7 @@ def test_replay_to_the_broker_reads_back_the_same_messages(settings: Settings) -
         got[(m.topic(), m.value())] += 1
     want = Counter()
     evs = build_events(settings.replay)
-    for e, payload in zip(evs, encode_events(evs), strict=True):
+    for e, payload in zip(evs, encode_events(evs, MOVIELENS_SPEC), strict=True):
         want[(t.features if e.role == FEATURES else t.actions, payload)] += 1
     assert got == want
     assert summary.messages == sum(want.values())

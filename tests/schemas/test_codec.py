@@ -9,18 +9,18 @@ from pathlib import Path
 import pytest
 
 from schemas.codec import MAGIC, Codec, DecodeError, default_codec, load_schema, schema_fingerprint
-from schemas.fid import HASH_BITS, SLOTS, fid, slot_of
+from schemas.fid import HASH_BITS, cross_fid, fid, slot_of
 
 AVRO = Path(__file__).resolve().parents[2] / "schemas" / "avro"
 
 
 FEATURE_LOG = {
     "request_id": "r1", "user_id": 42, "ts_ms": 1_700_000_000_000,
-    "user_sparse": {"user_id": [fid("user_id", 42)], "age": [fid("age", "2")]},
+    "user_sparse": {"user_id": [fid(1, 42)], "age": [fid(2, "2")]},
     "user_dense": {"user_activity": 1.5},
     "items": [
-        {"item_id": 7, "position": 0, "sparse": {"item_id": [fid("item_id", 7)]}, "dense": {"item_popularity": 0.25}},
-        {"item_id": 9, "position": 1, "sparse": {"genre": [fid("genre", "Drama"), fid("genre", "War")]}, "dense": {}},
+        {"item_id": 7, "position": 0, "sparse": {"item_id": [fid(6, 7)]}, "dense": {"item_popularity": 0.25}},
+        {"item_id": 9, "position": 1, "sparse": {"genre": [fid(7, "Drama"), fid(7, "War")]}, "dense": {}},
     ],
     "source": "test",
 }
@@ -114,8 +114,15 @@ def test_encode_rejects_a_record_missing_a_required_field() -> None:
 
 
 def test_fids_keep_slots_apart() -> None:
-    a, b = fid("age", "2"), fid("year", "2")
+    a, b = fid(2, "2"), fid(8, "2")  # the same raw value in two slots
     assert a != b
-    assert slot_of(a) == SLOTS["age"] and slot_of(b) == SLOTS["year"]
-    assert fid("age", "2") == a  # stable
-    assert 0 < a < 2**63 and a >> HASH_BITS == SLOTS["age"]
+    assert slot_of(a) == 2 and slot_of(b) == 8
+    assert fid(2, "2") == a  # stable
+    assert 0 < a < 2**63 and a >> HASH_BITS == 2
+
+
+def test_cross_fids_come_from_the_source_fids_in_their_order() -> None:
+    a, b = fid(1, 42), fid(7, "Drama")
+    c = cross_fid(10, a, b)
+    assert slot_of(c) == 10 and c == cross_fid(10, a, b)
+    assert c != cross_fid(10, b, a) and c != cross_fid(11, a, b)

@@ -38,11 +38,11 @@ def test_rowmap_many_pushes_match_a_dict():
 
 def test_serving_ps_routes_by_slot_and_tracks_freshness():
     ps = ServingPS({1: 2, 6: 4})
-    u, i = fid("user_id", 1), fid("item_id", 1)
+    u, i = fid(1, 1), fid(6, 1)
     ps.push_slot(1, np.array([u]), np.ones((1, 2), np.float32))
     ps.push_slot(6, np.array([i]), np.full((1, 4), 2, np.float32))
     ps.mark_synced(newest_event_ms=123, newest_ingest_ms=1000)
     assert ps.lookup(1, np.array([u])).tolist() == [[1.0, 1.0]]
-    assert ps.lookup(6, np.array([i, fid("item_id", 2)])).tolist() == [[2.0] * 4, [0.0] * 4]
+    assert ps.lookup(6, np.array([i, fid(6, 2)])).tolist() == [[2.0] * 4, [0.0] * 4]
     assert ps.num_rows() == 2 and ps.newest_event_ms == 123
     assert ps.freshness_ms(now_ms=1500) == 500

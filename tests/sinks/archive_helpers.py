@@ -5,13 +5,15 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from examples.movielens import SPEC_FILE
 from schemas.codec import default_codec
-from schemas.fid import fid
+from schemas.spec import load_spec
 from sinks.layout import HOUR_MS
 from streamrec.config import KafkaConfig
 from streamrec.kafka import producer
 
 BASE_MS = 1_764_000_000_000 - 1_764_000_000_000 % HOUR_MS  # an hour boundary (2025-11-24T16:00Z)
+SPEC = load_spec(SPEC_FILE)  # the examples have MovieLens's slots
 
 
 def make_examples(n: int, start_ms: int = BASE_MS, step_ms: int = 1000, seed: int = 1,
@@ -25,10 +27,10 @@ def make_examples(n: int, start_ms: int = BASE_MS, step_ms: int = 1000, seed: in
         user = rng.randrange(1, 950)
         click = int(rng.random() < 0.3)
         sparse = {
-            "user_id": [fid("user_id", user)],
-            "item_id": [fid("item_id", item)],
-            "genre": [fid("genre", g) for g in rng.sample(range(19), rng.randrange(0, 4))],
-            "position": [fid("position", i % 5)],
+            "user_id": [SPEC.fid("user_id", user)],
+            "item_id": [SPEC.fid("item_id", item)],
+            "genre": [SPEC.fid("genre", g) for g in rng.sample(range(19), rng.randrange(0, 4))],
+            "year": [SPEC.fid("year", 1990 + i % 5)],
         }
         if i % 7 == 0:
             sparse["unlisted_slot"] = [i, i + 1]

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from archive_helpers import make_examples, normalize, produce
+from archive_helpers import SPEC, make_examples, normalize, produce
 
 from sinks import manifest
 from sinks.archive import Archiver
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def archived_ids(fs) -> tuple[Counter, dict]:
-    recs = [r for b in ArchiveReader(fs).batches(batch_rows=4096) for r in to_records(b)]
+    recs = [r for b in ArchiveReader(fs, SPEC).batches(batch_rows=4096) for r in to_records(b)]
     return Counter(r["example_id"] for r in recs), {r["example_id"]: r for r in recs}
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
-from archive_helpers import BASE_MS, make_examples, normalize
+from archive_helpers import BASE_MS, SPEC, make_examples, normalize
 from confluent_kafka import TopicPartition
 
 from schemas.codec import default_codec
@@ -24,7 +24,7 @@ HOUR = layout.HOUR_MS
 
 def archived(fs: FileSystem) -> list[dict]:
     out = []
-    for batch in ArchiveReader(fs).batches(batch_rows=500):
+    for batch in ArchiveReader(fs, SPEC).batches(batch_rows=500):
         out.extend(to_records(batch))
     return out
 
@@ -54,7 +54,7 @@ def test_round_trip_equals_topic(target, fast_settings, produce_examples):
     assert stats.duplicates == 300 and stats.archived == 3000
 
     # partitions by event hour, sorted by ts within each hour
-    reader = ArchiveReader(fs)
+    reader = ArchiveReader(fs, SPEC)
     hours = reader.hours()
     assert hours == sorted({layout.hour_of(r["ts_ms"]) for r in recs})
     for h in hours:
@@ -86,7 +86,7 @@ def test_restart_resumes_and_drops_old_duplicates(target, fast_settings, produce
     produce_examples(first)
     s1 = Archiver(fast_settings, fs).run(idle_s=1.0, max_s=60)
     assert s1.archived == 800
-    files_before = {h: ArchiveReader(fs).files(h) for h in ArchiveReader(fs).hours()}
+    files_before = {h: ArchiveReader(fs, SPEC).files(h) for h in ArchiveReader(fs, SPEC).hours()}
 
     # a run with nothing new commits nothing
     s_idle = Archiver(fast_settings, fs).run(idle_s=0.8, max_s=30)
@@ -99,7 +99,7 @@ def test_restart_resumes_and_drops_old_duplicates(target, fast_settings, produce
     got = archived(fs)
     assert len(got) == 1200 and by_id(got) == by_id([normalize(r) for r in first + second])
     for h, files in files_before.items():  # committed files are never rewritten or removed
-        assert set(files) <= set(ArchiveReader(fs).files(h))
+        assert set(files) <= set(ArchiveReader(fs, SPEC).files(h))
 
 
 def test_success_only_after_hour_complete(target, fast_settings, produce_examples):
@@ -111,7 +111,7 @@ def test_success_only_after_hour_complete(target, fast_settings, produce_example
     early1 = make_examples(10, start_ms=BASE_MS + HOUR + 60_000, step_ms=10_000, seed=6)  # inside lateness
     produce_examples(hour0 + early1)
     Archiver(fast_settings, fs).run(idle_s=1.0, max_s=60)
-    reader = ArchiveReader(fs)
+    reader = ArchiveReader(fs, SPEC)
     assert reader.hours() == [h0, h0 + 1]
     assert not reader.is_complete(h0), "hour closed before the allowed lateness passed"
 

@@ -7,19 +7,20 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 import pytest
-from archive_helpers import make_examples, normalize
+from archive_helpers import SPEC, make_examples, normalize
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.codec import default_codec
-from schemas.fid import SLOTS
+from schemas.spec import FeatureSpec, merge
 from sinks import layout
 from sinks.archive import SeenIds
 from sinks.fastdecode import decode_table
 from sinks.fastdecode import header as fast_header
-from sinks.table import SCHEMA, conform, label_array, slot_arrays, sort_by_time, to_records, to_table
+from sinks.table import archive_schema, conform, label_array, slot_arrays, sort_by_time, to_records, to_table
 
-slot_names = st.sampled_from([*SLOTS, "other_slot", "x"])
+SCHEMA = archive_schema(SPEC)
+slot_names = st.sampled_from([*SPEC.model_slots, "other_slot", "x"])
 example = st.fixed_dictionaries({
     "example_id": st.text(min_size=1, max_size=8), "request_id": st.text(max_size=8),
     "item_id": st.integers(-2**63, 2**63 - 1), "user_id": st.integers(-2**63, 2**63 - 1),
@@ -36,19 +37,19 @@ example = st.fixed_dictionaries({
 @given(st.lists(example, max_size=20))
 def test_table_round_trip_any_examples(records):
     """Every field survives, incl. absent vs empty slots and slots outside the contract."""
-    table = to_table(records)
+    table = to_table(records, SCHEMA)
     assert table.schema.equals(SCHEMA) and table.num_rows == len(records)
     assert to_records(table) == records
 
 
 def test_table_round_trip_realistic():
     recs = [normalize(r) for r in make_examples(500)]
-    assert to_records(to_table(recs)) == recs
+    assert to_records(to_table(recs, SCHEMA)) == recs
 
 
 def test_slot_arrays_are_numpy_offsets_and_fids_even_on_a_slice():
     recs = [normalize(r) for r in make_examples(50, seed=2)]
-    batch = to_table(recs).to_batches()[0].slice(7, 20)
+    batch = to_table(recs, SCHEMA).to_batches()[0].slice(7, 20)
     offsets, fids = slot_arrays(batch, "genre")
     assert isinstance(fids, np.ndarray) and fids.dtype == np.int64
     assert len(offsets) == 21 and offsets[0] == 0
@@ -59,18 +60,27 @@ def test_slot_arrays_are_numpy_offsets_and_fids_even_on_a_slice():
 def test_label_array_per_task():
     recs = [normalize(r) for r in make_examples(30, seed=3)]
     recs[4]["labels"] = {"click": 1}  # no "like"
-    batch = to_table(recs).to_batches()[0]
+    batch = to_table(recs, SCHEMA).to_batches()[0]
     assert label_array(batch, "click").tolist() == [r["labels"]["click"] for r in recs]
     assert label_array(batch, "like", missing=-1).tolist() == [r["labels"].get("like", -1) for r in recs]
     assert label_array(batch, "share").tolist() == [0] * 30
 
 
-def test_conform_fills_columns_missing_in_old_files():
-    table = to_table([normalize(r) for r in make_examples(5)])
-    old = table.drop_columns(["sparse_position", "sparse_extra"])
-    fixed = conform(old)
+def test_files_of_an_older_or_newer_spec_read_under_this_one():
+    """A slot added since a file was written reads as null there; one the reader's spec lacks is left out."""
+    recs = [normalize(r) for r in make_examples(5)]
+    older = FeatureSpec.model_validate(merge(SPEC.model_dump(), {"slots": {"year": {"retired": True}}}))
+    newer = FeatureSpec.model_validate(merge(SPEC.model_dump(), {"slots": {"device": {"number": 30, "side": "user"}}}))
+    old_table = to_table(recs, archive_schema(older))
+    assert "sparse_year" not in old_table.column_names
+    assert [r["sparse"]["year"] for r in to_records(old_table)] == [r["sparse"]["year"] for r in recs]  # in extra
+    fixed = conform(old_table.drop_columns(["sparse_extra"]), SCHEMA)
     assert fixed.schema.equals(SCHEMA)
-    assert fixed.column("sparse_position").null_count == 5
+    assert fixed.column("sparse_year").null_count == 5 and fixed.column("sparse_extra").null_count == 5
+    newer_table = to_table(recs, archive_schema(newer))
+    assert newer_table.column("sparse_device").null_count == 5
+    back = conform(newer_table, SCHEMA)
+    assert back.schema.equals(SCHEMA) and to_records(back) == recs
 
 
 def test_sort_by_time_orders_by_ts_then_id():
@@ -122,18 +132,18 @@ def test_fast_decoder_equals_codec_then_to_table(records):
     """The compiled Avro -> Arrow pass gives exactly the codec's records, column for column."""
     codec = default_codec()
     data = [codec.encode("TrainingExample", r) for r in records]
-    fast = decode_table(data)
+    fast = decode_table(data, SCHEMA)
     assert fast is not None
-    assert fast.equals(to_table([codec.decode(d)[1] for d in data]))
+    assert fast.equals(to_table([codec.decode(d)[1] for d in data], SCHEMA))
 
 
 def test_fast_decoder_refuses_what_it_cannot_read_exactly():
     codec = default_codec()
     data = [codec.encode("TrainingExample", normalize(r)) for r in make_examples(20, seed=4)]
     assert fast_header() == data[0][:10]  # the decoder knows the current schema
-    assert decode_table(data) is not None
-    assert decode_table([*data[:5], data[5][:-3], *data[6:]]) is None  # truncated body
-    assert decode_table([*data[:5], data[5] + b"\x00", *data[6:]]) is None  # trailing bytes
+    assert decode_table(data, SCHEMA) is not None
+    assert decode_table([*data[:5], data[5][:-3], *data[6:]], SCHEMA) is None  # truncated body
+    assert decode_table([*data[:5], data[5] + b"\x00", *data[6:]], SCHEMA) is None  # trailing bytes
 
 
 def test_fast_decoder_leaves_repeated_map_keys_and_bad_utf8_to_the_codec():
@@ -148,10 +158,11 @@ def test_fast_decoder_leaves_repeated_map_keys_and_bad_utf8_to_the_codec():
     assert data[at - 1:at] == b"\x02"  # a one-entry block
     twice = data[:at - 1] + b"\x04" + entry + b"\x0ezzdense" + b"\x00\x00\x00\x40" + data[at + len(entry):]
     assert codec.decode(twice)[1]["dense"] == {"zzdense": 2.0}  # fastavro: the last one wins
-    assert decode_table([data, twice]) is None  # the fast path gives it to the codec ...
-    assert to_table([codec.decode(d)[1] for d in (data, twice)]).column("dense").to_pylist()[1] == [("zzdense", 2.0)]
+    assert decode_table([data, twice], SCHEMA) is None  # the fast path gives it to the codec ...
+    table = to_table([codec.decode(d)[1] for d in (data, twice)], SCHEMA)
+    assert table.column("dense").to_pylist()[1] == [("zzdense", 2.0)]
     rid = rec["request_id"].encode()
     bad = data.replace(rid, rid[:-1] + b"\xff", 1)
-    assert decode_table([data, bad]) is None
+    assert decode_table([data, bad], SCHEMA) is None
     with pytest.raises(Exception, match="utf-8|UTF-8|decode"):
         codec.decode(bad)

@@ -6,37 +6,31 @@ import json
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
 
-from schemas.fid import fid
+from tests.conftest import MOVIELENS_SPEC, movielens_with
 from trainer.embedding.config import EmbeddingConfig
 from trainer.embedding.store import EmbeddingStore
 
+SPEC = movielens_with({"slots": {
+    "item_id": {"dim": 8, "filter_threshold": 3, "filter_capacity": 10_000, "ttl_s": 100},
+    "genre": {"filter_threshold": 4, "filter_kind": "probabilistic"},
+}})
+
 
 def fids(slot: str, values) -> np.ndarray:
-    return np.array([fid(slot, v) for v in values], np.int64)
+    return np.array([MOVIELENS_SPEC.fid(slot, v) for v in values], np.int64)
 
 
 def make_store(**overrides) -> EmbeddingStore:
-    cfg = EmbeddingConfig(
-        initial_capacity=64,
-        slots={
-            "item_id": {"dim": 8, "filter_threshold": 3, "filter_capacity": 10_000, "ttl_s": 100},
-            "genre": {"filter_threshold": 4, "filter_kind": "probabilistic"},
-        },
-        **overrides,
-    )
-    return EmbeddingStore(cfg, slots=["user_id", "item_id", "genre"])
+    cfg = EmbeddingConfig(initial_capacity=64, **overrides)
+    return EmbeddingStore(cfg, SPEC, slots=["user_id", "item_id", "genre"])
 
 
-def test_config_merges_overrides_and_names_bad_fields():
-    cfg = EmbeddingConfig(default={"dim": 12, "ttl_s": 5}, slots={"item_id": {"dim": 32}})
-    assert cfg.for_slot("item_id").dim == 32 and cfg.for_slot("item_id").ttl_s == 5
-    assert cfg.for_slot("user_id").dim == 12
-    with pytest.raises(ValidationError, match="no_such_slot"):
-        EmbeddingConfig(slots={"no_such_slot": {"dim": 4}})
-    with pytest.raises(ValidationError, match="filter_threshold"):
-        EmbeddingConfig(slots={"item_id": {"filter_threshold": 0}})
+def test_tables_follow_the_spec():
+    s = EmbeddingStore(EmbeddingConfig(), SPEC)
+    assert s.slot_names == SPEC.model_slots
+    assert s.dim("item_id") == 8 and s.dim("user_id") == 16
+    assert s.slot_cfg["genre"].filter_kind == "probabilistic" and s.numbers["genre"] == 7
 
 
 @pytest.mark.parametrize("shards", [1, 3])
@@ -124,7 +118,8 @@ def test_save_load_round_trip_with_filters_and_generations(tmp_path, shards_afte
     if shards_after == 2:  # same shard layout: filter counts survive, the third sighting admits
         _, has = t.lookup(items, train=True, now=201, with_mask=True)
         assert has.all()
-    mismatched = EmbeddingStore(EmbeddingConfig(slots={"item_id": {"dim": 4}}), slots=["item_id"])
+    narrower = movielens_with({"slots": {"item_id": {"dim": 4}}})
+    mismatched = EmbeddingStore(EmbeddingConfig(), narrower, slots=["item_id"])
     with pytest.raises(ValueError, match="item_id"):
         mismatched.load(d)
 

@@ -6,21 +6,21 @@ from collections import Counter
 
 import numpy as np
 
+from tests.conftest import movielens_with
 from trainer.config import TrainerConfig
 from trainer.loop import Trainer
-from trainer.replay_examples import synthetic_examples
 from trainer.sources import MemorySource
+from trainer.synthetic import synthetic_examples
 
 
 def test_rows_bounded_by_ids_seen_k_times(tmp_path):
     k = 4
     slot_cfg = {"filter_threshold": k}
-    cfg = TrainerConfig(slots=["user_id", "item_id", "genre"], dense_features=[], batch_size=50,
-                        snapshot_dir=tmp_path / "s", snapshot_every_s=0, metrics_csv=None, plot=None,
-                        embedding={"slots": {"user_id": slot_cfg, "item_id": slot_cfg}})
+    spec = movielens_with({"slots": {"user_id": slot_cfg, "item_id": slot_cfg}}, keep=["user_id", "item_id", "genre"])
+    cfg = TrainerConfig(batch_size=50, snapshot_dir=tmp_path / "s", snapshot_every_s=0, metrics_csv=None, plot=None)
     # long tail: 3000 users over 4000 examples -> most users are seen once or twice
-    recs = synthetic_examples(4000, users=3000, items=400, seed=5)
-    t = Trainer(cfg)
+    recs = synthetic_examples(spec, 4000, users=3000, items=400, seed=5)
+    t = Trainer(cfg, spec)
     t.run(MemorySource(recs))
     rows = t.ps.store.num_rows()
     for slot in ("user_id", "item_id"):
@@ -34,15 +34,15 @@ def test_rows_bounded_by_ids_seen_k_times(tmp_path):
 
 
 def test_rows_past_their_slot_ttl_are_evicted_while_training(tmp_path):
-    cfg = TrainerConfig(slots=["user_id", "item_id"], dense_features=[], batch_size=50, evict_interval_s=0.001,
-                        snapshot_dir=tmp_path / "s", snapshot_every_s=0, metrics_csv=None, plot=None,
-                        embedding={"slots": {"user_id": {"ttl_s": 30}}})
-    early = synthetic_examples(2000, users=100, items=50, seed=6, step_ms=100)  # t0 .. t0+200 s
-    late = synthetic_examples(2000, users=100, items=50, seed=7, step_ms=100, t0_ms=early[-1]["ts_ms"] + 1000,
+    spec = movielens_with({"slots": {"user_id": {"ttl_s": 30}}}, keep=["user_id", "item_id"])
+    cfg = TrainerConfig(batch_size=50, evict_interval_s=0.001, snapshot_dir=tmp_path / "s", snapshot_every_s=0,
+                        metrics_csv=None, plot=None)
+    early = synthetic_examples(spec, 2000, users=100, items=50, seed=6, step_ms=100)  # t0 .. t0+200 s
+    late = synthetic_examples(spec, 2000, users=100, items=50, seed=7, step_ms=100, t0_ms=early[-1]["ts_ms"] + 1000,
                               prefix="late")
     for r in late:  # the late half has other users: the early users' rows go stale
         r["sparse"]["user_id"] = [r["sparse"]["user_id"][0] + 1]
-    t = Trainer(cfg)
+    t = Trainer(cfg, spec)
     t.run(MemorySource(early + late))
     t.ps.store.evict_expired()
     early_users = np.unique([r["sparse"]["user_id"][0] for r in early])

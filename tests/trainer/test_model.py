@@ -5,24 +5,35 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from schemas.fid import fid
+from schemas.spec import FeatureSpec
 from trainer.batch import Deduper, build_batch
 from trainer.model import DeepFM, pool
+
+SPEC = FeatureSpec.model_validate({
+    "slots": {"genre": {"number": 7, "side": "item"}, "user_id": {"number": 1, "side": "user"}},
+    "dense": {"a": {"side": "item"}, "missing": {"side": "user", "default": -1.5},
+              "count": {"side": "item", "normalize": "log1p"}, "z": {"side": "user", "normalize": "standard",
+                                                                     "mean": 2.0, "std": 4.0}},
+    "actions": {"labels": ["click", "like"]}})
 
 
 def rec(i: int, sparse: dict, click: int = 0, rate: float = 1.0) -> dict:
     return {"example_id": f"e{i}", "ts_ms": 1000 + i, "item_id": i, "sparse": sparse,
-            "dense": {"a": float(i)}, "labels": {"click": click}, "sample_rate": rate}
+            "dense": {"a": float(i), "count": float(i * 10 - 10), "z": 6.0}, "labels": {"click": click},
+            "sample_rate": rate}
 
 
-def test_build_batch_makes_bags_with_offsets_and_fills_absent_values():
-    g1, g2, u = fid("genre", "a"), fid("genre", "b"), fid("user_id", 1)
+def test_build_batch_reads_what_the_spec_says_in_its_order():
+    g1, g2, u = SPEC.fid("genre", "a"), SPEC.fid("genre", "b"), SPEC.fid("user_id", 1)
     records = [rec(0, {"genre": [g1, g2], "user_id": [u]}, 1), rec(1, {"user_id": [u]}), rec(2, {"genre": [g2]})]
-    b = build_batch(records, ["genre", "user_id"], ["a", "missing"], ["click", "like"])
+    b = build_batch(records, SPEC)
+    assert list(b.bags) == ["user_id", "genre"]  # by slot number
     fids, offsets = b.bags["genre"]
     assert fids.tolist() == [g1, g2, g2] and offsets.tolist() == [0, 2, 2]
     assert b.bags["user_id"][1].tolist() == [0, 1, 2]
-    assert b.dense.tolist() == [[0, 0], [1, 0], [2, 0]]
+    # dense in the spec's order: a as is, missing -> its default, count signed log1p, z standardized
+    want = [[i, -1.5, np.sign(i * 10 - 10) * np.log1p(abs(i * 10 - 10)), 1.0] for i in range(3)]
+    np.testing.assert_allclose(b.dense, np.array(want, np.float32), rtol=1e-6)
     assert b.labels.tolist() == [[1, 0], [0, 0], [0, 0]]
     assert b.ts_ms.tolist() == [1000, 1001, 1002]
 

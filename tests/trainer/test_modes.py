@@ -7,12 +7,15 @@ import pytest
 from schemas.codec import default_codec
 from sinks import layout
 from sinks.fs import LocalFS
-from sinks.table import to_table
+from sinks.table import archive_schema, to_table
 from streamrec.kafka import producer
+from tests.conftest import movielens_with
 from trainer import snapshot
-from trainer.replay_examples import synthetic_examples
 from trainer.run import train
 from trainer.sources import parse_range
+from trainer.synthetic import synthetic_examples
+
+SPEC = movielens_with({}, keep=["user_id", "item_id", "age", "genre"])
 
 
 def write_archive(root, records) -> list[int]:
@@ -25,15 +28,14 @@ def write_archive(root, records) -> list[int]:
     for h in hours:
         part = [r for r in records if layout.hour_of(r["ts_ms"]) == h]
         buf = io.BytesIO()
-        pq.write_table(to_table(part), buf)
+        pq.write_table(to_table(part, archive_schema(SPEC)), buf)
         fs.write_bytes(layout.data_file(h, 1, late=False), buf.getvalue())
     return hours
 
 
 def configure(settings, tmp_path):
+    settings.features = SPEC
     t = settings.trainer
-    t.slots = ["user_id", "item_id", "age", "genre"]
-    t.dense_features = ["item_popularity"]
     t.batch_size = 64
     t.snapshot_dir = tmp_path / "snaps"
     t.snapshot_every_s = 0
@@ -47,7 +49,7 @@ def configure(settings, tmp_path):
 @pytest.mark.slow
 def test_batch_then_online_continues_and_drops_duplicates(settings, kafka_cfg, tmp_path):
     s = configure(settings, tmp_path)
-    recs = synthetic_examples(6000, users=200, items=100, seed=4, step_ms=1500, keep_rate=0.5)
+    recs = synthetic_examples(SPEC, 6000, users=200, items=100, seed=4, step_ms=1500, keep_rate=0.5)
     archived, online = recs[:3000], recs[2500:]  # 500 examples in both: online drops them by id
     hours = write_archive(s.archive.root, archived)
     assert len(hours) >= 2
@@ -83,7 +85,7 @@ def test_online_source_skips_undecodable_messages_and_drops_duplicates(settings,
     from trainer.sources import KafkaSource
 
     s = configure(settings, tmp_path)
-    recs = synthetic_examples(400, users=20, items=10, seed=12)
+    recs = synthetic_examples(SPEC, 400, users=20, items=10, seed=12)
     codec = default_codec()
     topic = s.kafka.topics.examples
     p = producer(kafka_cfg)
@@ -94,7 +96,7 @@ def test_online_source_skips_undecodable_messages_and_drops_duplicates(settings,
         p.produce(topic, codec.encode("TrainingExample", r), key=r["request_id"])
     assert p.flush(30) == 0
     src = KafkaSource(s.kafka, topic, "t-online", "earliest")
-    t = Trainer(s.trainer)
+    t = Trainer(s.trainer, s.features)
     try:
         out = t.run(src, stop_when_idle_s=1.5)
     finally:
@@ -102,3 +104,21 @@ def test_online_source_skips_undecodable_messages_and_drops_duplicates(settings,
     assert src.undecodable == 1
     assert out["examples_read"] == len(recs) and out["duplicates"] == 50
     assert sum(src.position().values()) == len(recs) + 50 + 1  # every message consumed, offsets exact
+
+
+def test_a_snapshot_restores_only_under_the_spec_it_was_trained_with(tmp_path):
+    from trainer.config import TrainerConfig
+    from trainer.loop import Trainer
+    from trainer.sources import MemorySource
+
+    cfg = TrainerConfig(batch_size=64, snapshot_dir=tmp_path / "snaps", snapshot_every_s=0, metrics_csv=None,
+                        plot=None)
+    t = Trainer(cfg, SPEC)
+    t.run(MemorySource(synthetic_examples(SPEC, 500, seed=1)))
+    snap = t.snapshot()
+    assert Trainer(cfg, SPEC).restore() == snap  # same spec: fine
+    tuned = movielens_with({"slots": {"item_id": {"filter_threshold": 3}}}, keep=["user_id", "item_id", "age", "genre"])
+    assert Trainer(cfg, tuned).restore() == snap  # a filter change leaves the model's shape alone
+    wider = movielens_with({}, keep=["user_id", "item_id", "age", "genre", "year"])  # a slot more
+    with pytest.raises(ValueError, match=r"trained under another feature spec \(slots: snapshot"):
+        Trainer(cfg, wider).restore()

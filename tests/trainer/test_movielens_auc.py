@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+from jobs.replay_examples import movielens_examples
+from tests.conftest import MOVIELENS_SPEC
 from trainer.config import TrainerConfig
 from trainer.loop import Trainer
-from trainer.replay_examples import movielens_examples
 from trainer.sources import MemorySource
 
 RATINGS = 20_000
@@ -18,7 +19,7 @@ RATINGS = 20_000
 
 @pytest.fixture(scope="module")
 def examples():
-    return movielens_examples(RATINGS, seed=7, speed=3600.0, window_ms=60_000, keep_rate=0.5)
+    return movielens_examples(MOVIELENS_SPEC, RATINGS, seed=7, speed=3600.0, window_ms=60_000, keep_rate=0.5)
 
 
 def make_cfg(tmp_path, **over) -> TrainerConfig:
@@ -30,7 +31,7 @@ def make_cfg(tmp_path, **over) -> TrainerConfig:
 
 @pytest.mark.slow
 def test_progressive_auc_beats_popularity(examples, tmp_path):
-    t = Trainer(make_cfg(tmp_path, workers=2))
+    t = Trainer(make_cfg(tmp_path, workers=2), MOVIELENS_SPEC)
     t.run(MemorySource(examples))
     s = t.finish()
     print(f"\nMovieLens {RATINGS} ratings, {s['examples']} examples: progressive click AUC {s['auc']:.4f}, "
@@ -49,9 +50,9 @@ def test_progressive_auc_beats_popularity(examples, tmp_path):
 @pytest.mark.slow
 def test_same_seed_same_numbers_with_one_worker(examples, tmp_path):
     part = examples[:12_000]
-    a = Trainer(make_cfg(tmp_path / "a", workers=1))
+    a = Trainer(make_cfg(tmp_path / "a", workers=1), MOVIELENS_SPEC)
     a.run(MemorySource(part))
-    b = Trainer(make_cfg(tmp_path / "b", workers=1))
+    b = Trainer(make_cfg(tmp_path / "b", workers=1), MOVIELENS_SPEC)
     b.run(MemorySource(part))
     sa, sb = a.finish(), b.finish()
     assert sa["auc"] == sb["auc"] and sa["rows"] == sb["rows"]

@@ -16,11 +16,14 @@ import pytest
 
 from schemas.codec import default_codec
 from streamrec.kafka import producer
+from tests.conftest import movielens_with
 from trainer import snapshot
-from trainer.replay_examples import synthetic_examples
+from trainer.synthetic import synthetic_examples
 
 ROOT = Path(__file__).resolve().parents[2]
 N_SOURCE = 12_000
+KEEP = ["user_id", "item_id", "age", "genre"]
+SPEC = movielens_with({}, keep=KEEP)
 
 
 def produce(kafka_cfg, topic: str, records: list[dict]) -> None:
@@ -39,8 +42,7 @@ def cli(settings, tmp_path: Path, *args: str) -> list[str]:
         "trainer.snapshot_dir": f'"{tmp_path / "snaps"}"',
         "trainer.metrics_csv": f'"{tmp_path / "metrics.csv"}"',
         "trainer.plot": f'"{tmp_path / "auc.png"}"',
-        "trainer.slots": '["user_id", "item_id", "age", "genre"]',
-        "trainer.dense_features": '["item_popularity"]',
+        **{f"features.slots.{n}.retired": "true" for n in SPEC.slots if n not in KEEP},
         "trainer.batch_size": "8",
         "trainer.workers": "2",
         "trainer.snapshot_every_s": "0",
@@ -56,7 +58,7 @@ def cli(settings, tmp_path: Path, *args: str) -> list[str]:
 
 @pytest.mark.slow
 def test_kill9_then_restore_resumes_from_snapshot_offsets(settings, kafka_cfg, tmp_path):
-    records = synthetic_examples(N_SOURCE, users=300, items=200, seed=9, step_ms=200, keep_rate=0.5)
+    records = synthetic_examples(SPEC, N_SOURCE, users=300, items=200, seed=9, step_ms=200, keep_rate=0.5)
     produce(kafka_cfg, settings.kafka.topics.examples, records)
     n = len(records)
     snaps = tmp_path / "snaps"

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from schemas.fid import SLOTS
 from serving.model_server import ModelServer
+from tests.conftest import movielens_with
 from trainer.config import TrainerConfig
 from trainer.loop import Trainer
-from trainer.replay_examples import synthetic_examples
 from trainer.sources import MemorySource
+from trainer.synthetic import synthetic_examples
 
-SLOTS_USED = ["user_id", "item_id", "genre"]
+SPEC = movielens_with({}, keep=["user_id", "item_id", "genre"])  # + the cross user_genre
+SLOTS_USED = SPEC.model_slots
 
 
 def cfg(tmp_path, **over) -> TrainerConfig:
-    return TrainerConfig(slots=SLOTS_USED, dense_features=["item_popularity"], batch_size=64, workers=2,
-                         snapshot_dir=tmp_path / "snaps", snapshot_every_s=0, metrics_csv=None, plot=None,
-                         sparse_sync_interval_s=3600, dense_sync_interval_s=3600, **over)
+    return TrainerConfig(batch_size=64, workers=2, snapshot_dir=tmp_path / "snaps", snapshot_every_s=0,
+                         metrics_csv=None, plot=None, sparse_sync_interval_s=3600, dense_sync_interval_s=3600, **over)
 
 
 def ids_by_slot(records, slot):
@@ -25,17 +25,17 @@ def ids_by_slot(records, slot):
 
 
 def test_sync_ships_touched_rows_exactly_and_leaves_the_rest(tmp_path):
-    t = Trainer(cfg(tmp_path))
-    first = synthetic_examples(3000, users=100, items=60, seed=1)
+    t = Trainer(cfg(tmp_path), SPEC)
+    first = synthetic_examples(SPEC, 3000, users=100, items=60, seed=1)
     t.run(MemorySource(first, name="first"))  # ends with a sync
-    before = {s: t.serving.lookup(SLOTS[s], ids_by_slot(first, s)) for s in SLOTS_USED}
+    before = {s: t.serving.lookup(SPEC.number(s), ids_by_slot(first, s)) for s in SLOTS_USED}
     # the second stream only has users 0..9 and items 0..9: every other id is untouched
-    second = [r for r in synthetic_examples(3000, users=100, items=60, seed=2)
+    second = [r for r in synthetic_examples(SPEC, 3000, users=100, items=60, seed=2)
               if r["user_id"] < 10 and r["item_id"] < 10]
     assert len(second) > 50
     t.run(MemorySource(second, name="second"))
     for s in SLOTS_USED:
-        slot = SLOTS[s]
+        slot = SPEC.number(s)
         all_ids = ids_by_slot(first, s)
         touched = ids_by_slot(second, s)
         train_rows, found = t.ps.rows(s, touched)
@@ -44,14 +44,14 @@ def test_sync_ships_touched_rows_exactly_and_leaves_the_rest(tmp_path):
         untouched = np.setdiff1d(all_ids, touched)
         idx = np.searchsorted(all_ids, untouched)
         assert np.array_equal(t.serving.lookup(slot, untouched), before[s][idx]), s
-        if s != "genre":  # genre ids appear everywhere; user/item ids outside 0..9 must exist and be untouched
+        if s != "genre":  # genre ids appear everywhere; user/item (and cross) ids outside 0..9 exist, untouched
             assert len(untouched) > 0
         changed = ~np.all(t.serving.lookup(slot, touched) == before[s][np.searchsorted(all_ids, touched)], axis=1)
         assert changed.any(), f"{s}: touched rows did not move"
     # embeddings only: serving rows are exactly dim wide and hold no optimizer state
     for s in SLOTS_USED:
-        table = t.serving.tables[SLOTS[s]]
-        assert table.buf.shape[1] == t.cfg.embedding.for_slot(s).dim
+        table = t.serving.tables[SPEC.number(s)]
+        assert table.buf.shape[1] == SPEC.settings(s).dim
     assert not hasattr(t.serving, "opt") and set(vars(t.serving)) >= {"tables", "dense_state"}
     state_keys = set(t.serving.dense_state)
     assert state_keys == set(t.ps.model.state_dict())  # dense weights, not the optimizer's moments
@@ -59,8 +59,8 @@ def test_sync_ships_touched_rows_exactly_and_leaves_the_rest(tmp_path):
 
 
 def test_model_server_scores_with_serving_weights_and_corrects_sampling(tmp_path):
-    t = Trainer(cfg(tmp_path))
-    recs = synthetic_examples(4000, users=60, items=40, seed=3, keep_rate=0.25)
+    t = Trainer(cfg(tmp_path), SPEC)
+    recs = synthetic_examples(SPEC, 4000, users=60, items=40, seed=3, keep_rate=0.25)
     t.run(MemorySource(recs))
     assert t.ps.keep_rate == 0.25
     server = ModelServer(t.serving)
@@ -92,14 +92,13 @@ class SlowSource(MemorySource):
 
 
 def test_sparse_and_dense_sync_follow_their_own_intervals(tmp_path):
-    c = cfg(tmp_path).model_copy(update={"sparse_sync_interval_s": 0.01, "dense_sync_interval_s": 3600.0,
-                                         "labels": ["click", "like"]})
-    t = Trainer(c)
-    recs = synthetic_examples(1500, users=50, items=30, seed=8)
+    c = cfg(tmp_path).model_copy(update={"sparse_sync_interval_s": 0.01, "dense_sync_interval_s": 3600.0})
+    t = Trainer(c, SPEC)
+    recs = synthetic_examples(SPEC, 1500, users=50, items=30, seed=8)
     t.run(SlowSource(recs))
     assert t.serving.sparse_syncs >= 10  # many touched-row pushes ...
     assert t.serving.dense_syncs == 1  # ... and the dense weights only once, at the end of the run
-    assert t.serving.meta["labels"] == ["click", "like"]
+    assert t.serving.meta["spec"] == SPEC.model_dump(mode="json")  # serving reads the spec it was trained under
     assert len(t.freshness) >= 10 and all(f >= 0 for _, f in t.freshness)
     s = t.summary()
     assert s["freshness_p99_ms"] < 5000

@@ -3,13 +3,8 @@
 - ``table.CuckooTable``: one int64-id -> row table (batched numba kernels, Adagrad / FTRL inside).
 - ``filters``: per-slot frequency filters (count-min sketch, probabilistic admission).
 - ``store.EmbeddingStore``: per-slot tables + filters + expiry routed by FID slot; save / load.
-- ``config``: ``SlotConfig`` and ``EmbeddingConfig``.
+- ``config``: ``EmbeddingConfig`` (table mechanics; each slot's settings are in the feature spec).
+
+Import the submodules themselves: this package stays import-light, so that reading the config
+(``trainer.config``) does not load numba.
 """
-
-from trainer.embedding.config import EmbeddingConfig, SlotConfig
-from trainer.embedding.filters import CountMinFilter, ProbabilisticFilter
-from trainer.embedding.store import EmbeddingStore
-from trainer.embedding.table import CuckooTable
-
-__all__ = ["CountMinFilter", "CuckooTable", "EmbeddingConfig", "EmbeddingStore", "ProbabilisticFilter",
-           "SlotConfig"]

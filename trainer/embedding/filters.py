@@ -152,7 +152,8 @@ def _mix64_np(x: np.ndarray) -> np.ndarray:
 
 
 def make_filter(slot_cfg, seed: int, capacity_share: float = 1.0) -> Filter | None:
-    """The filter a ``SlotConfig`` asks for, or None for ``filter_threshold == 1`` (admit all)."""
+    """The filter a slot's ``schemas.spec.EmbeddingSettings`` ask for, or None for
+    ``filter_threshold == 1`` (admit all)."""
     c = slot_cfg
     if c.filter_threshold <= 1:
         return None

@@ -2,7 +2,7 @@
 
 API (batched; every method thread-safe)::
 
-    store = EmbeddingStore(cfg)                                  # cfg: EmbeddingConfig
+    store = EmbeddingStore(cfg, spec)                            # EmbeddingConfig, FeatureSpec
     emb = store.lookup(fids, train=True, now=ts)                 # float32[n, dim of the slot]
     emb, has_row = store.lookup(fids, train=True, now=ts, with_mask=True)
     store.apply_gradients(fids, grads, now=ts)                   # -> ids applied
@@ -11,10 +11,11 @@ API (batched; every method thread-safe)::
     store.save(dir, now=None); store.load(dir)                   # atomic, versioned, with filters
     store.num_rows()                                             # {slot: live rows}
 
-Routing: a FID's slot number is in its high bits (``schemas.fid.slot_of``); slot names come from
-``schemas.fid.SLOTS``. ``lookup`` / ``apply_gradients`` take the FIDs of **one slot** per call
-(the slot is read from the FIDs; pass ``slot=`` to skip that check), since slots may differ in
-``dim``. Each slot has ``cfg.shards`` tables split by key hash, each with its own lock and filter.
+Routing: a FID's slot number is in its high bits (``schemas.fid.slot_of``); slot names, numbers
+and each slot's table settings come from the feature spec (``schemas.spec``). ``lookup`` /
+``apply_gradients`` take the FIDs of **one slot** per call (the slot is read from the FIDs; pass
+``slot=`` to skip that check), since slots may differ in ``dim``. Each slot has ``cfg.shards``
+tables split by key hash, each with its own lock and filter.
 
 Training lookups (``train=True``) apply the slot's frequency filter to ids without a row: each
 occurrence is counted; admitted ids get a row (initialised, last-update = ``now``); ids not (yet)
@@ -44,29 +45,29 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas.fid import SLOTS, slot_of
+from schemas.fid import slot_of
+from schemas.spec import EmbeddingSettings, FeatureSpec
 from streamrec.files import atomic_write
 from trainer.embedding import _kernels as K
-from trainer.embedding.config import EmbeddingConfig, SlotConfig
+from trainer.embedding.config import EmbeddingConfig
 from trainer.embedding.filters import Filter, filter_from_state, make_filter
 from trainer.embedding.table import CuckooTable
 
 STORE_FORMAT = "streamrec.embedding_store"
 STORE_VERSION = 1
 MANIFEST = "MANIFEST.json"
-_SLOT_NAMES = {v: k for k, v in SLOTS.items()}
 
 
 class EmbeddingStore:
     """All slots' tables, filters and TTLs behind one FID-routed API (see the module docstring)."""
 
-    def __init__(self, cfg: EmbeddingConfig | None = None, slots: list[str] | None = None) -> None:
-        self.cfg = cfg or EmbeddingConfig()
-        self.slot_names = list(slots) if slots is not None else list(SLOTS)
-        for name in self.slot_names:
-            if name not in SLOTS:
-                raise KeyError(f"unknown slot {name!r}; known: {sorted(SLOTS)}")
-        self.slot_cfg: dict[str, SlotConfig] = {n: self.cfg.for_slot(n) for n in self.slot_names}
+    def __init__(self, cfg: EmbeddingConfig, spec: FeatureSpec, slots: list[str] | None = None) -> None:
+        """Tables for ``slots`` (default: every slot and cross the spec uses)."""
+        self.cfg = cfg
+        self.slot_names = list(slots) if slots is not None else list(spec.model_slots)
+        self.slot_cfg: dict[str, EmbeddingSettings] = {n: spec.settings(n) for n in self.slot_names}
+        self.numbers = {n: spec.number(n) for n in self.slot_names}
+        self._by_number = {v: k for k, v in self.numbers.items()}
         self.tables: dict[str, list[CuckooTable]] = {}
         self.filters: dict[str, list[Filter | None]] = {}
         for name in self.slot_names:
@@ -76,7 +77,7 @@ class EmbeddingStore:
         self._save_lock = threading.Lock()
 
     def _seed(self, name: str, shard: int) -> int:
-        return self.cfg.seed * 1_000_003 + SLOTS[name] * 101 + shard
+        return self.cfg.seed * 1_000_003 + self.numbers[name] * 101 + shard
 
     def _fresh_slot(self, name: str) -> tuple[list[CuckooTable], list[Filter | None]]:
         c = self.slot_cfg[name]
@@ -102,8 +103,8 @@ class EmbeddingStore:
         first = int(numbers[0])
         if not np.all(numbers == first):
             raise ValueError(f"FIDs of several slots in one call: {sorted(set(numbers.tolist()))}")
-        name = _SLOT_NAMES.get(first)
-        if name is None or name not in self.tables:
+        name = self._by_number.get(first)
+        if name is None:
             raise KeyError(f"FIDs carry slot number {first}, which has no table here")
         return name
 

@@ -168,7 +168,7 @@ class CuckooTable:
     @classmethod
     def from_config(cls, slot_cfg, capacity: int = 4096, seed: int = 7, max_load: float = 0.96,
                     index_growth: float = 1.5, arena_growth: float = 0.0625) -> CuckooTable:
-        """A table for one ``trainer.embedding.config.SlotConfig``."""
+        """A table for one slot's ``schemas.spec.EmbeddingSettings``."""
         c = slot_cfg
         return cls(c.dim, c.optimizer, capacity, c.init_std, seed, learning_rate=c.learning_rate,
                    initial_accumulator=c.initial_accumulator, adagrad_eps=c.adagrad_eps,

@@ -1,4 +1,7 @@
-"""MovieLens-100K from the installed `recbole==1.2.1` package (never committed: its licence forbids it)."""
+"""MovieLens-100K from the installed `recbole==1.2.1` package (never committed: its licence forbids it).
+
+Its raw features are named as the slots of ``features.toml`` beside this file.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ def load_movielens(path: Path | None = None) -> Dataset:
     users = _rows(path / "ml-100k.user")
     user_ids = np.array([int(u[0]) for u in users], dtype=np.int64)
     user_raw = {
+        "user_id": user_ids.tolist(),
         "age": [_age_bucket(u[1]) for u in users],
         "gender": [u[2] for u in users],
         "occupation": [u[3] for u in users],
@@ -43,8 +47,11 @@ def load_movielens(path: Path | None = None) -> Dataset:
     }
     items = _rows(path / "ml-100k.item")
     item_ids = np.array([int(i[0]) for i in items], dtype=np.int64)
-    genres = [(i[3].split() if len(i) > 3 and i[3] else ["unknown"]) for i in items]
-    years = [(i[2] or "unknown") for i in items]
+    item_raw = {
+        "item_id": item_ids.tolist(),
+        "genre": [(i[3].split() if len(i) > 3 and i[3] else ["unknown"]) for i in items],
+        "year": [i[2] or "unknown" for i in items],
+    }
 
     inter = _rows(path / "ml-100k.inter")
     u = np.array([int(r[0]) for r in inter], dtype=np.int64)
@@ -54,5 +61,4 @@ def load_movielens(path: Path | None = None) -> Dataset:
     order = np.lexsort((it, u, ts))  # by time; ties broken stably by ids
     u_index = np.searchsorted(user_ids, u[order])
     i_index = np.searchsorted(item_ids, it[order])
-    return Dataset("movielens", user_ids, user_raw, item_ids, genres, years,
-                   u_index, i_index, rating[order], ts[order])
+    return Dataset("movielens", user_ids, user_raw, item_ids, item_raw, u_index, i_index, rating[order], ts[order])

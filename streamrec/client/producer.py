@@ -1,0 +1,200 @@
+"""``Client``: what an application (the recommender that serves the feed) logs through.
+
+``send(log)`` checks and encodes the log against the feature spec (``LogEncoder``; a bad log
+raises ``SpecError`` naming the field and is never sent), keys the message by its
+``request_id`` and stamps its Kafka timestamp with its ``ts_ms`` (the join relies on both), and
+hands it to librdkafka, which batches (``linger_ms``) and retries (idempotent: a retry neither
+duplicates nor reorders) in the background. Delivery reports come back on ``poll()`` /
+``flush()`` (and every few hundred sends): failures to the client's ``on_error`` and to the
+message's own ``on_delivery``; with ``client.delivery_reports = "all"`` every acknowledgement
+too (a Python call per message: the fast default reports failures only). ``metrics()`` counts
+what was sent, rejected, delivered and failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from schemas.spec import SpecError
+from streamrec.client.encoder import LogEncoder
+from streamrec.client.logs import ActionLog, FeatureLog
+from streamrec.config import Settings, load_config
+
+POLL_EVERY = 512  # sends between two polls that serve delivery reports
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
+@dataclass
+class ClientMetrics:
+    feature_logs: int = 0  # messages handed to the producer
+    actions: int = 0
+    bytes: int = 0
+    rejected: int = 0  # logs refused by the spec (SpecError), never sent
+    delivered: int = 0  # acknowledged by the broker
+    failed: int = 0  # gave up after retries (delivery_timeout_ms)
+    in_flight: int = 0  # handed to the producer, not yet acknowledged or failed
+    queue_full_waits: int = 0  # send() found the local queue full and waited
+    retries: int = 0  # librdkafka's request retries (from its statistics)
+
+
+class Client:
+    """Produces feature and action logs under the config's feature spec (see the module docstring).
+
+    ``Client.from_config("streamrec.toml")`` or ``Client(settings)``; extra librdkafka settings
+    override ``kafka.producer`` and the ``[client]`` section. Use it from one thread (metrics
+    are plain counters), and ``flush()`` or ``close()`` before exit: a message still queued
+    then is lost.
+    """
+
+    def __init__(self, settings: Settings, on_error: Callable[[KafkaError, Message], None] | None = None,
+                 **producer_conf: Any):
+        if not settings.kafka.bootstrap:
+            raise ValueError("kafka.bootstrap is empty: set it in the config or with --set kafka.bootstrap=host:port")
+        c = settings.client
+        self.spec = settings.features
+        self.encoder = LogEncoder(self.spec, settings.joiner.max_message_bytes, c.fid_cache_size)
+        self.topics = {FeatureLog: settings.kafka.topics.features, ActionLog: settings.kafka.topics.actions}
+        self._features_topic, self._actions_topic = settings.kafka.topics.features, settings.kafka.topics.actions
+        self.on_error = on_error
+        self.all_reports = c.delivery_reports == "all"
+        self.block_timeout_s = c.block_timeout_s
+        self._m = ClientMetrics()
+        self._counts = [0, 0, 0]  # feature logs, actions, bytes: the hot path's counters
+        conf = {
+            "bootstrap.servers": settings.kafka.bootstrap,
+            "linger.ms": c.linger_ms,
+            "batch.num.messages": c.batch_messages,
+            "queue.buffering.max.messages": c.queue_max_messages,
+            "compression.type": c.compression,
+            "enable.idempotence": c.idempotence,
+            "delivery.timeout.ms": c.delivery_timeout_ms,
+            "retry.backoff.ms": c.retry_backoff_ms,
+            "delivery.report.only.error": not self.all_reports,
+            "on_delivery": self._delivered,
+            **({"statistics.interval.ms": c.stats_interval_ms, "stats_cb": self._stats} if c.stats_interval_ms else {}),
+            **settings.kafka.producer,
+            **producer_conf,
+        }
+        self._producer = Producer(conf)
+        self._since_poll = 0
+        self._key = ("", b"")  # the last request id and its bytes
+
+    @classmethod
+    def from_config(cls, path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = (),
+                    **kw: Any) -> Client:
+        """A client on ``path`` (default ./streamrec.toml if present) with ``--set``-style overrides."""
+        return cls(load_config(path, overrides), **kw)
+
+    # ---- sending --------------------------------------------------------------------------
+    def send(self, log: FeatureLog | ActionLog, on_delivery: DeliveryCallback | None = None) -> None:
+        """Check, encode and queue one log; raises ``SpecError`` (nothing sent) if it breaks the spec.
+
+        ``on_delivery(err, msg)`` is called from ``poll``/``flush``/a later ``send`` if the message
+        failed for good, and, with ``client.delivery_reports = "all"``, once it is acknowledged."""
+        counts = self._counts
+        try:
+            if type(log) is ActionLog:
+                data = self.encoder.action_log(log)
+                topic = self._actions_topic
+                counts[1] += 1
+            else:
+                data = self.encoder.encode(log)
+                topic = self._features_topic
+                counts[0] += 1
+        except SpecError:
+            self._m.rejected += 1
+            raise
+        counts[2] += len(data)
+        rid = log.request_id
+        if rid == self._key[0]:
+            key = self._key[1]  # a request's logs come together: its key is encoded once
+        else:
+            key = rid.encode()
+            self._key = (rid, key)
+        p = self._producer
+        try:
+            if on_delivery is None:
+                p.produce(topic, data, key, timestamp=log.ts_ms)
+            else:
+                p.produce(topic, data, key, on_delivery=self._both(on_delivery), timestamp=log.ts_ms)
+        except BufferError:
+            self._wait_and_produce(topic, data, key, on_delivery, log.ts_ms)
+        self._since_poll += 1
+        if self._since_poll >= POLL_EVERY:
+            self._since_poll = 0
+            p.poll(0)
+
+    def _wait_and_produce(self, topic: str, data: bytes, key: bytes, on_delivery: DeliveryCallback | None,
+                          ts: int) -> None:
+        """The local queue is full: serve delivery reports (which frees room) until it takes the message."""
+        self._m.queue_full_waits += 1
+        cb = self._delivered if on_delivery is None else self._both(on_delivery)
+        deadline = time.monotonic() + self.block_timeout_s
+        while True:
+            self._producer.poll(0.05)
+            try:
+                self._producer.produce(topic, data, key, on_delivery=cb, timestamp=ts)
+                return
+            except BufferError:
+                if time.monotonic() > deadline:
+                    raise BufferError(f"the producer's queue stayed full for {self.block_timeout_s}s "
+                                      "(client.block_timeout_s): is the broker reachable?") from None
+
+    def poll(self, timeout: float = 0.0) -> int:
+        """Serve delivery reports; returns how many were served."""
+        return self._producer.poll(timeout)
+
+    def flush(self, timeout: float = 60.0) -> int:
+        """Wait until every queued message is delivered or failed (or ``timeout``); returns how many
+        are still queued (0: all done; failures are in ``metrics()["failed"]`` and went to ``on_error``)."""
+        return self._producer.flush(timeout)
+
+    def close(self, timeout: float = 60.0) -> int:
+        return self.flush(timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- reports ---------------------------------------------------------------------------
+    def metrics(self) -> dict[str, int]:
+        """Counters since the start (``ClientMetrics``); ``in_flight`` and, when only failures are
+        reported, ``delivered`` (= sent - failed - in flight) are as of now."""
+        m = self._m
+        m.feature_logs, m.actions, m.bytes = self._counts
+        sent = m.feature_logs + m.actions
+        if self.all_reports:
+            m.in_flight = sent - m.delivered - m.failed
+        else:
+            m.in_flight = len(self._producer)
+            m.delivered = sent - m.failed - m.in_flight
+        return asdict(m)
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self._m.delivered += 1
+        else:
+            self._m.failed += 1
+            if self.on_error is not None:
+                self.on_error(err, msg)
+
+    def _both(self, on_delivery: DeliveryCallback) -> DeliveryCallback:
+        def cb(err: KafkaError | None, msg: Message) -> None:
+            self._delivered(err, msg)
+            on_delivery(err, msg)
+
+        return cb
+
+    def _stats(self, raw: str) -> None:
+        with contextlib.suppress(ValueError, TypeError):
+            self._m.retries = int(json.loads(raw).get("txretries", 0))

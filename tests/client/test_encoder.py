@@ -1,0 +1,196 @@
+"""The client's encoder: raw values -> FIDs as the spec says, errors that name the field, and never a
+message the joiner would dead-letter for its shape (same bytes as the codec, passes the joiner's checks)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from joiner.config import JoinerConfig
+from joiner.core import shown_ids
+from joiner.engine import JoinEngine
+from joiner.store import StateStore
+from joiner.validate import Validator
+from schemas.codec import default_codec
+from schemas.spec import FeatureSpec, SpecError
+from streamrec.client import ActionLog, FeatureLog, LogEncoder
+
+SPEC = FeatureSpec.model_validate({
+    "slots": {
+        "u_hash": {"number": 101, "side": "user", "type": "int"},
+        "u_country": {"number": 102, "side": "user"},
+        "u_tags": {"number": 103, "side": "user"},
+        "u_old": {"number": 104, "side": "user", "retired": True},
+        "i_hash": {"number": 201, "side": "item", "type": "int"},
+        "i_category": {"number": 202, "side": "item"},
+    },
+    "crosses": {"country_x_category": {"number": 301, "of": ["u_country", "i_category"]},
+                "hash_x_country": {"number": 302, "of": ["u_hash", "u_country"]}},
+    "dense": {"u_score": {"side": "user"}, "i_price": {"side": "item", "default": 3.0}},
+    "actions": {"labels": ["click", "like"], "ignored": ["view"]},
+})
+ENC = LogEncoder(SPEC, max_message_bytes=4096)
+codec = default_codec()
+
+
+def good_log() -> FeatureLog:
+    log = FeatureLog("req-1", user_id=42, ts_ms=1_700_000_000_000, user={"u_hash": 7, "u_country": "de",
+                                                                        "u_tags": ["a", "b"]},
+                     user_dense={"u_score": 0.5}, source="shop")
+    log.add_item(11, {"i_hash": 11, "i_category": "shoes"}, {"i_price": 19.5})
+    log.add_item(12, {"i_hash": np.int64(12), "i_category": ["bags", "shoes"]}, position=5)
+    return log
+
+
+def test_raw_values_become_the_spec_fids_with_crosses() -> None:
+    rec = ENC.record(good_log())
+    assert rec["request_id"] == "req-1" and rec["user_id"] == 42 and rec["source"] == "shop"
+    us, h7, de = rec["user_sparse"], SPEC.fid("u_hash", 7), SPEC.fid("u_country", "de")
+    assert us["u_hash"] == [h7] and us["u_tags"] == [SPEC.fid("u_tags", "a"), SPEC.fid("u_tags", "b")]
+    assert us["hash_x_country"] == [SPEC.cross_fid("hash_x_country", h7, de)]  # a user-side cross
+    i0, i1 = rec["items"]
+    assert (i0["position"], i1["position"]) == (0, 5)  # default: the index; or as given
+    assert i1["sparse"]["i_hash"] == [SPEC.fid("i_hash", 12)]  # a numpy int is an int
+    assert i1["sparse"]["country_x_category"] == [SPEC.cross_fid("country_x_category", de, SPEC.fid("i_category", c))
+                                                  for c in ("bags", "shoes")]
+    assert i0["dense"] == {"i_price": 19.5} and i1["dense"] == {}
+    a = ENC.record(ActionLog("req-1", 11, "click", 1_700_000_003_000, value=2.5))
+    assert a == {"request_id": "req-1", "item_id": 11, "action": "click", "ts_ms": 1_700_000_003_000, "value": 2.5}
+
+
+def test_bytes_are_exactly_the_codecs() -> None:
+    for log in (good_log(), ActionLog("r", 1, "view", 5), ActionLog("r", -3, "like", 2**62, value=None)):
+        data = ENC.encode(log)
+        name, rec = codec.decode(data)
+        assert codec.encode(name, rec) == data
+
+
+def bad(mutate) -> SpecError:
+    log = good_log()
+    mutate(log)
+    with pytest.raises(SpecError) as e:
+        ENC.encode(log)
+    return e.value
+
+
+@pytest.mark.parametrize("mutate,field,words", [
+    (lambda g: setattr(g, "request_id", ""), "request_id", "missing"),
+    (lambda g: setattr(g, "request_id", None), "request_id", "missing"),
+    (lambda g: g.user.update(u_colour="red"), "user.u_colour", "unknown slot 'u_colour'"),
+    (lambda g: g.items[1].sparse.update(colour="red"), "items[1].sparse.colour", "unknown slot"),
+    (lambda g: g.user.update(i_category="x"), "user.i_category", "item-side slot, not a user-side one"),
+    (lambda g: g.user.update(u_old="x"), "user.u_old", "retired"),
+    (lambda g: g.items[0].sparse.update(country_x_category="x"), "items[0].sparse.country_x_category",
+     "the client computes it"),
+    (lambda g: g.user.update(u_hash="7"), "user.u_hash", "takes ints"),
+    (lambda g: g.user.update(u_hash=True), "user.u_hash", "takes ints"),
+    (lambda g: g.items[0].sparse.update(i_category=5), "items[0].sparse.i_category", "takes strings"),
+    (lambda g: g.user.update(u_tags=["a", 3]), "user.u_tags[1]", "takes strings"),
+    (lambda g: g.items[1].dense.update(i_price=float("nan")), "items[1].dense.i_price", "not a finite"),
+    (lambda g: g.items[1].dense.update(i_price=1e39), "items[1].dense.i_price", "not a finite"),
+    (lambda g: g.user_dense.update(i_price=1.0), "user_dense.i_price", "unknown dense"),
+    (lambda g: g.user_dense.update(u_score="high"), "user_dense.u_score", "not a float"),
+    (lambda g: setattr(g, "user_id", "42"), "user_id", "not an int"),
+    (lambda g: setattr(g, "ts_ms", -1), "ts_ms", "out of range"),
+    (lambda g: setattr(g.items[0], "item_id", 2**63), "items[0].item_id", "out of range"),
+    (lambda g: setattr(g.items[0], "position", 2**31), "items[0].position", "out of range"),
+    (lambda g: g.items.clear(), "items", "no shown item"),
+    (lambda g: [g.add_item(i, {"i_hash": i}) for i in range(100, 500)], "items", "more than the joiner takes"),
+    (lambda g: g.add_item(11, {"i_hash": 11}), "items[2].item_id", "shown twice"),
+])
+def test_bad_input_is_refused_naming_the_field(mutate, field: str, words: str) -> None:
+    e = bad(mutate)
+    assert e.field == field and words in e.message, e
+
+
+def test_bad_actions_are_refused_naming_the_field() -> None:
+    for log, field in [(ActionLog("r", 1, "share", 5), "action"), (ActionLog("", 1, "click", 5), "request_id"),
+                       (ActionLog("r", 1.5, "click", 5), "item_id"),
+                       (ActionLog("r", 1, "click", 5, math.inf), "value"),
+                       (ActionLog("ü" * 3000, 1, "click", 5), "request_id")]:  # 6000 bytes: more than 4096
+        with pytest.raises(SpecError) as e:
+            ENC.encode(log)
+        assert e.value.field == field
+
+
+# ---- whatever the client sends, the joiner joins as it is ---------------------------------------
+ints = st.integers(-2**63, 2**63 - 1)
+strs = st.text(max_size=6)
+VALID = {"u_hash": ints, "u_country": strs, "u_tags": st.lists(strs, max_size=3), "i_hash": ints,
+         "i_category": st.one_of(strs, st.lists(strs, max_size=3)),
+         "u_score": st.floats(width=32, allow_nan=False, allow_infinity=False),
+         "i_price": st.one_of(st.integers(-1000, 1000), st.floats(-1e6, 1e6))}
+anything = st.one_of(st.integers(-2**70, 2**70), strs, st.booleans(), st.floats(), st.none(),
+                     st.lists(st.one_of(st.integers(-5, 5), strs), max_size=3))
+
+
+def rarely(draw: st.DrawFn, bad: st.SearchStrategy, good: st.SearchStrategy) -> Any:
+    """``good`` nine times in ten, else ``bad``."""
+    return draw(bad) if draw(st.integers(0, 9)) == 9 else draw(good)  # (hypothesis favours 0)
+
+
+def side_map(draw: st.DrawFn, names: list[str]) -> dict[str, Any]:
+    """A valid map of ``names``; one time in ten with one more entry: anything at all, under any name."""
+    m = draw(st.fixed_dictionaries({}, optional={n: VALID[n] for n in names}))
+    if draw(st.integers(0, 9)) == 9:
+        m[draw(st.sampled_from([*VALID, "u_old", "country_x_category", "nope"]))] = draw(anything)
+    return m
+
+
+@st.composite
+def feature_logs(draw: st.DrawFn) -> FeatureLog:
+    """Feature logs that are mostly valid, with now and then something wrong (a hand-written log's mistakes)."""
+    log = FeatureLog(rarely(draw, st.sampled_from(["", None]), st.text(min_size=1, max_size=8)), draw(ints),
+                     rarely(draw, st.integers(-5, -1), st.integers(0, 2**45)),
+                     side_map(draw, ["u_hash", "u_country", "u_tags"]), side_map(draw, ["u_score"]), source=draw(strs))
+    for _ in range(rarely(draw, st.just(0), st.integers(1, 4))):
+        log.add_item(rarely(draw, anything, ints), side_map(draw, ["i_hash", "i_category"]),
+                     side_map(draw, ["i_price"]), rarely(draw, st.integers(-2**32, 2**32), st.none()))
+    return log
+
+
+def engine(tmp) -> JoinEngine:
+    cfg = JoinerConfig()
+    eng = JoinEngine(cfg, SPEC, StateStore.open(cfg, tmp), "f", "a")
+    eng.restore([("f", 0), ("a", 0)])
+    return eng
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(log=feature_logs())
+def test_what_the_client_sends_the_joiner_accepts_as_is(log: FeatureLog, tmp_path_factory) -> None:
+    try:
+        data = ENC.encode(log)
+    except SpecError:
+        event("refused")
+        return  # refused: nothing sent
+    event("sent")
+    rec = codec.decode(data, expect="FeatureLog")[1]
+    verdict = Validator(SPEC).features(rec)
+    assert verdict.reason == "" and verdict.dropped == [] and verdict.record is rec
+    eng = engine(tmp_path_factory.mktemp("j"))
+    got = eng._features(data)  # the embedded runtime's path on the very bytes
+    assert got["request_id"] == rec["request_id"] and shown_ids(got) == [it["item_id"] for it in rec["items"]]
+    assert eng._last[0] == data[10:]  # joined as sent
+    # on the compiled fast path, unless a non-ASCII source sends it to the codec (which checks its UTF-8)
+    assert (eng._last[1] is not None) == rec["source"].isascii()
+    eng.store.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(rid=st.text(max_size=6), iid=st.one_of(st.integers(-2**64, 2**64), st.floats()), ts=st.integers(-5, 2**64),
+       action=st.sampled_from(["click", "like", "view", "share", ""]),
+       value=st.one_of(st.none(), st.floats(width=32), st.floats()))
+def test_what_the_client_sends_as_an_action_the_joiner_accepts(rid: str, iid: Any, ts: int, action: str,
+                                                                value: Any) -> None:
+    try:
+        data = ENC.encode(ActionLog(rid, iid, action, ts, value))
+    except SpecError:
+        return
+    rec = codec.decode(data, expect="ActionLog")[1]
+    assert Validator(SPEC).action(rec).record is rec

@@ -1,0 +1,27 @@
+"""The folders' rules, checked on what importing a stage really loads (in a fresh interpreter)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def loaded(*modules: str) -> set[str]:
+    code = "import json, sys\n" + "".join(f"import {m}\n" for m in modules) + "print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    return {m.split(".")[0] for m in json.loads(out.stdout)}
+
+
+@pytest.mark.parametrize("modules,forbidden", [
+    (["trainer.loop", "trainer.run", "trainer.sources", "trainer.synthetic"], {"joiner", "pyflink"}),
+    (["joiner.engine", "joiner.memory", "joiner.validate"], {"confluent_kafka", "pyflink", "trainer", "torch"}),
+    (["serving.model_server"], {"joiner", "pyflink", "confluent_kafka"}),
+])
+def test_a_stage_does_not_load_what_it_must_not_use(modules: list[str], forbidden: set[str]) -> None:
+    assert not loaded(*modules) & forbidden
