@@ -51,7 +51,7 @@ def main() -> None:
         for r in range(args.repeat):
             for kind in ("bare", "replay"):
                 topics = {FEATURES: f"{kind}{r}-features", "actions": f"{kind}{r}-actions"}
-                create_topics(broker.bootstrap, {t: 2 for t in topics.values()})
+                create_topics(s.kafka, {t: 2 for t in topics.values()})
                 p = producer(s.kafka) if kind == "bare" else replay_producer(s)
                 t = time.perf_counter()
                 if kind == "bare":
@@ -64,7 +64,7 @@ def main() -> None:
         build_s, encode_s = t1 - t0, t2 - t1
         mb = sum(map(len, payloads)) / 1e6
         s.kafka.topics.features, s.kafka.topics.actions = "whole-features", "whole-actions"
-        create_topics(broker.bootstrap, {"whole-features": 2, "whole-actions": 2})
+        create_topics(s.kafka, {"whole-features": 2, "whole-actions": 2})
         whole = run_replay(s, "movielens", quiet=True, read_back=False).seconds
         print(f"messages: {n:,} ({mb:.1f} MB) from {args.limit:,} ratings; best of {args.repeat}")
         print(f"bare confluent-kafka loop : {n / best_bare:12,.0f} msg/s  (baseline)")

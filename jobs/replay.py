@@ -20,7 +20,7 @@ from rich.table import Table
 from replay import FEATURES, ReplayEvent, iter_events
 from schemas.codec import default_codec
 from streamrec.config import Settings
-from streamrec.kafka import count_messages, producer
+from streamrec.kafka import check_access, count_messages, producer
 
 console = Console(stderr=True)
 SCHEMA_OF_ROLE = {FEATURES: "FeatureLog", "actions": "ActionLog"}
@@ -60,7 +60,8 @@ class RateLimiter:
 
 def replay_producer(s: Settings, report_all: bool = False) -> Producer:
     """Delivery reports for failures only (a callback per message would halve throughput),
-    unless every message's offset is wanted."""
+    unless every message's offset is wanted. A refused login fails here, in one line."""
+    check_access(s.kafka)
     return producer(s.kafka, **{"delivery.report.only.error": not report_all})
 
 
@@ -141,11 +142,11 @@ def run_replay(s: Settings, source: str, quiet: bool = False, read_back: bool = 
     cols = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("requests"), TimeRemainingColumn())
     t0 = time.monotonic()
+    p = replay_producer(s, report_all=ends is not None)  # before the progress bar: a refused login is one line
     with Progress(*cols, console=console, disable=quiet) as progress:
         task = progress.add_task(f"replay {source}", total=s.replay.limit or 100_000)
         events = iter_events(s.replay, source)
-        produce_stream(replay_producer(s, report_all=ends is not None),
-                       _outgoing(s, events, summary, lambda: progress.advance(task), observe),
+        produce_stream(p, _outgoing(s, events, summary, lambda: progress.advance(task), observe),
                        s.replay.rate, ends=ends)
     summary.seconds = time.monotonic() - t0
     if not quiet:

@@ -29,7 +29,7 @@ from jobs.flink.feed import produce_recorded, write_offsets
 from jobs.replay import encode_events
 from replay import build_events
 from schemas.codec import default_codec
-from streamrec.config import ConfigError, Settings, load_config
+from streamrec.config import ConfigError, KafkaConfig, Settings, load_config
 from streamrec.kafka import create_topics, drain
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ class Feed:
     def settings(self, tag: str, **extra: object) -> tuple[Settings, list[str]]:
         """A config with fresh output topics; also returned as ``--set`` overrides for a subprocess."""
         out = {"examples": f"{self.features}-{tag}-ex", "dead": f"{self.features}-{tag}-dl"}
-        create_topics(self.bootstrap, {out["examples"]: PARTITIONS, out["dead"]: 1})
+        create_topics(KafkaConfig(bootstrap=self.bootstrap), {out["examples"]: PARTITIONS, out["dead"]: 1})
         ov = [
             f'kafka.bootstrap="{self.bootstrap}"',
             f'kafka.topics.features="{self.features}"',
@@ -100,8 +100,8 @@ def feed(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Feed
     tmp = tmp_path_factory.mktemp("flink")
     tag = uuid.uuid4().hex[:8]
     features, actions = f"f{tag}-features", f"f{tag}-actions"
-    create_topics(kafka_bootstrap, {features: PARTITIONS, actions: PARTITIONS})
     s = load_config(None, [f'kafka.bootstrap="{kafka_bootstrap}"', "replay.limit=2000"])
+    create_topics(s.kafka, {features: PARTITIONS, actions: PARTITIONS})
     events = build_events(s.replay, "movielens")
     topic = {"features": features, "actions": actions}
     # Kafka timestamp = the log's event time (ts_ms), as the replay stamps it: the job's event time
