@@ -177,11 +177,11 @@ class Broker:
         from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 
         from streamrec.config import KafkaConfig
-        from streamrec.kafka import admin, check_access
+        from streamrec.kafka import KafkaAccessError, admin, check_access
 
         client = admin(KafkaConfig(bootstrap=self.bootstrap))  # kept until the futures are done
         for mech in SCRAM_MECHANISMS:  # one request per mechanism: the broker takes one change per user
-            info = ScramCredentialInfo(getattr(ScramMechanism, mech.replace("-", "_")), SCRAM_ITERATIONS)
+            info = ScramCredentialInfo(ScramMechanism[mech.replace("-", "_")], SCRAM_ITERATIONS)
             upserts = [UserScramCredentialUpsertion(name, info, pw.encode()) for name, pw in self.scram_users.items()]
             for fut in client.alter_user_scram_credentials(upserts).values():
                 fut.result(timeout)
@@ -191,7 +191,7 @@ class Broker:
                 try:
                     check_access(KafkaConfig.model_validate(self.client_config(name)), timeout=2)
                     break
-                except Exception:
+                except KafkaAccessError:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.2)

@@ -216,7 +216,7 @@ def settings_from_json(text: str) -> Settings:
 
 def public_overrides(overrides: list[str] | tuple[str, ...]) -> list[str]:
     """``overrides`` without those that set a secret (for a child's command line; the secret goes in
-    its environment). Warns once on stderr: a secret given with --set is on this command line too."""
+    its environment). Warns on stderr: a secret given with --set is on this command line too."""
     out = []
     for text in overrides:
         if secrets.holds_secret(Settings, *parse_override(text)):
