@@ -129,10 +129,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-archive-") as tmp, Broker(Path(tmp) / "broker") as broker:
         tmp = Path(tmp)
-        create_topics(broker.bootstrap, {"examples": 2, "dead-letter": 1})
         s = load_config(None, [f'kafka.bootstrap="{broker.bootstrap}"', 'kafka.topics.examples="examples"',
                                'kafka.topics.dead_letter="dead-letter"', f'stack.run_dir="{tmp / "run"}"',
                                "archive.roll_age_s=5.0"])
+        create_topics(s.kafka, {"examples": 2, "dead-letter": 1})
         p = producer(s.kafka)
         for i, (r, v) in enumerate(zip(recs, payloads, strict=True)):
             p.produce("examples", v, key=r["request_id"].encode())

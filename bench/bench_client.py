@@ -27,7 +27,7 @@ from deploy.broker import Broker
 from jobs.replay import encode_events, run_replay
 from replay.events import build_events
 from streamrec.client import ActionLog, Client
-from streamrec.config import Settings, load_config
+from streamrec.config import KafkaConfig, Settings, load_config
 from streamrec.kafka import create_topics
 
 
@@ -80,7 +80,7 @@ def main() -> None:
         for r in range(args.repeat):
             for kind in (("bare", "client") if r % 2 == 0 else ("client", "bare")):
                 s.kafka.topics.features, s.kafka.topics.actions = f"{kind}{r}-features", f"{kind}{r}-actions"
-                create_topics(broker.bootstrap, {s.kafka.topics.features: 2, s.kafka.topics.actions: 2})
+                create_topics(s.kafka, {s.kafka.topics.features: 2, s.kafka.topics.actions: 2})
                 if kind == "bare":
                     topics = {False: s.kafka.topics.features, True: s.kafka.topics.actions}
                     msgs = [(topics[type(g) is ActionLog], g.request_id.encode(), v, g.ts_ms)
@@ -93,7 +93,7 @@ def main() -> None:
                 best[kind] = min(best[kind], time.perf_counter() - t)
                 cpu[kind] = min(cpu[kind], time.process_time() - c)
         s.kafka.topics.features, s.kafka.topics.actions = "whole-features", "whole-actions"
-        create_topics(broker.bootstrap, {"whole-features": 2, "whole-actions": 2})
+        create_topics(KafkaConfig(bootstrap=broker.bootstrap), {"whole-features": 2, "whole-actions": 2})
         whole = run_replay(s, "movielens", quiet=True, read_back=False).seconds
         mb = sum(map(len, payloads)) / 1e6
         features = sum(type(g) is not ActionLog for g in logs)

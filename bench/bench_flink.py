@@ -60,7 +60,7 @@ def feed(s: Settings, limit: int, offsets_path: Path) -> int:
     from streamrec.kafka import create_topics
 
     t = s.kafka.topics
-    create_topics(s.kafka.bootstrap, {t.features: PARTITIONS, t.actions: PARTITIONS, t.examples: PARTITIONS,
+    create_topics(s.kafka, {t.features: PARTITIONS, t.actions: PARTITIONS, t.examples: PARTITIONS,
                                       t.dead_letter: 1, t.examples + "-sql": PARTITIONS})
     s.replay.limit = limit
     events = build_events(s.replay, "movielens")
@@ -263,7 +263,7 @@ def cluster_runs(s: Settings, ov: list[str], n: int, tmp: Path, only: str | None
     for tms in (1, 2):
         ex, dead = f"{t.examples}-tm{tms}", f"{t.dead_letter}-tm{tms}"
         run_ov = [*ov, f'kafka.topics.examples="{ex}"', f'kafka.topics.dead_letter="{dead}"']
-        create_topics(s.kafka.bootstrap, {ex: PARTITIONS, f"{ex}-sql": PARTITIONS, dead: 1})
+        create_topics(s.kafka, {ex: PARTITIONS, f"{ex}-sql": PARTITIONS, dead: 1})
         for which in [only] if only else ["sql", "python"]:
             r = res[(tms, which)] = run_on_cluster(s, run_ov, tmp / "offsets.json", tmp, tms, which)
             r["rate"], r["per_core"] = n / r["seconds"], n / r["cpu"]

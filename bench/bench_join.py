@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from deploy.broker import Broker  # noqa: E402
 from jobs.join_runner import JoinRunner  # noqa: E402
 from jobs.replay import run_replay  # noqa: E402
-from streamrec.config import load_config  # noqa: E402
+from streamrec.config import KafkaConfig, load_config  # noqa: E402
 from streamrec.kafka import count_messages, create_topics  # noqa: E402
 
 QUIX_VENV = ROOT / ".vendor/quix-venv"
@@ -132,7 +132,7 @@ def main() -> None:
     runs = range(args.runs)
     with tempfile.TemporaryDirectory() as tmp, Broker(Path(tmp)) as broker:
         topics = {"features": "features", "actions": "actions", "dead": "dead-letter"}
-        create_topics(broker.bootstrap, {"features": 2, "actions": 2, "dead-letter": 1,
+        create_topics(KafkaConfig(bootstrap=broker.bootstrap), {"features": 2, "actions": 2, "dead-letter": 1,
                                          **{f"examples-ours-{i}": 2 for i in runs},
                                          **({f"examples-quix-{i}": 2 for i in runs} if not args.skip_quix else {})})
         t = time.perf_counter()

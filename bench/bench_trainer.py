@@ -123,7 +123,7 @@ def run_freshness(tmp: Path, records: list[dict], rate: float, seconds: float) -
     payloads = [codec.encode("TrainingExample", r) for r in records]
     with Broker(tmp / "broker") as broker:
         kcfg = KafkaConfig(bootstrap=broker.bootstrap)
-        create_topics(broker.bootstrap, {"bench-examples": 2})
+        create_topics(kcfg, {"bench-examples": 2})
         cfg = trainer_cfg(tmp, sparse_sync_interval_s=1.0, dense_sync_interval_s=5.0)
         trainer = Trainer(cfg, SPEC)
         stop = threading.Event()

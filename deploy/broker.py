@@ -4,6 +4,12 @@ Jars from Maven Central (``deploy/pom.xml``, ``make setup``). Each instance live
 dir: ``server.properties``, the log dir ``data/`` (durable: a restart, even after ``kill -9``,
 brings the topics back), ``ports.json`` (free loopback ports picked at first start, then kept),
 ``broker.pid`` and ``kafka.log``. Storage is formatted once, with a fresh cluster id.
+
+Secured (``scram_users``, ``tls``): a SASL_PLAINTEXT listener with SCRAM-SHA-256/512 next to
+PLAINTEXT, and with ``tls`` a SASL_SSL one too (a PEM keystore signed by a throw-away CA,
+``deploy/tls.py``). PLAINTEXT stays, on loopback, for inter-broker traffic and for setting the
+broker up: the SCRAM users are created through it with the Admin API once the node is up, not at
+format time (``kafka-storage format --add-scram`` would put each password on a command line).
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from deploy.jvm import classpath, java_bin, kept_ports, save_ports, vendor_dir
 from deploy.procs import kill_pid, pid_alive, port_open, read_pid, spawn, stop_pid
 
 TEMPLATES = Path(__file__).resolve().parent / "kafka"
-PORT_NAMES = ("port", "controller_port")
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+SCRAM_ITERATIONS = 8192
 
 
 def new_cluster_id() -> str:
@@ -33,23 +40,49 @@ def new_cluster_id() -> str:
 
 @dataclass
 class Broker:
-    """One Kafka node on 127.0.0.1; ``port=0`` picks a free port at first start (then kept)."""
+    """One Kafka node on 127.0.0.1; ``port=0`` picks a free port at first start (then kept).
+
+    ``scram_users`` (name -> password): a SASL_PLAINTEXT listener (``sasl_bootstrap``) where these
+    users log in with SCRAM-SHA-256 or -512; ``tls``: also a SASL_SSL one (``ssl_bootstrap``,
+    clients trust ``ca_file``)."""
 
     run_dir: Path
     port: int = 0
     heap: str = "512m"
     ports: dict[str, int] = field(default_factory=dict)
+    scram_users: dict[str, str] = field(default_factory=dict, repr=False)
+    tls: bool = False
     startup_s: float | None = None  # how long the last start took, format included
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.tls and not self.scram_users:
+            raise ValueError("Broker(tls=True) serves SASL_SSL: give scram_users too")
         self.run_dir = Path(self.run_dir).resolve()
-        self.ports = kept_ports(self.run_dir, PORT_NAMES, {"port": self.port, **self.ports})
+        names = ("port", "controller_port") + (("sasl_port",) if self.scram_users else ()) \
+            + (("ssl_port",) if self.tls else ())
+        self.ports = kept_ports(self.run_dir, names, {"port": self.port, **self.ports})
         self.port = self.ports["port"]
 
     @property
     def bootstrap(self) -> str:
+        """The PLAINTEXT listener."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SASL_PLAINTEXT listener (SCRAM)."""
+        return f"127.0.0.1:{self.ports['sasl_port']}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        """The SASL_SSL listener (SCRAM over TLS)."""
+        return f"127.0.0.1:{self.ports['ssl_port']}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA that signed the SASL_SSL listener's certificate (PEM)."""
+        return self.run_dir / "tls" / "ca.pem"
 
     @property
     def log(self) -> Path:
@@ -67,9 +100,28 @@ class Broker:
                 f"-Dlog4j2.configurationFile={TEMPLATES / 'log4j2.properties'}", self._marker(),
                 "-cp", classpath(vendor_dir("kafka") / "*"), main_class, *args]
 
+    def _listeners(self) -> dict[str, str]:
+        """server.properties lines for the client listeners and their security."""
+        names = {"PLAINTEXT": "port", "SASL_PLAINTEXT": "sasl_port", "SASL_SSL": "ssl_port"}
+        names = {n: p for n, p in names.items() if p in self.ports}
+        security = []
+        if self.scram_users:
+            security.append(f"sasl.enabled.mechanisms={','.join(SCRAM_MECHANISMS)}")
+            for listener in names.keys() - {"PLAINTEXT"}:
+                for mech in SCRAM_MECHANISMS:
+                    security.append(f"listener.name.{listener.lower()}.{mech.lower()}.sasl.jaas.config="
+                                    "org.apache.kafka.common.security.scram.ScramLoginModule required;")
+        if self.tls:
+            from deploy.tls import make_ca
+
+            _, server = make_ca(self.ca_file.parent)
+            security += ["ssl.keystore.type=PEM", f"ssl.keystore.location={server}", "ssl.client.auth=none"]
+        return {"listeners": ",".join(f"{n}://127.0.0.1:{self.ports[p]}" for n, p in names.items()),
+                "protocol_map": ",".join(f"{n}:{n}" for n in names), "security": "\n".join(sorted(security))}
+
     def _write_conf(self) -> Path:
         text = string.Template((TEMPLATES / "server.properties.in").read_text()).substitute(
-            **self.ports, data_dir=self.run_dir / "data")
+            controller_port=self.ports["controller_port"], data_dir=self.run_dir / "data", **self._listeners())
         conf = self.run_dir / "server.properties"
         conf.write_text(text)
         save_ports(self.run_dir, self.ports)
@@ -100,21 +152,60 @@ class Broker:
         self.pid_file.write_text(f"{self.proc.pid}\n")
         try:
             self.wait_ready(time.monotonic() - t0 + timeout)
+            self._add_scram_users(timeout)
         except Exception:
             self.stop()
             raise
         self.startup_s = time.monotonic() - t0
         return self
 
+    def client_config(self, user: str | None = None, tls: bool = False) -> dict[str, object]:
+        """A ``KafkaConfig`` as a dict: the PLAINTEXT listener, or with ``user`` the SASL_PLAINTEXT one
+        (SASL_SSL with ``tls``) logged in as that user with SCRAM-SHA-512."""
+        if user is None:
+            return {"bootstrap": self.bootstrap}
+        return {"bootstrap": self.ssl_bootstrap if tls else self.sasl_bootstrap,
+                "security": {"protocol": "SASL_SSL" if tls else "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+                             "username": user, "password": self.scram_users[user],
+                             **({"ssl_ca_location": str(self.ca_file)} if tls else {})}}
+
+    def _add_scram_users(self, timeout: float) -> None:
+        """Create (or update) the SCRAM users through the PLAINTEXT listener, then wait until each can
+        log in on the SASL listener (the credentials travel through the metadata log first)."""
+        if not self.scram_users:
+            return
+        from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+
+        from streamrec.config import KafkaConfig
+        from streamrec.kafka import KafkaAccessError, admin, check_access
+
+        client = admin(KafkaConfig(bootstrap=self.bootstrap))  # kept until the futures are done
+        for mech in SCRAM_MECHANISMS:  # one request per mechanism: the broker takes one change per user
+            info = ScramCredentialInfo(ScramMechanism[mech.replace("-", "_")], SCRAM_ITERATIONS)
+            upserts = [UserScramCredentialUpsertion(name, info, pw.encode()) for name, pw in self.scram_users.items()]
+            for fut in client.alter_user_scram_credentials(upserts).values():
+                fut.result(timeout)
+        deadline = time.monotonic() + timeout
+        for name in self.scram_users:
+            while True:
+                try:
+                    check_access(KafkaConfig.model_validate(self.client_config(name)), timeout=2)
+                    break
+                except KafkaAccessError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+
     def ready(self) -> bool:
         """The node answers a metadata request and lists itself as a broker."""
-        from confluent_kafka.admin import AdminClient  # lazily: `deploy` starts without it
+        from streamrec.config import KafkaConfig  # lazily: `deploy` starts without confluent-kafka
+        from streamrec.kafka import admin
 
         if not port_open(self.port):
             return False
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        client = admin(KafkaConfig(bootstrap=self.bootstrap), log_level=0)
         try:
-            return bool(admin.list_topics(timeout=1).brokers)
+            return bool(client.list_topics(timeout=1).brokers)
         except Exception:
             return False
 

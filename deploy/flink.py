@@ -272,9 +272,11 @@ def _client_env(cfg: FlinkConfig, cluster: Cluster | None) -> dict[str, str]:
 
 def submit(cfg: FlinkConfig, job_args: list[str], detached: bool = False, timeout: float | None = None,
            from_savepoint: str | None = None, parallelism: int | None = None,
-           cwd: Path | None = None, script: Path = JOB_SCRIPT) -> subprocess.CompletedProcess:
+           cwd: Path | None = None, script: Path = JOB_SCRIPT,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``flink run [-d] [-s savepoint] [-p N] [-pyfs project.zip] -py jobs/flink_join.py <job_args>``
-    against ``flink.jobmanager`` or the local cluster, from ``cwd`` (any directory)."""
+    against ``flink.jobmanager`` or the local cluster, from ``cwd`` (any directory). ``env`` is added
+    to the client's environment: the job's secrets (``secrets.secret_env``), never in ``job_args``."""
     address, cluster = jobmanager_address(cfg)
     cmd = ["bash", str(pyflink_home() / "bin" / "flink"), "run", "-m", address]
     if detached:
@@ -287,8 +289,8 @@ def submit(cfg: FlinkConfig, job_args: list[str], detached: bool = False, timeou
     if cfg.ship_project:
         cmd += ["-pyfs", str(project_zip(cfg))]
     cmd += ["-py", str(script), *job_args]
-    return subprocess.run(cmd, env=_client_env(cfg, cluster), cwd=cwd or ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(cmd, env={**_client_env(cfg, cluster), **(env or {})}, cwd=cwd or ROOT,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def running_job(address: str, name: str) -> str:

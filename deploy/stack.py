@@ -32,7 +32,7 @@ def up(s: Settings) -> Broker:
         console.print(f"broker up in {broker.startup_s:.1f}s: Apache Kafka (KRaft) on {broker.bootstrap}, "
                       f"data {broker.run_dir / 'data'}, log {broker.log}")
     s.kafka.bootstrap = broker.bootstrap
-    create_topics(s.kafka.bootstrap, s.kafka.topics.partition_counts())
+    create_topics(s.kafka, s.kafka.topics.partition_counts())
     console.print("topics: " + ", ".join(f"{n}({p})" for n, p in s.kafka.topics.partition_counts().items()))
     return broker
 

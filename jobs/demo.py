@@ -29,6 +29,7 @@ from jobs.demo_stages import read_json, stage_main
 from jobs.join_runner import GC_THRESHOLDS
 from jobs.replay import ReplaySummary, run_replay
 from streamrec.config import Settings
+from streamrec.secrets import secret_env
 
 console = Console(stderr=True)
 
@@ -75,14 +76,12 @@ def prepare(s: Settings, tag: str) -> Path:
 
 def write_stop_offsets(s: Settings, ends: dict[str, dict[int, int]], path: Path) -> None:
     """The replay's end offsets for every input partition (0 where nothing was written)."""
-    from confluent_kafka.admin import AdminClient
-
     from jobs.flink.feed import write_offsets
-    from streamrec.kafka import partitions_of
+    from streamrec.kafka import admin, partitions_of
 
-    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
+    client = admin(s.kafka)
     t = s.kafka.topics
-    write_offsets(path, {topic: {p: ends.get(topic, {}).get(p, 0) for p in partitions_of(admin, topic)}
+    write_offsets(path, {topic: {p: ends.get(topic, {}).get(p, 0) for p in partitions_of(client, topic)}
                          for topic in (t.features, t.actions)})
 
 
@@ -126,12 +125,13 @@ def run_demo(s: Settings, down: bool = False, hdfs: bool = False, flink: bool = 
     run = prepare(s, tag)
     stack.up(s)  # creates this run's topics too
     ctx = mp.get_context("spawn")
-    settings_json = s.model_dump_json()
+    settings_json = s.model_dump_json()  # secrets redacted: they travel apart, through a pipe (not argv)
+    secrets = secret_env(s)
     stages = {name: Stage(name, run / f"{name}.json") for name in ("join", "archive", "train")}
     join_runtime = "flink" if flink else "join"
 
     def start(st: Stage, runtime: str) -> None:
-        st.proc = ctx.Process(target=stage_main, args=(runtime, settings_json, str(st.status_path)),
+        st.proc = ctx.Process(target=stage_main, args=(runtime, settings_json, str(st.status_path), secrets),
                               name=f"streamrec-{runtime}")
         st.proc.start()
 

@@ -162,6 +162,7 @@ def run_flink(s: Settings, status_path: Path, on_stop: _StopSignal) -> None:
     import sys
 
     from streamrec.config import to_overrides
+    from streamrec.secrets import child_env
 
     stop_offsets = status_path.parent / "stop-offsets.json"
     consumed = sum(sum(p.values()) for p in read_json(stop_offsets).values())
@@ -172,7 +173,8 @@ def run_flink(s: Settings, status_path: Path, on_stop: _StopSignal) -> None:
         cmd += ["--set", o]
     t0 = time.monotonic()
     with open(status_path.with_suffix(".log"), "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
+                                env=child_env(s))
         on_stop(proc.terminate)
         if proc.wait() != 0:
             raise RuntimeError(f"the Flink job exited with {proc.returncode}; see {status_path.with_suffix('.log')}")
@@ -221,15 +223,20 @@ STAGES: dict[str, Callable[[Settings, Path, _StopSignal], None]] = {
 }
 
 
-def stage_main(name: str, settings_json: str, status_path: str) -> None:
-    """Entry point of a stage process (multiprocessing target: picklable arguments only)."""
+def stage_main(name: str, settings_json: str, status_path: str, secrets: dict[str, str]) -> None:
+    """Entry point of a stage process (multiprocessing target: picklable arguments only, sent through a
+    pipe, never on the command line). ``secrets``: the variables ``secret_env`` made, which this
+    process's children inherit too."""
     import logging
+
+    from streamrec.config import settings_from_json
 
     on_stop = _StopSignal()
     logging.basicConfig(level=logging.WARNING, format=f"[{name}] %(levelname)s %(name)s: %(message)s")
     path = Path(status_path)
+    os.environ.update(secrets)
     try:
-        STAGES[name](Settings.model_validate_json(settings_json), path, on_stop)
+        STAGES[name](settings_from_json(settings_json), path, on_stop)
     except BaseException as e:
         write_json(path, {**read_json(path), "done": True, "error": f"{type(e).__name__}: {e}"})
         raise

@@ -32,7 +32,7 @@ if __name__ == "__main__" and not __package__:
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
     sys.path.insert(0, str(_here.parent))
 
-from streamrec.config import Settings, load_config  # noqa: E402
+from streamrec.config import ConfigError, Settings, load_config  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,6 +66,7 @@ def build(settings: Settings, args: argparse.Namespace):  # noqa: ANN201 - Strea
     stops = kafka.load_stop_offsets(args.stop_offsets) if args.stop_offsets else None
     env = make_env(fc, restore_from=args.restore)
     bootstrap = settings.kafka.bootstrap
+    props = kafka.client_properties(settings.kafka, fc)  # kafka.security + flink.kafka_properties
     jvm = get_gateway().jvm
     py_eventtime = jvm.org.apache.flink.streaming.api.functions.python.eventtime
     tenv = StreamTableEnvironment.create(env)
@@ -80,7 +81,7 @@ def build(settings: Settings, args: argparse.Namespace):  # noqa: ANN201 - Strea
     def read(role: str, topic: str):  # noqa: ANN202
         tenv.execute_sql(kafka.table_ddl(f"{role}_in", bootstrap, topic, fc.group_id, jc.allowed_lateness_ms,
                                          fc.start_from, None if stops is None else stops.get(topic, {}),
-                                         fc.kafka_properties))
+                                         props))
         # a message without a key gets "" (so Flink can key it; the join dead-letters it: key_mismatch)
         rows = tenv.to_data_stream(tenv.sql_query(f"SELECT COALESCE(rid, '') AS rid, v, ts FROM {role}_in"))
         # the Python operator wants a RowTypeInfo (the same rows, a type it can read)
@@ -99,8 +100,9 @@ def build(settings: Settings, args: argparse.Namespace):  # noqa: ANN201 - Strea
         .withTimestampAssigner(py_eventtime.CustomTimestampAssigner())
     j_examples = joined._j_data_stream.assignTimestampsAndWatermarks(wall_clock).name("stamp").uid("stamp") \
         .map(py_eventtime.RemoveTimestampMapFunction(), BYTES.get_java_type_info()).name("unstamp").uid("unstamp")
-    DataStream(j_examples).sink_to(kafka.sink(bootstrap, topics.examples, fc)).name("examples").uid("sink-examples")
-    joined.get_side_output(DEAD_LETTERS).sink_to(kafka.sink(bootstrap, topics.dead_letter, fc)) \
+    DataStream(j_examples).sink_to(kafka.sink(bootstrap, topics.examples, fc, props)) \
+        .name("examples").uid("sink-examples")
+    joined.get_side_output(DEAD_LETTERS).sink_to(kafka.sink(bootstrap, topics.dead_letter, fc, props)) \
         .name("dead-letters").uid("sink-dead-letters")
     return env
 
@@ -119,8 +121,17 @@ def local_environment(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit code 2 with one line on stderr for a bad setting or a refused Kafka login (checked here,
+    before any JVM starts: the job's Java clients would retry it for ever)."""
+    from streamrec.kafka import check_access
+
     args = parse_args(argv)
-    settings = load_config(args.config, args.overrides)
+    try:
+        settings = load_config(args.config, args.overrides)
+        check_access(settings.kafka)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
     local_environment(settings)
     from jobs.flink.env import local_path
 

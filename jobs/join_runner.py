@@ -49,8 +49,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from joiner.engine import JoinEngine, decode_position
 from joiner.sequencer import Sequencer
 from joiner.store import StateStore
-from streamrec.config import Settings, load_config
-from streamrec.kafka import consumer, consumer_lag, create_topics, last_value, partitions_of, producer
+from streamrec.config import ConfigError, Settings, load_config
+from streamrec.kafka import check_access, consumer, consumer_lag, create_topics, last_value, partitions_of, producer
+from streamrec.metrics import serve_metrics
 
 log = logging.getLogger("streamrec.join")
 GC_THRESHOLDS = (200_000, 100, 100)
@@ -199,6 +200,7 @@ class JoinRunner:
         """
         jc, kc = self.s.joiner, self.s.kafka
         t = kc.topics
+        check_access(kc)
         c = consumer(kc, group=jc.group_id, **{"fetch.max.bytes": 64 << 20,
                                                "max.partition.fetch.bytes": 8 << 20,
                                                # a resumed partition is fetched again at once (_throttle)
@@ -218,13 +220,12 @@ class JoinRunner:
         metrics = self.metrics = _Metrics(self)
         server = None
         if jc.metrics_port is not None:
-            from prometheus_client import CollectorRegistry, start_http_server
+            from prometheus_client import CollectorRegistry
 
             registry = CollectorRegistry()
             registry.register(metrics)
-            server, _ = start_http_server(jc.metrics_port, addr="127.0.0.1", registry=registry)
+            server = serve_metrics(jc.metrics_port, self.s.metrics.host, registry)
             self.metrics_port = server.server_port
-            log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
         self.gc = StateGC(jc.gc_sweep_interval_s)
         self.gc.start()
         started = time.monotonic()
@@ -395,7 +396,7 @@ class JoinRunner:
         from RocksDB's offsets to the ones committed with the output, dropping what it makes (that
         output is in Kafka already), so the state catches up with what was committed."""
         jc = self.s.joiner
-        create_topics(self.s.kafka.bootstrap, {jc.commit_topic: 1}, config={"cleanup.policy": "compact"})
+        create_topics(self.s.kafka, {jc.commit_topic: 1}, config={"cleanup.policy": "compact"})
         committed, watermark = decode_position(last_value(self.s.kafka, jc.commit_topic, jc.group_id.encode()))
         ends = {tp: committed[tp][0] for tp in offsets if tp in committed and committed[tp][0] > offsets[tp]}
         if not ends:
@@ -496,9 +497,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--drain", action="store_true", help="on stop, fire every timer first (the input is complete)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    s = load_config(a.config, a.overrides)
-    st = run_join(s, from_start=a.from_start, stop_when_idle=a.stop_when_idle, max_seconds=a.max_seconds,
-                  drain=a.drain)
+    try:
+        s = load_config(a.config, a.overrides)
+        st = run_join(s, from_start=a.from_start, stop_when_idle=a.stop_when_idle, max_seconds=a.max_seconds,
+                      drain=a.drain)
+    except ConfigError as e:  # a bad setting or a refused Kafka login: one line
+        raise SystemExit(f"{e}") from None
     log.info("done: %s", st)
 
 

@@ -24,7 +24,7 @@ from replay.events import FEATURES, ReplayEvent, iter_events
 from schemas.spec import FeatureSpec
 from streamrec.client import Client, LogEncoder
 from streamrec.config import Settings
-from streamrec.kafka import count_messages
+from streamrec.kafka import check_access, count_messages
 
 console = Console(stderr=True)
 
@@ -112,6 +112,7 @@ def run_replay(s: Settings, source: str, quiet: bool = False, read_back: bool = 
     cols = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("requests"), TimeRemainingColumn())
     t0 = time.monotonic()
+    check_access(s.kafka)  # before the progress bar: a refused login is one line
     with Progress(*cols, console=console, disable=quiet) as progress:
         task = progress.add_task(f"replay {source}", total=s.replay.limit or 100_000)
         client_settings = s

@@ -220,8 +220,10 @@ class Archiver:
         """Archive until ``stop()``, or ``idle_s`` without new messages, or ``max_s``; commits at the end."""
         from confluent_kafka import KafkaError
 
-        from streamrec.kafka import assign_from_start, consumer
+        from streamrec.kafka import assign_from_start, check_access, consumer
 
+        check_access(self.kafka)  # a refused login fails here, in one line
+        log.info("archiving topic %s from %s to %s", self.topic, self.kafka.bootstrap, self.fs.description)
         self.recover()
         c = consumer(self.kafka, group=self.cfg.group)
         try:

@@ -48,7 +48,7 @@ def archive(
         int | None, typer.Option(help="an hour is complete once the watermark passes its end + this")
     ] = None,
     metrics_port: Annotated[
-        int, typer.Option(help="serve Prometheus metrics on 127.0.0.1:<port> (0 = off)")
+        int, typer.Option(help="serve Prometheus metrics on <metrics.host>:<port> (0 = off)")
     ] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings only")] = False,
 ) -> None:
@@ -94,12 +94,11 @@ def archive(
         typer.secho(str(e), fg="red", err=True)
         raise typer.Exit(2) from None
     if metrics_port:
-        from prometheus_client import start_http_server
+        from streamrec.metrics import serve_metrics
 
-        start_http_server(metrics_port, addr="127.0.0.1")
+        serve_metrics(metrics_port, s.metrics.host)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: arch.stop())
-    console.print(f"archiving topic {s.kafka.topics.examples} from {s.kafka.bootstrap} to {arch.fs.description}")
     st = arch.run(idle_s=stop_when_idle, max_s=max_seconds)
     console.print(
         f"archived {st.archived:,} examples ({st.late:,} late), dropped {st.duplicates:,} duplicates, "

@@ -1,6 +1,7 @@
 """Settings of the training-example archive (the dumper `streamrec archive` and the batch reader)."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -14,7 +15,13 @@ class ArchiveConfig(Section):
     hdfs_url: str = Field(
         "", description="WebHDFS URL, e.g. http://127.0.0.1:50070; empty = the HDFS `streamrec hdfs up` started"
     )
-    hdfs_user: str = "streamrec"
+    hdfs_user: str = Field(
+        "streamrec", description="hdfs_auth=simple: the user WebHDFS acts as (the archive's files are its own)"
+    )
+    hdfs_auth: Literal["simple", "kerberos"] = Field(
+        "simple", description="WebHDFS authentication: simple (hdfs_user), or kerberos (SPNEGO with the ticket of "
+                              "`kinit` or of a keytab in KRB5_CLIENT_KTNAME; needs `pip install streamrec[kerberos]`)"
+    )
     hdfs_timeout_s: float = Field(10.0, gt=0, description="per WebHDFS request")
     roll_bytes: int = Field(64 << 20, gt=0, description="commit once this many bytes (in memory) are buffered")
     roll_age_s: float = Field(30.0, gt=0, description="commit buffered examples at least this often")

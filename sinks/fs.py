@@ -92,11 +92,10 @@ class LocalFS:
 class HdfsFS:
     """HDFS through WebHDFS with the `hdfs` package (no JVM or libhdfs on the client side)."""
 
-    def __init__(self, url: str, root: str, user: str = "streamrec", timeout: float = 10.0):
-        from hdfs import InsecureClient
-
+    def __init__(self, url: str, root: str, user: str = "streamrec", timeout: float = 10.0,
+                 auth: str = "simple"):
         self.root = root.rstrip("/") or "/"
-        self.client = InsecureClient(url, user=user, timeout=timeout)
+        self.client = _webhdfs_client(url, user, timeout, auth)
         self.description = f"hdfs:{url}{self.root}"
 
     def _p(self, path: str) -> str:
@@ -147,6 +146,21 @@ class HdfsFS:
         self._call(f"delete {path}", self.client.delete, self._p(path), recursive=recursive)
 
 
+def _webhdfs_client(url: str, user: str, timeout: float, auth: str):  # -> hdfs.Client
+    """Simple auth acts as ``user`` (``user.name=``); Kerberos as the principal of the ticket cache,
+    through the `hdfs` package's extension, which needs requests-kerberos (an optional extra)."""
+    if auth == "simple":
+        from hdfs import InsecureClient
+
+        return InsecureClient(url, user=user, timeout=timeout)
+    try:
+        from hdfs.ext.kerberos import KerberosClient
+    except ImportError as e:
+        raise ValueError(f"archive.hdfs_auth = \"kerberos\" needs requests-kerberos, which is not installed "
+                         f"({e}): pip install 'streamrec[kerberos]'") from None
+    return KerberosClient(url, timeout=timeout)
+
+
 def make_fs(cfg, run_dir: Path | None = None) -> FileSystem:
     """The archive's filesystem from an ``ArchiveConfig`` (``run_dir``: where `hdfs up` left its URL)."""
     if cfg.target == "local":
@@ -161,4 +175,4 @@ def make_fs(cfg, run_dir: Path | None = None) -> FileSystem:
                 "archive.hdfs_url is empty and no HDFS was started with `make hdfs-up`: "
                 "set archive.hdfs_url (e.g. --set archive.hdfs_url=http://127.0.0.1:50070)"
             )
-    return HdfsFS(url, cfg.hdfs_root, user=cfg.hdfs_user, timeout=cfg.hdfs_timeout_s)
+    return HdfsFS(url, cfg.hdfs_root, user=cfg.hdfs_user, timeout=cfg.hdfs_timeout_s, auth=cfg.hdfs_auth)

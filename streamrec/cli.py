@@ -172,7 +172,8 @@ def join(
     drain: Annotated[bool, typer.Option(
         help="the input is complete: on stop, close every window and fire every timer before the last "
              "checkpoint (like `flink stop --drain`; the drained state then only dead-letters new input)")] = False,
-    metrics_port: Annotated[int | None, typer.Option(help="Prometheus endpoint on 127.0.0.1 (0 = free port)")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus endpoint on metrics.host (0 = free port)")]
+    = None,
     cache_mb: Annotated[float | None, typer.Option(help="in-memory join cache bound, MB")] = None,
     state_dir: Annotated[Path | None, typer.Option(help="RocksDB state directory")] = None,
 ) -> None:
@@ -245,10 +246,13 @@ def train(
 
 # ---- flink ----------------------------------------------------------------------------------
 def _config_args(ctx: typer.Context) -> list[str]:
-    """The global --config/--set flags again, for a job process that loads the config itself."""
+    """The global --config/--set flags again, for a job process that loads the config itself; without
+    secrets, which go in its environment (``secrets.secret_env``)."""
+    from streamrec.config import public_overrides
+
     root = ctx.find_root().params
     args = ["--config", str(Path(root["config"]).resolve())] if root.get("config") else []
-    for o in root.get("set_") or []:
+    for o in public_overrides(root.get("set_") or []):
         args += ["--set", o]
     return args
 
@@ -296,10 +300,11 @@ def flink_submit(
     """`flink run -py jobs/flink_join.py` with the project shipped as a zip (-pyfs), from any directory;
     extra args go to the job (e.g. --stop-offsets offsets.json)."""
     from deploy.flink import submit
+    from streamrec.secrets import secret_env
 
-    cfg = _with(settings(ctx), "flink", jobmanager=jobmanager).flink
-    r = submit(cfg, _config_args(ctx) + list(ctx.args), detached=not attached, from_savepoint=from_savepoint,
-               parallelism=parallelism, cwd=Path.cwd())
+    s = _with(settings(ctx), "flink", jobmanager=jobmanager)
+    r = submit(s.flink, _config_args(ctx) + list(ctx.args), detached=not attached, from_savepoint=from_savepoint,
+               parallelism=parallelism, cwd=Path.cwd(), env=secret_env(s))
     typer.echo(r.stdout[-4000:])
     if r.returncode != 0:
         typer.secho(r.stderr[-4000:], fg="red", err=True)
@@ -331,8 +336,12 @@ def flink_stop(
 @flink_app.command("run-local", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def flink_run_local(ctx: typer.Context) -> None:
     """Run the job on an in-process mini cluster (thread mode); extra args go to the job."""
-    from jobs.flink_join import main as job_main
+    import os
 
+    from jobs.flink_join import main as job_main
+    from streamrec.secrets import secret_env
+
+    os.environ.update(secret_env(settings(ctx)))  # the job reloads the config: its secrets from here
     raise typer.Exit(job_main(_config_args(ctx) + list(ctx.args)))
 
 
@@ -350,4 +359,9 @@ def _with(s: Settings, section: str, **values: object) -> Settings:
 
 
 def main() -> None:
-    app()
+    """The console script: a bad setting (a refused Kafka login included) ends in one line, exit code 2."""
+    try:
+        app()
+    except ConfigError as e:
+        typer.secho(str(e), fg="red", err=True)
+        raise SystemExit(2) from None

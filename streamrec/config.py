@@ -7,12 +7,14 @@ Unknown keys are errors, so a typo fails at start with the field's dotted name.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from examples.movielens import SPEC_FILE as MOVIELENS_SPEC
 from jobs.flink.config import FlinkConfig
@@ -20,6 +22,8 @@ from joiner.config import JoinerConfig
 from replay.config import ReplayConfig
 from schemas.spec import FeatureSpec, SpecError, load_spec, merge, read_spec_data
 from sinks.config import ArchiveConfig
+from streamrec import secrets
+from streamrec.kafka_security import KafkaSecurity, no_credentials
 from streamrec.section import Section
 from trainer.config import TrainerConfig
 
@@ -54,6 +58,12 @@ class KafkaConfig(Section):
     bootstrap: str = Field(
         "", description="broker list host:port[,host:port]; empty = the local broker `make up` started"
     )
+    security: KafkaSecurity = Field(
+        default_factory=KafkaSecurity, description="protocol, SASL and TLS of every Kafka client, Flink's included"
+    )
+    connect_timeout_s: float = Field(
+        30.0, gt=0, description="a stage fails at start if no broker answered (or one refused it) within this"
+    )
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
     producer: dict[str, Any] = Field(
         default_factory=dict, description="extra librdkafka producer settings"
@@ -62,6 +72,24 @@ class KafkaConfig(Section):
         default_factory=lambda: {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500},
         description="extra librdkafka consumer settings",
     )
+
+    @field_validator("producer", "consumer")
+    @classmethod
+    def _no_credentials(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return no_credentials(v)
+
+
+class MetricsConfig(Section):
+    host: str = Field(
+        "127.0.0.1", description="the address the Prometheus endpoints of join, archive and train bind to "
+                                 "(0.0.0.0 = every interface, for a scraper on another host)"
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _ip(cls, v: str) -> str:
+        ipaddress.ip_address(v)  # ValueError names the field
+        return v
 
 
 class StackConfig(Section):
@@ -111,6 +139,7 @@ class Settings(Section):
                                   description="the data contract: slots, crosses, dense features, actions")
     stack: StackConfig = Field(default_factory=StackConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     joiner: JoinerConfig = Field(default_factory=JoinerConfig)
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
@@ -149,18 +178,28 @@ def _apply(data: dict[str, Any], path: list[str], value: Any) -> None:
 
 
 def _describe(err: ValidationError) -> str:
+    """One line per error, naming the field; the offending value only if it is a plain value outside
+    any secret (a section's value would show its secrets, as would a mistyped secret)."""
+    secret = [".".join(p) for p in secrets.secret_paths(Settings)]
     lines = []
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "<root>"
-        lines.append(f"  {field}: {e['msg']}" + (f" (got {e['input']!r})" if "input" in e else ""))
+        shown = "input" in e and not isinstance(e["input"], dict | list) \
+            and not any(s == field or s.startswith(field + ".") for s in secret)
+        lines.append(f"  {field}: {e['msg']}" + (f" (got {e['input']!r})" if shown else ""))
     return "invalid configuration:\n" + "\n".join(lines)
 
 
 def to_overrides(settings: Settings) -> list[str]:
-    """``--set`` overrides that rebuild ``settings`` in another process (only what differs from defaults)."""
+    """``--set`` overrides that rebuild ``settings`` in another process (only what differs from defaults).
+
+    Secrets are left out: pass them in the child's environment (``secrets.child_env``)."""
     out: list[str] = []
+    hidden = {".".join(p) for p in secrets.secret_paths(Settings)}
 
     def walk(prefix: str, value: Any, default: Any) -> None:
+        if prefix in hidden:
+            return
         if isinstance(value, dict) and value:
             for k, v in value.items():
                 walk(f"{prefix}.{k}", v, default.get(k) if isinstance(default, dict) else None)
@@ -206,6 +245,7 @@ def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str
         if isinstance(features, dict) and isinstance(features.get("file"), str) and features["file"]:
             spec_file = Path(features["file"])  # relative to the config file that names it
             features["file"] = str(spec_file if spec_file.is_absolute() else file.parent / spec_file)
+    secrets.apply_env(Settings, data)  # file < environment < --set
     parsed = [parse_override(text) for text in overrides]
     for keys, value in parsed:  # another spec file first (relative to the working directory) ...
         if keys == ["features", "file"]:
@@ -224,3 +264,24 @@ def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str
     if not settings.kafka.bootstrap:
         settings.kafka.bootstrap = local_bootstrap(settings.stack)
     return settings
+
+
+def settings_from_json(text: str) -> Settings:
+    """Settings sent as ``model_dump_json`` (secrets redacted there), secrets from the environment."""
+    data = json.loads(text)
+    secrets.apply_env(Settings, data)
+    return Settings.model_validate(data)
+
+
+def public_overrides(overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """``overrides`` without those that set a secret (for a child's command line; the secret goes in
+    its environment). Warns on stderr: a secret given with --set is on this command line too."""
+    out = []
+    for text in overrides:
+        if secrets.holds_secret(Settings, *parse_override(text)):
+            print("warning: a secret given with --set shows in this process's command line; "
+                  "set it in the config file or the environment (STREAMREC_KAFKA__SECURITY__PASSWORD)",
+                  file=sys.stderr)
+        else:
+            out.append(text)
+    return out

@@ -1,10 +1,15 @@
-"""Kafka client helpers shared by the runners, sinks and trainer (confluent-kafka)."""
+"""Kafka client helpers shared by the runners, sinks and trainer (confluent-kafka).
+
+Every client is built from a ``KafkaConfig`` by ``client_config``: the bootstrap servers and the
+security block (``kafka.security``) reach the consumers, producers and admin clients alike.
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -20,9 +25,59 @@ def bootstrap_of(cfg: KafkaConfig) -> str:
     return cfg.bootstrap
 
 
+class KafkaAccessError(ConfigError):
+    """The brokers refused this client (authentication, TLS) or none answered: one line naming the setting."""
+
+
+def client_config(cfg: KafkaConfig, **extra: Any) -> dict[str, Any]:
+    """librdkafka properties of any client: bootstrap servers and security, then ``extra``."""
+    return {"bootstrap.servers": bootstrap_of(cfg), **cfg.security.librdkafka(), **extra}
+
+
+def admin(cfg: KafkaConfig, **extra: Any) -> AdminClient:
+    return AdminClient(client_config(cfg, **extra))
+
+
+def check_access(cfg: KafkaConfig, timeout: float | None = None) -> None:
+    """Fail at a stage's start, in one line, when the brokers refuse us or none answers.
+
+    librdkafka retries a refused login or TLS handshake forever, without telling the caller, so a
+    stage with a wrong password would hang. This asks for metadata with a client whose errors
+    come to a callback (and whose own log lines are off: the error says it all); an
+    authentication or TLS error fails at once, silence after ``kafka.connect_timeout_s``."""
+    timeout = cfg.connect_timeout_s if timeout is None else timeout
+    sec = cfg.security
+    if sec.tls and sec.ssl_ca_location is not None and not Path(sec.ssl_ca_location).is_file():
+        raise KafkaAccessError(f"kafka.security.ssl_ca_location: no such file {sec.ssl_ca_location}")
+    errors: list[KafkaError] = []
+    try:
+        client = admin(cfg, error_cb=errors.append, log_level=0)
+    except KafkaException as e:
+        raise KafkaAccessError(f"kafka.security: the Kafka client rejects the settings: {e.args[0].str()}") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if client.list_topics(timeout=0.5).brokers:
+                return
+        except KafkaException as e:
+            errors.append(e.args[0])
+        client.poll(0)  # serves error_cb
+        for err in errors:
+            if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+                raise KafkaAccessError(f"kafka.security: {cfg.bootstrap} refused the login ({sec.describe()}): "
+                                       f"{err.str()}")
+            if err.code() == KafkaError._SSL:
+                raise KafkaAccessError(f"kafka.security: TLS with {cfg.bootstrap} failed ({sec.describe()}): "
+                                       f"{err.str()}")
+        if time.monotonic() > deadline:
+            last = f": {errors[-1].str()}" if errors else ""
+            raise KafkaAccessError(f"kafka: no broker at {cfg.bootstrap} answered within {timeout:.0f}s{last} "
+                                   f"(check kafka.bootstrap and kafka.security, now {sec.describe()})")
+
+
 def producer(cfg: KafkaConfig, **extra: Any) -> Producer:
     conf = {
-        "bootstrap.servers": bootstrap_of(cfg),
+        **client_config(cfg),
         "linger.ms": 20,
         "batch.num.messages": 10000,
         "queue.buffering.max.messages": 500000,
@@ -35,7 +90,7 @@ def producer(cfg: KafkaConfig, **extra: Any) -> Producer:
 
 def consumer(cfg: KafkaConfig, group: str | None = None, **extra: Any) -> Consumer:
     conf = {
-        "bootstrap.servers": bootstrap_of(cfg),
+        **client_config(cfg),
         "group.id": group or f"streamrec-{uuid.uuid4().hex[:8]}",
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
@@ -50,7 +105,7 @@ def consumer(cfg: KafkaConfig, group: str | None = None, **extra: Any) -> Consum
 
 
 def create_topics(
-    bootstrap: str, partitions: dict[str, int], timeout: float = 15.0, exist_ok: bool = True,
+    cfg: KafkaConfig, partitions: dict[str, int], timeout: float = 15.0, exist_ok: bool = True,
     config: dict[str, str] | None = None,
 ) -> None:
     """Create topics with the given partition counts, kept forever (retention -1) unless ``config``
@@ -59,10 +114,10 @@ def create_topics(
     Why no time retention: producers stamp each log's Kafka timestamp with its event time, and a
     replayed dataset's event times are years old; time-based retention would delete them at once.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    client = admin(cfg)
     conf = config if config is not None else {"retention.ms": "-1", "retention.bytes": "-1"}
     new = [NewTopic(name, num_partitions=n, replication_factor=1, config=conf) for name, n in partitions.items()]
-    futures = admin.create_topics(new, operation_timeout=timeout)
+    futures = client.create_topics(new, operation_timeout=timeout)
     for fut in futures.values():
         try:
             fut.result(timeout)
@@ -72,7 +127,7 @@ def create_topics(
     deadline = time.monotonic() + timeout
     for name in partitions:
         while True:
-            t = admin.list_topics(name, timeout=timeout).topics.get(name)
+            t = client.list_topics(name, timeout=timeout).topics.get(name)
             if t is not None and t.error is None and t.partitions and all(
                     p.leader >= 0 for p in t.partitions.values()):
                 break

@@ -88,7 +88,7 @@ def make_topics(kafka_bootstrap: str) -> Callable[..., dict[str, str]]:
     def make(**partitions: int) -> dict[str, str]:
         tag = uuid.uuid4().hex[:8]
         names = {role: f"t{tag}-{role.replace('_', '-')}" for role in partitions}
-        create_topics(kafka_bootstrap, {names[r]: n for r, n in partitions.items()})
+        create_topics(KafkaConfig(bootstrap=kafka_bootstrap), {names[r]: n for r, n in partitions.items()})
         return names
 
     return make

@@ -27,10 +27,9 @@ def train(settings: Any, batch: str | None = None, online: bool = False, restore
         raise ValueError("nothing to do: give --batch FROM..TO and/or --online")
     cfg = settings.trainer
     if cfg.metrics_port is not None:
-        from prometheus_client import start_http_server
+        from streamrec.metrics import serve_metrics
 
-        server, _ = start_http_server(cfg.metrics_port, addr="127.0.0.1")
-        log.info("metrics on http://127.0.0.1:%d/metrics", server.server_port)
+        serve_metrics(cfg.metrics_port, settings.metrics.host)
     trainer = Trainer(cfg, settings.features)
     if restore or (online and not batch):
         got = trainer.restore()

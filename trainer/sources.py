@@ -65,6 +65,7 @@ class KafkaSource:
         self.topic = topic
         self.start = start
         self._kafka = kafka
+        kafka.check_access(kafka_cfg)  # a refused login fails here, in one line
         self.consumer = kafka.consumer(kafka_cfg, group=group, **{"auto.offset.reset": start})
         self.partitions = kafka.partitions_of(self.consumer, topic)
         self.offsets: dict[str, int] = {}

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from streamrec.kafka_security import no_credentials
 from streamrec.section import Section
 
 
@@ -33,8 +34,8 @@ class FlinkConfig(Section):
     )
     kafka_properties: dict[str, str] = Field(
         default_factory=dict,
-        description="extra Kafka client properties for the job's sources and sinks (security.protocol, "
-                    "sasl.mechanism, ssl.truststore.location, ...)",
+        description="extra Kafka client properties for the job's sources and sinks, over those derived from "
+                    "kafka.security (security.protocol, sasl.*, ssl.truststore.*); no credentials here",
     )
     source_idle_timeout_ms: int = Field(
         30_000, ge=0,
@@ -85,3 +86,8 @@ class FlinkConfig(Section):
     task_slots: int = Field(2, ge=1, description="slots per TaskManager")
     jobmanager_memory: str = "1024m"
     taskmanager_memory: str = "1728m"
+
+    @field_validator("kafka_properties")
+    @classmethod
+    def _no_credentials(cls, v: dict[str, str]) -> dict[str, str]:
+        return no_credentials(v)

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyflink.common.serialization import ByteArraySchema
 from pyflink.datastream.connectors.kafka import DeliveryGuarantee, KafkaRecordSerializationSchema, KafkaSink
 
 from jobs.flink.config import FlinkConfig
 from jobs.flink.feed import StopOffsets  # {topic: {partition: end offset (exclusive)}}
+
+if TYPE_CHECKING:
+    from streamrec.config import KafkaConfig
 
 
 def load_stop_offsets(path: Path) -> StopOffsets:
@@ -27,7 +31,14 @@ def load_stop_offsets(path: Path) -> StopOffsets:
     return {t: {int(p): int(o) for p, o in parts.items()} for t, parts in raw.items()}
 
 
-def sink(bootstrap: str, topic: str, cfg: FlinkConfig) -> KafkaSink:
+def client_properties(kafka: KafkaConfig, cfg: FlinkConfig) -> dict[str, str]:
+    """Java client properties of every source and sink: those of ``kafka.security`` (protocol, SASL
+    login, PEM truststore), then ``flink.kafka_properties``. They hold the SASL password: they go
+    into the job graph, never into a log line or a command line."""
+    return {**kafka.security.java(), **cfg.kafka_properties}
+
+
+def sink(bootstrap: str, topic: str, cfg: FlinkConfig, properties: dict[str, str]) -> KafkaSink:
     """A bytes sink to ``topic``.
 
     Exactly-once: each subtask writes into a Kafka transaction that commits when the checkpoint
@@ -46,7 +57,7 @@ def sink(bootstrap: str, topic: str, cfg: FlinkConfig) -> KafkaSink:
         )
         .set_property("linger.ms", "20")
     )
-    for k, v in cfg.kafka_properties.items():
+    for k, v in properties.items():
         b = b.set_property(k, v)
     if cfg.delivery_guarantee == "exactly-once":
         b = (b.set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)

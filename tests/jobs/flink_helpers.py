@@ -11,7 +11,7 @@ from pathlib import Path
 
 from schemas.codec import default_codec
 from schemas.spec import FeatureSpec
-from streamrec.config import Settings, load_config
+from streamrec.config import KafkaConfig, Settings, load_config
 from streamrec.kafka import create_topics, drain
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ class Feed:
     def settings(self, tag: str, **extra: object) -> tuple[Settings, list[str]]:
         """A config with fresh output topics; also returned as ``--set`` overrides for a subprocess."""
         out = {"examples": f"{self.features}-{tag}-ex", "dead": f"{self.features}-{tag}-dl"}
-        create_topics(self.bootstrap, {out["examples"]: PARTITIONS, out["dead"]: 1})
+        create_topics(KafkaConfig(bootstrap=self.bootstrap), {out["examples"]: PARTITIONS, out["dead"]: 1})
         ov = [
             f'kafka.bootstrap="{self.bootstrap}"',
             f'kafka.topics.features="{self.features}"',

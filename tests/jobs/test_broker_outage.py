@@ -39,7 +39,7 @@ def test_broker_kill_9_and_restart_mid_replay(tmp_path: Path) -> None:
     with Broker(tmp_path / "broker") as broker:
         s = load_config(None, [f'kafka.bootstrap="{broker.bootstrap}"', f'joiner.state_dir="{tmp_path / "joiner"}"',
                                "replay.limit=6000", "replay.rate=12000"])
-        create_topics(broker.bootstrap, {**s.kafka.topics.partition_counts(), "clean-examples": 2})
+        create_topics(s.kafka, {**s.kafka.topics.partition_counts(), "clean-examples": 2})
         sets = [f'kafka.bootstrap="{broker.bootstrap}"', f'joiner.state_dir="{tmp_path / "joiner"}"',
                 "joiner.checkpoint_interval_ms=200", "joiner.log_interval_s=0.5"]
         log = tmp_path / "joiner.log"

@@ -46,8 +46,8 @@ def feed(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Feed
     tmp = tmp_path_factory.mktemp("flink")
     tag = uuid.uuid4().hex[:8]
     features, actions = f"f{tag}-features", f"f{tag}-actions"
-    create_topics(kafka_bootstrap, {features: PARTITIONS, actions: PARTITIONS})
     s = load_config(None, [f'kafka.bootstrap="{kafka_bootstrap}"', "replay.limit=2000"])
+    create_topics(s.kafka, {features: PARTITIONS, actions: PARTITIONS})
     events = build_events(s.replay, "movielens")
     topic = {"features": features, "actions": actions}
     # Kafka timestamp = the log's event time (ts_ms), as the replay stamps it: the job's event time

@@ -24,7 +24,7 @@ from joiner.engine import DEAD_PAYLOAD_MAX
 from replay.events import build_events
 from replay.poison import Poison, corpus, expected
 from schemas.spec import FeatureSpec
-from streamrec.config import load_config
+from streamrec.config import KafkaConfig, load_config
 from streamrec.kafka import create_topics
 from tests.conftest import MOVIELENS_SPEC
 from tests.jobs.flink_helpers import (
@@ -56,7 +56,7 @@ class Poisoned:
 def make_feed(bootstrap: str, tmp, name: str, msgs: list[tuple], n_events: int) -> Feed:  # noqa: ANN001
     tag = uuid.uuid4().hex[:8]
     topics = {"features": f"{name}{tag}-features", "actions": f"{name}{tag}-actions"}
-    create_topics(bootstrap, {t: PARTITIONS for t in topics.values()})
+    create_topics(KafkaConfig(bootstrap=bootstrap), {t: PARTITIONS for t in topics.values()})
     offsets = produce_recorded(load_config(None, [f'kafka.bootstrap="{bootstrap}"']).kafka,
                                [(topics[role], *rest) for role, *rest in msgs])
     return Feed(bootstrap, topics["features"], topics["actions"],

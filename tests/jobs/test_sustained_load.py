@@ -40,7 +40,7 @@ def settings(bootstrap: str, tmp: Path, tag: str) -> tuple[Settings, list[str]]:
           f'kafka.topics.examples="{tag}-ex"', f'kafka.topics.dead_letter="{tag}-dl"',
           f'joiner.state_dir="{tmp / tag}"', f'joiner.group_id="{tag}"', *(f"{k}={v}" for k, v in JOIN.items())]
     s = load_config(None, ov)
-    create_topics(bootstrap, s.kafka.topics.partition_counts())
+    create_topics(s.kafka, s.kafka.topics.partition_counts())
     return s, ov
 
 
