@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SR := $(VENV)/bin/streamrec
 ARGS ?=
 
-.PHONY: help setup up down status demo test test-fast lint bench clean flink-up flink-down submit hdfs-up hdfs-down
+.PHONY: help setup up down status demo test test-fast reliability lint bench clean flink-up flink-down submit hdfs-up hdfs-down
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,11 @@ test: setup ## the whole test suite (starts and stops its own services on free l
 
 test-fast: setup ## unit tests only (no services)
 	@$(VENV)/bin/pytest -m "not slow" $(ARGS)
+
+reliability: setup ## kills, outages, hostile input, 10 min of sustained load: one table (.run/reliability.json)
+	@STREAMREC_SUSTAIN_S=$${STREAMREC_SUSTAIN_S:-600} $(VENV)/bin/pytest -m reliability -p no:cacheprovider \
+		--reliability-report .run/reliability.json $(ARGS); rc=$$?; \
+		$(PY) -m jobs.reliability_report .run/reliability.json; exit $$rc
 
 lint: setup ## ruff
 	@$(VENV)/bin/ruff check .

@@ -35,7 +35,8 @@ def read_examples(s: Settings, topic: str) -> tuple[dict[str, bytes], int]:
 
 
 @pytest.mark.slow
-def test_broker_kill_9_and_restart_mid_replay(tmp_path: Path) -> None:
+@pytest.mark.reliability
+def test_broker_kill_9_and_restart_mid_replay(tmp_path: Path, reliability) -> None:
     with Broker(tmp_path / "broker") as broker:
         s = load_config(None, [f'kafka.bootstrap="{broker.bootstrap}"', f'joiner.state_dir="{tmp_path / "joiner"}"',
                                "replay.limit=6000", "replay.rate=12000"])
@@ -79,5 +80,7 @@ def test_broker_kill_9_and_restart_mid_replay(tmp_path: Path) -> None:
 
     print(f"\nbroker outage: {len(got)} examples, {raw - len(got)} duplicates; clean run {len(want)}")
     assert len(want) > 1000
+    reliability.record("broker kill -9 + restart mid-replay (joiner running)", kills=1, examples=len(want),
+                       lost=len(set(want) - set(got)), duplicates=raw - len(got), equals_clean_run=got == want)
     assert set(got) == set(want), f"lost {len(set(want) - set(got))}, extra {len(set(got) - set(want))}"
     assert got == want  # byte for byte

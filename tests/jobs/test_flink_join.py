@@ -129,7 +129,8 @@ def test_flink_config_errors_name_the_field() -> None:
 
 
 @pytest.mark.slow
-def test_taskmanager_killed_mid_stream_exactly_once(feed: Feed, flink_clean: Output) -> None:
+@pytest.mark.reliability
+def test_taskmanager_killed_mid_stream_exactly_once(feed: Feed, flink_clean: Output, reliability) -> None:
     """kill -9 the only TaskManager once a checkpoint completed; a new one takes over, the job
     restores from the checkpoint, and a read_committed reader sees every example exactly once."""
     from deploy import flink
@@ -161,6 +162,9 @@ def test_taskmanager_killed_mid_stream_exactly_once(feed: Feed, flink_clean: Out
     finally:
         flink.down(cfg)
     out = read_output(s)
+    reliability.record("Flink TaskManager kill -9 (exactly-once sink)", kills=1, examples=len(flink_clean.examples),
+                       lost=len(set(flink_clean.examples) - set(out.examples)), duplicates=out.duplicates,
+                       equals_clean_run=out.examples == flink_clean.examples)
     assert out.examples == flink_clean.examples, diff(out.examples, flink_clean.examples)  # 0 lost
     assert out.duplicates == 0
 
@@ -230,8 +234,9 @@ def submit_from_elsewhere(cfg, ov: list[str], feed: Feed, tmp: Path, slow_ms: in
 
 
 @pytest.mark.slow
+@pytest.mark.reliability
 def test_two_taskmanagers_hdfs_checkpoints_one_killed(feed: Feed, embedded: Output, hdfs: Hdfs,
-                                                      tmp_path: Path) -> None:
+                                                      tmp_path: Path, reliability) -> None:
     from deploy import flink
     from deploy.procs import kill_pid
 
@@ -255,6 +260,9 @@ def test_two_taskmanagers_hdfs_checkpoints_one_killed(feed: Feed, embedded: Outp
         flink.down(s.flink)
     assert hdfs.client().list("/flink/two-tm/checkpoints")  # the checkpoints were on HDFS
     out = read_output(s)
+    reliability.record("Flink: 1 of 2 TaskManagers kill -9 (checkpoints on HDFS)", kills=1,
+                       examples=len(embedded.examples), lost=len(set(embedded.examples) - set(out.examples)),
+                       duplicates=out.duplicates, equals_clean_run=out.examples == embedded.examples)
     assert out.examples == embedded.examples, diff(out.examples, embedded.examples)
     assert out.duplicates == 0 and out.dead == embedded.dead
 

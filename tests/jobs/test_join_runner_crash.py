@@ -98,9 +98,10 @@ def clean_run(s: Settings, make_topics: Callable[..., dict[str, str]], tmp_path:
 
 
 @pytest.mark.slow
+@pytest.mark.reliability
 @pytest.mark.parametrize("delivery", ["exactly-once", "at-least-once"])
 def test_kill_9_at_random_points_loses_nothing(settings: Settings, make_topics: Callable[..., dict[str, str]],
-                                              tmp_path: Path, delivery: str) -> None:
+                                              tmp_path: Path, delivery: str, reliability) -> None:
     """With disorder beyond the allowed lateness: rounds make every run join alike."""
     s = settings
     n_events = preload_disordered(s, limit=8000)
@@ -138,6 +139,9 @@ def test_kill_9_at_random_points_loses_nothing(settings: Settings, make_topics: 
     dupes = raw - len(got)
     print(f"\ncrash test ({delivery}): {kills} kills, {len(got)} distinct examples, {raw} raw, {dupes} duplicates "
           f"({dupes / max(1, raw):.1%}); clean run {len(want)}")
+    reliability.record(f"joiner kill -9 ({delivery}; disorder 5x the lateness)", kills=kills, examples=len(want),
+                       lost=len(set(want) - set(got)), duplicates=dupes, identical=True,
+                       equals_clean_run=got == want)
     assert set(got) == set(want), f"lost {len(set(want) - set(got))}, extra {len(set(got) - set(want))}"
     assert got == want
     if delivery == "exactly-once":
@@ -146,8 +150,9 @@ def test_kill_9_at_random_points_loses_nothing(settings: Settings, make_topics: 
     assert kinds["window"] > 0
 
 
+@pytest.mark.reliability
 def test_crash_between_commit_and_writebatch_is_caught_up(
-        settings: Settings, make_topics: Callable[..., dict[str, str]], tmp_path: Path) -> None:
+        settings: Settings, make_topics: Callable[..., dict[str, str]], tmp_path: Path, reliability) -> None:
     """The narrow window of exactly-once: Kafka has the output and the offsets, RocksDB does not."""
     s = settings
     n_events = preload(s, limit=6000)
@@ -164,6 +169,8 @@ def test_crash_between_commit_and_writebatch_is_caught_up(
     assert final.returncode == 0, final.stderr.decode()[-3000:]
     assert b"catching up with the last committed transaction" in final.stderr
     got, raw = examples(s, s.kafka.topics.examples)
+    reliability.record("joiner crash between commit and WriteBatch (exactly-once)", kills=3, examples=len(want),
+                       lost=len(set(want) - set(got)), duplicates=raw - len(got), equals_clean_run=got == want)
     assert got == want
     assert raw == len(got)  # not one example twice
 

@@ -112,7 +112,7 @@ def want_dead(poison: list[Poison], spec: FeatureSpec) -> Counter:
     return out
 
 
-def check(out: Output, clean: Output, poison: list[Poison], spec: FeatureSpec) -> None:
+def check(out: Output, clean: Output, poison: list[Poison], spec: FeatureSpec) -> Counter:
     valid = {k: e for k, e in out.examples.items() if not e["request_id"].startswith("fz-")}
     assert valid == clean.examples, diff(valid, clean.examples)
     got = Counter({k: n for k, n in out.dead.items() if k[0] not in JOIN_REASONS})
@@ -121,6 +121,7 @@ def check(out: Output, clean: Output, poison: list[Poison], spec: FeatureSpec) -
     assert sum(reasons.values()) > POISON // 2 and len(reasons) >= 6, reasons
     assert got == want, f"got {Counter(r for r, _ in got.elements())}, want {reasons}"
     assert not any(r == "internal_error" for r, _ in got)
+    return Counter(r for r, _ in got.elements())
 
 
 @pytest.fixture(scope="module")
@@ -130,17 +131,22 @@ def clean_output(poisoned: Poisoned) -> Output:
     return read_output(s)
 
 
-def test_the_embedded_runner_survives_the_corpus(poisoned: Poisoned, clean_output: Output) -> None:
+@pytest.mark.reliability
+def test_the_embedded_runner_survives_the_corpus(poisoned: Poisoned, clean_output: Output, reliability) -> None:
     s, _ = poisoned.feed.settings("embedded")
     stats = run_join(s, from_start=True, stop_when_idle=2.0, max_seconds=240)
     assert stats.events >= POISON + poisoned.feed.events  # it went on to the end
-    check(read_output(s), clean_output, poisoned.poison, poisoned.spec)
+    reasons = check(read_output(s), clean_output, poisoned.poison, poisoned.spec)
+    reliability.record("hostile input: embedded runner", inputs=len(poisoned.poison), crashes=0,
+                       dead_letters=dict(reasons))
 
 
-def test_the_flink_job_survives_the_corpus(poisoned: Poisoned, clean_output: Output) -> None:
+@pytest.mark.reliability
+def test_the_flink_job_survives_the_corpus(poisoned: Poisoned, clean_output: Output, reliability) -> None:
     s, ov = poisoned.feed.settings("flink", **{"flink.restart_attempts": 0})  # a crash would fail the job
     run_flink_local(poisoned.feed, ov, poisoned.feed.tmp / "flink-poison.log")
-    check(read_output(s), clean_output, poisoned.poison, poisoned.spec)
+    reasons = check(read_output(s), clean_output, poisoned.poison, poisoned.spec)
+    reliability.record("hostile input: Flink job", inputs=len(poisoned.poison), crashes=0, dead_letters=dict(reasons))
 
 
 def test_the_corpus_is_what_it_says() -> None:

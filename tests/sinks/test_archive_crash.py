@@ -71,7 +71,8 @@ def dumper_cmd(settings, *args: str, roll_age: float = 0.2) -> list[str]:
 
 
 @pytest.mark.slow
-def test_kill9_during_stream_loses_and_duplicates_nothing(target, fast_settings, tmp_path):
+@pytest.mark.reliability
+def test_kill9_during_stream_loses_and_duplicates_nothing(target, fast_settings, tmp_path, reliability):
     """kill -9 the `streamrec archive` process 6 times while examples stream in; then let it finish."""
     _, fs = target
     recs, stream = stream_with_duplicates(12_000, seed=21)
@@ -106,6 +107,8 @@ def test_kill9_during_stream_loses_and_duplicates_nothing(target, fast_settings,
     want = {r["example_id"]: normalize(r) for r in recs}
     lost = set(want) - set(got)
     doubled = [i for i, c in counts.items() if c > 1]
+    reliability.record(f"archive kill -9 ({target[0]})", kills=kills, examples=len(want), lost=len(lost),
+                       duplicates=len(doubled))
     assert not lost and not doubled, f"lost {len(lost)}, duplicated {len(doubled)}"
     assert got == want
     m = manifest.latest(fs)
@@ -131,7 +134,8 @@ def test_sigterm_commits_what_was_read_and_exits(fast_settings, tmp_path):
 
 
 @pytest.mark.slow
-def test_hdfs_outage_mid_write_retries_and_loses_nothing(hdfs, fast_settings, caplog):
+@pytest.mark.reliability
+def test_hdfs_outage_mid_write_retries_and_loses_nothing(hdfs, fast_settings, caplog, reliability):
     """Stop NameNode + DataNode while the dumper writes: it reports, backs off, and catches up after."""
     a = fast_settings.archive
     a.target, a.hdfs_url, a.hdfs_root = "hdfs", hdfs.url, f"/outage/{os.getpid()}-{time.monotonic_ns()}"
@@ -172,4 +176,7 @@ def test_hdfs_outage_mid_write_retries_and_loses_nothing(hdfs, fast_settings, ca
 
     counts, got = archived_ids(arch.fs)
     assert max(counts.values()) == 1
-    assert got == {r["example_id"]: normalize(r) for r in recs}
+    want = {r["example_id"]: normalize(r) for r in recs}
+    reliability.record("HDFS outage mid-write (NameNode + DataNode stopped)", outages=1, examples=len(want),
+                       lost=len(set(want) - set(got)))
+    assert got == want

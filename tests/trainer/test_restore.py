@@ -57,7 +57,8 @@ def cli(settings, tmp_path: Path, *args: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_kill9_then_restore_resumes_from_snapshot_offsets(settings, kafka_cfg, tmp_path):
+@pytest.mark.reliability
+def test_kill9_then_restore_resumes_from_snapshot_offsets(settings, kafka_cfg, tmp_path, reliability):
     records = synthetic_examples(SPEC, N_SOURCE, users=300, items=200, seed=9, step_ms=200, keep_rate=0.5)
     produce(kafka_cfg, settings.kafka.topics.examples, records)
     n = len(records)
@@ -96,6 +97,8 @@ def test_kill9_then_restore_resumes_from_snapshot_offsets(settings, kafka_cfg, t
     assert summary["resumed_from"]["positions"] == state["positions"]
     assert summary["resumed_from"]["snapshot"] == str(last)
     # every example trained exactly once across the crash: snapshot's count + the replayed rest
+    reliability.record("trainer kill -9, restore from snapshot", kills=1, examples=n,
+                       lost=n - summary["examples_read"], duplicates=summary["duplicates"])
     assert summary["examples_read"] == n and summary["duplicates"] == 0
     assert summary["examples"] == n  # every example was scored once by the progressive evaluator
     with open(tmp_path / "metrics.csv") as f:
