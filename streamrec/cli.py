@@ -229,19 +229,37 @@ def train(
         "--stop-when-idle", help="online: stop after this many seconds without new examples")] = None,
     metrics_csv: Annotated[Path | None, typer.Option(help="per-window AUC / log loss CSV")] = None,
     plot: Annotated[Path | None, typer.Option(help="PNG of the AUC curve, written at the end")] = None,
+    distributed: Annotated[bool, typer.Option(
+        "--distributed", help="several processes: tables sharded by FID over the ranks, each rank on its own "
+        "partitions (or archive rows), dense part data-parallel. Outside torchrun it starts torchrun on this "
+        "host with --nproc ranks; under torchrun (any number of hosts) it is one rank")] = False,
+    nproc: Annotated[int | None, typer.Option(
+        "--nproc", help="ranks --distributed starts on this host (trainer.distributed.nproc)")] = None,
 ) -> None:
-    """Embedded async DeepFM trainer: progressive AUC, touched-key sync to serving, snapshots."""
-    import json
+    """Embedded async DeepFM trainer: progressive AUC, touched-key sync to serving, snapshots.
 
-    from trainer.run import train as run_train
+    One process by default; --distributed for several (see the README: the trainer on several processes)."""
+    import json
+    import sys
 
     s = _with(settings(ctx), "trainer", metrics_csv=metrics_csv, plot=plot)
+    if distributed:
+        from trainer.distributed.launch import relaunch, under_torchrun
+
+        _with(s, "trainer", distributed=s.trainer.distributed.model_copy(
+            update={"nproc": nproc or s.trainer.distributed.nproc}))
+        if not under_torchrun():
+            raise typer.Exit(relaunch(s.trainer.distributed, "streamrec.cli", sys.argv[1:]))
+    from trainer.run import train as run_train
+
     try:
-        summary = run_train(s, batch=batch, online=online, restore=restore, stop_when_idle_s=stop_when_idle)
+        summary = run_train(s, batch=batch, online=online, restore=restore, stop_when_idle_s=stop_when_idle,
+                            distributed=distributed)
     except (ValueError, FileNotFoundError) as e:
         typer.secho(str(e), fg="red", err=True)
         raise typer.Exit(2) from None
-    typer.echo(json.dumps(summary, default=str))
+    if summary is not None:
+        typer.echo(json.dumps(summary, default=str))
 
 
 # ---- flink ----------------------------------------------------------------------------------
@@ -365,3 +383,7 @@ def main() -> None:
     except ConfigError as e:
         typer.secho(str(e), fg="red", err=True)
         raise SystemExit(2) from None
+
+
+if __name__ == "__main__":  # torchrun -m streamrec.cli (train --distributed)
+    main()

@@ -13,11 +13,23 @@ from streamrec.section import Section
 from trainer.embedding.config import EmbeddingConfig
 
 
+class DistributedConfig(Section):
+    """``streamrec train --distributed``: ranks under torchrun, tables sharded by FID (trainer/distributed)."""
+
+    nproc: int = Field(2, ge=1, description="ranks `--distributed` starts on this host (torchrun --nproc-per-node)")
+    backend: Literal["gloo"] = Field("gloo", description="torch.distributed backend (CPU)")
+    max_restarts: int = Field(3, ge=0, description="torchrun elastic restarts after a rank dies (each resumes "
+                              "from the newest snapshot every rank has); 0 = stop")
+    timeout_s: float = Field(300.0, gt=0, description="a collective waiting longer than this fails the rank")
+
+
 class TrainerConfig(Section):
     seed: int = 11
     batch_size: int = Field(256, gt=0)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig,
                                        description="table sizing, sharding, growth, seeds")
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig,
+                                           description="multi-process training (train --distributed)")
     # --- model (its inputs and heads: the feature spec's slots, dense features and labels) -----
     hidden: list[int] = Field(default_factory=lambda: [64, 32], description="MLP widths of DeepFM")
     dropout: float = Field(0.0, ge=0, lt=1)

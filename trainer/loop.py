@@ -70,11 +70,12 @@ class Trainer:
     What it learns from and predicts is the feature spec's: a table per slot it uses, its dense
     features, one head per label (the first is the evaluated one)."""
 
-    def __init__(self, cfg: TrainerConfig, spec: FeatureSpec, serving: ServingPS | None = None) -> None:
+    def __init__(self, cfg: TrainerConfig, spec: FeatureSpec, serving: ServingPS | None = None,
+                 ps: TrainingPS | None = None) -> None:
         self.cfg = cfg
         self.spec = spec
         self.slots = spec.model_slots
-        self.ps = TrainingPS(cfg, spec)
+        self.ps = ps if ps is not None else TrainingPS(cfg, spec)
         self.serving = serving if serving is not None else ServingPS(self.ps.slot_dims())
         self.evaluator = ProgressiveEvaluator(cfg.eval_window_ms, cfg.eval_lateness_ms, cfg.baseline_prior)
         self.dedup = Deduper(cfg.dedup_capacity)
@@ -191,16 +192,24 @@ class Trainer:
 
     # ---- periodic work on the reader thread ------------------------------------------------------
     def _periodic(self) -> None:
+        self._periodic_sync()
+        if self._snapshot_due_by_time() or self._snapshot_due_by_count():
+            self.snapshot()
+
+    def _snapshot_due_by_time(self) -> bool:
+        return self.cfg.snapshot_every_s > 0 and time.monotonic() - self._last_snap >= self.cfg.snapshot_every_s
+
+    def _snapshot_due_by_count(self) -> bool:
+        return (self.cfg.snapshot_every_examples > 0
+                and self.examples - self._examples_at_snap >= self.cfg.snapshot_every_examples)
+
+    def _periodic_sync(self) -> None:
+        """Touched rows and dense weights to serving, expiry: local work, no snapshot."""
         now = time.monotonic()
         if now - self._last_sparse >= self.cfg.sparse_sync_interval_s:
             self.sync_sparse()
         if now - self._last_dense >= self.cfg.dense_sync_interval_s:
             self.sync_dense()
-        by_time = self.cfg.snapshot_every_s > 0 and now - self._last_snap >= self.cfg.snapshot_every_s
-        by_count = (self.cfg.snapshot_every_examples > 0
-                    and self.examples - self._examples_at_snap >= self.cfg.snapshot_every_examples)
-        if by_time or by_count:
-            self.snapshot()
         if now - self._last_evict >= self.cfg.evict_interval_s:
             self._last_evict = now
             evicted = self.ps.store.evict_expired()
@@ -322,32 +331,31 @@ class Trainer:
                 self._queue.task_done()
 
     def step(self, replica: torch.nn.Module, batch: ExampleBatch) -> np.ndarray:
-        """Pull, forward, record progressive scores, backward, push. Returns the raw scores."""
+        """Pull, forward, record progressive scores, backward, push. Returns the raw scores.
+
+        An empty batch is a valid step (a rank with nothing to read still takes part in the
+        exchanges of a distributed step): it pushes zero gradients and records nothing."""
         cfg = self.cfg
         n = len(batch)
-        now_s = int(batch.ts_ms.max() // 1000)
+        now_s = int(batch.ts_ms.max() // 1000) if n else 0
         self.ps.pull_dense(replica)
-        pulled = []
         slots = self.slots
-        for slot in slots:
-            fids = batch.bags[slot][0]
-            pulled.append(self.ps.pull_sparse(slot, fids, now_s) if len(fids) else (fids, _empty(
-                self.ps.store.dim(slot)), fids))
-        leaves: list[tuple[str, np.ndarray, torch.Tensor]] = []
+        pulled = self.ps.pull_batch(slots, [batch.bags[s][0] for s in slots], now_s)
+        leaves: list[torch.Tensor] = []
         if self._same_dim:  # one leaf, one gather, one scatter-add for all slots
             counts = [len(u) for u, _, _ in pulled]
             gather, owner = stacked_index([inv for _, _, inv in pulled], [batch.bags[s][1] for s in slots],
                                           n, counts)
             leaf = torch.from_numpy(np.concatenate([r for _, r, _ in pulled])).requires_grad_(True)
             pooled = stacked_pool(leaf, torch.from_numpy(gather), torch.from_numpy(owner), n, len(slots))
-            leaves.append(("*", np.asarray(counts), leaf))
+            leaves.append(leaf)
         else:
             pooled = []
-            for slot, (uniq, rows, inv) in zip(slots, pulled, strict=True):
+            for slot, (_, rows, inv) in zip(slots, pulled, strict=True):
                 leaf = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).requires_grad_(True)
                 pooled.append(pool(leaf, torch.from_numpy(inv.astype(np.int64)),
                                    torch.from_numpy(batch.bags[slot][1])))
-                leaves.append((slot, uniq, leaf))
+                leaves.append(leaf)
         logits = replica(pooled, torch.from_numpy(batch.dense))
         y = torch.from_numpy(batch.labels)
         sr = batch.sample_rate.astype(np.float64)
@@ -365,25 +373,28 @@ class Trainer:
         p = torch.sigmoid(logits[:, 0].detach()).double().numpy()
         kr = keep_rate if keep_rate is not None else self.ps.keep_rate
         scored = correct_sampled(p, kr) if cfg.loss_weighting == "none" else p
-        for row in self.evaluator.record(batch.ts_ms, batch.item_ids, batch.labels[:, 0], scored, 1.0 / sr):
-            self._publish_window(row)
+        self._record(batch, scored, 1.0 / sr)
+        uniqs = [u for u, _, _ in pulled]
         if self._same_dim:
-            grads = leaves[0][2].grad.numpy()
-            start = 0
-            for slot, (uniq, _, _) in zip(slots, pulled, strict=True):
-                if len(uniq):
-                    self.ps.push_sparse(slot, uniq, grads[start:start + len(uniq)], now_s)
-                start += len(uniq)
+            grads = leaves[0].grad.numpy()
+            bounds = np.cumsum([0, *(len(u) for u in uniqs)])
+            per_slot = [grads[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         else:
-            for slot, uniq, leaf in leaves:
-                if len(uniq):
-                    self.ps.push_sparse(slot, uniq, leaf.grad.numpy(), now_s)
+            per_slot = [leaf.grad.numpy() for leaf in leaves]
+        self.ps.push_batch(slots, uniqs, per_slot, now_s)
         self.ps.push_dense([q.grad for q in replica.parameters()])
-        self.ps.applied(int(batch.ts_ms.max()), batch.ingest_ms, keep_rate)
+        if n:
+            self.ps.applied(int(batch.ts_ms.max()), batch.ingest_ms, keep_rate)
         metrics.EXAMPLES.inc(n)
         metrics.STEPS.inc()
         self.steps += 1
         return p
+
+    def _record(self, batch: ExampleBatch, scored: np.ndarray, weights: np.ndarray) -> None:
+        """Progressive validation of one step's scores (the distributed trainer gathers them on rank 0)."""
+        if len(batch):
+            for row in self.evaluator.record(batch.ts_ms, batch.item_ids, batch.labels[:, 0], scored, weights):
+                self._publish_window(row)
 
     def score(self, records: list[dict[str, Any]]) -> np.ndarray:
         """Raw first-head probabilities of records under the current training state (no update)."""

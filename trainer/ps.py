@@ -92,6 +92,18 @@ class TrainingPS:
     def push_sparse(self, slot: str, fids: np.ndarray, grads: np.ndarray, now_s: int) -> None:
         self.store.apply_gradients(fids, grads, slot=slot, now=now_s)
 
+    def pull_batch(self, slots: list[str], bags: list[np.ndarray], now_s: int
+                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``pull_sparse`` of every slot of a step (the sharded PS overrides it with one exchange)."""
+        return [self.pull_sparse(s, f, now_s) if len(f) else
+                (f, np.zeros((0, self.store.dim(s)), np.float32), f) for s, f in zip(slots, bags, strict=True)]
+
+    def push_batch(self, slots: list[str], uniqs: list[np.ndarray], grads: list[np.ndarray], now_s: int) -> None:
+        """``push_sparse`` of every slot of a step (the sharded PS overrides it with one exchange)."""
+        for slot, uniq, g in zip(slots, uniqs, grads, strict=True):
+            if len(uniq):
+                self.push_sparse(slot, uniq, g, now_s)
+
     def applied(self, event_ms: int, ingest_ms: int, keep_rate: float | None) -> None:
         with self._meta_lock:
             self.applied_event_ms = max(self.applied_event_ms, event_ms)

@@ -30,16 +30,28 @@ def latest(root: Path) -> Path | None:
     return snaps[-1] if snaps else None
 
 
+def seqs(root: Path) -> list[int]:
+    """Sequence numbers of the complete snapshots under ``root``, oldest first."""
+    if not root.exists():
+        return []
+    return sorted(int(p.name[len(PREFIX):]) for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
+
+
+def path_of(root: Path, seq: int) -> Path:
+    return root / f"{PREFIX}{seq:08d}"
+
+
 def next_seq(root: Path) -> int:
     last = latest(root)
     return int(last.name[len(PREFIX):]) + 1 if last else 1
 
 
 def write(root: Path, store: Any, dense: dict[str, Any], evaluator: Any, dedup_ids: list[str],
-          state: dict[str, Any], keep: int) -> Path:
-    """Write one snapshot atomically; keep the newest ``keep`` of them."""
+          state: dict[str, Any], keep: int, seq: int | None = None) -> Path:
+    """Write one snapshot atomically; keep the newest ``keep`` of them. ``seq``: the number to
+    give it (the ranks of a distributed trainer agree on one), else the next free one."""
     root.mkdir(parents=True, exist_ok=True)
-    seq = next_seq(root)
+    seq = next_seq(root) if seq is None else seq
     tmp = root / f".tmp-{seq:08d}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -55,7 +67,7 @@ def write(root: Path, store: Any, dense: dict[str, Any], evaluator: Any, dedup_i
     for name in ("dense.pt", "evaluator.pkl", "dedup.json", "state.json"):
         with open(tmp / name, "rb+") as f:
             os.fsync(f.fileno())
-    final = root / f"{PREFIX}{seq:08d}"
+    final = path_of(root, seq)
     os.replace(tmp, final)
     fsync_dir(root)
     _prune(root, keep)

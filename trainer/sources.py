@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,7 +59,9 @@ class KafkaSource:
     own offsets are what a restore resumes from.
     """
 
-    def __init__(self, kafka_cfg: Any, topic: str, group: str, start: str = "earliest") -> None:
+    def __init__(self, kafka_cfg: Any, topic: str, group: str, start: str = "earliest",
+                 rank: int = 0, world: int = 1) -> None:
+        """``rank`` of ``world``: read only partitions ``p`` with ``p % world == rank`` (a distributed trainer)."""
         from streamrec import kafka
 
         self.name = f"kafka:{topic}"
@@ -67,8 +70,11 @@ class KafkaSource:
         self._kafka = kafka
         kafka.check_access(kafka_cfg)  # a refused login fails here, in one line
         self.consumer = kafka.consumer(kafka_cfg, group=group, **{"auto.offset.reset": start})
-        self.partitions = kafka.partitions_of(self.consumer, topic)
+        self.partitions = own_partitions(kafka.partitions_of(self.consumer, topic), rank, world)
+        if not self.partitions:
+            log.warning("rank %d of %d has no partition of %s: it only serves its table shard", rank, world, topic)
         self.offsets: dict[str, int] = {}
+        self.counts: Counter[str] = Counter()  # records returned per "topic:partition" since the last take
         self._assigned = False
         self.codec = default_codec()
         self.undecodable = 0
@@ -83,7 +89,10 @@ class KafkaSource:
         self._assigned = True
 
     def seek(self, position: dict[str, int]) -> None:
-        self.offsets = {k: int(v) for k, v in position.items()}
+        """Resume at ``position``; a position that names other partitions too (the union of every
+        rank's, after a re-shard) is fine: only this source's partitions are taken from it."""
+        self.offsets = {k: int(v) for k, v in position.items()
+                        if k.rsplit(":", 1)[0] == self.topic and int(k.rsplit(":", 1)[1]) in self.partitions}
         if self._assigned:
             self._assign()
 
@@ -107,8 +116,14 @@ class KafkaSource:
                 log.warning("undecodable message at %s:%d@%d: %s", m.topic(), m.partition(), m.offset(), e)
                 continue
             out.append(rec)
+            self.counts[f"{m.topic()}:{m.partition()}"] += 1
             ingest = max(ingest, m.timestamp()[1])
         return out, ingest
+
+    def take_counts(self) -> Counter[str]:
+        """Records returned per partition since the last call (the proof that no partition is read twice)."""
+        got, self.counts = self.counts, Counter()
+        return got
 
     def position(self) -> dict[str, int]:
         return dict(self.offsets)
@@ -136,9 +151,12 @@ class ArchiveSource:
     reads exactly the rows the snapshot had not trained on.
     """
 
-    def __init__(self, reader: Any, start: Any = None, end: Any = None) -> None:
+    def __init__(self, reader: Any, start: Any = None, end: Any = None, rank: int = 0, world: int = 1) -> None:
+        """``rank`` of ``world``: only every world-th row of each hour, from row ``rank`` (rows are
+        ordered deterministically, so the ranks' rows partition each hour); positions count those rows."""
         self.name = "archive"
         self.reader = reader
+        self.rank, self.world = rank, world
         self.hours: list[int] = reader.hours(start, end)
         self.hi = 0  # index into self.hours
         self.row = 0
@@ -148,7 +166,10 @@ class ArchiveSource:
     def _current(self) -> Any:
         h = self.hours[self.hi]
         if self._table_hour != h:
-            self._table = self.reader.read_hour(h)
+            table = self.reader.read_hour(h)
+            if self.world > 1:
+                table = table.take(list(range(self.rank, table.num_rows, self.world)))
+            self._table = table
             self._table_hour = h
         return self._table
 
@@ -181,6 +202,11 @@ class ArchiveSource:
 
     def close(self) -> None:
         self._table = None
+
+
+def own_partitions(partitions: list[int], rank: int, world: int) -> list[int]:
+    """The partitions rank ``rank`` of ``world`` reads: every world-th one, so each is read by one rank."""
+    return [p for p in partitions if p % world == rank]
 
 
 def parse_range(text: str) -> tuple[str | None, str | None]:

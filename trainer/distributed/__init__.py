@@ -1,0 +1,1 @@
+"""The trainer past one machine: sharded collisionless tables on torch.distributed (see README there)."""

@@ -1,0 +1,90 @@
+"""The collectives one training step needs, over torch.distributed (gloo on CPU).
+
+Every call is a collective: all ranks make the same calls in the same order (the loop in
+``trainer.distributed.loop`` keeps them in lockstep). Variable-size exchanges use
+``all_to_all_single`` with split sizes that every rank already knows from the step's control
+``all_gather``, so no extra round trip is spent on sizes. World size 1 short-cuts every call.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+class Comm:
+    """This rank's view of the process group."""
+
+    def __init__(self, rank: int, world: int) -> None:
+        self.rank = rank
+        self.world = world
+
+    @classmethod
+    def from_env(cls, backend: str, timeout_s: float) -> Comm:
+        """Join the group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
+        missing = [v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+        if missing:
+            raise RuntimeError(f"--distributed outside torchrun: {', '.join(missing)} not set "
+                               "(launch with `streamrec train --distributed --nproc N` or torchrun)")
+        if not dist.is_initialized():
+            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+    def gather_control(self, row: np.ndarray) -> np.ndarray:
+        """int64[world, k]: every rank's control row."""
+        if self.world == 1:
+            return row[None, :].copy()
+        t = torch.from_numpy(np.ascontiguousarray(row, np.int64))
+        out = [torch.empty(len(row), dtype=torch.int64) for _ in range(self.world)]
+        dist.all_gather(out, t)
+        return torch.stack(out).numpy()
+
+    def exchange(self, send: np.ndarray, send_counts: np.ndarray, recv_counts: np.ndarray) -> np.ndarray:
+        """All-to-all of rows: ``send_counts[r]`` rows to rank r (send is ordered by rank)."""
+        if self.world == 1:
+            return send
+        recv = torch.empty((int(recv_counts.sum()), *send.shape[1:]), dtype=torch.from_numpy(send[:0]).dtype)
+        dist.all_to_all_single(recv, torch.from_numpy(np.ascontiguousarray(send)),
+                               output_split_sizes=recv_counts.tolist(), input_split_sizes=send_counts.tolist())
+        return recv.numpy()
+
+    def allreduce_(self, tensors: list[torch.Tensor]) -> None:
+        """Sum ``tensors`` over ranks in place, as one flat buffer (one collective, not one per tensor)."""
+        if self.world == 1 or not tensors:
+            return
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        dist.all_reduce(flat)
+        start = 0
+        for t in tensors:
+            t.copy_(flat[start:start + t.numel()].view_as(t))
+            start += t.numel()
+
+    def gather_rows(self, rows: np.ndarray, counts: np.ndarray) -> np.ndarray | None:
+        """Rank 0 gets every rank's rows concatenated in rank order (``counts[r]`` from rank r); others None."""
+        if self.world == 1:
+            return rows
+        send_counts = np.zeros(self.world, np.int64)
+        send_counts[0] = len(rows)
+        recv_counts = counts if self.rank == 0 else np.zeros(self.world, np.int64)
+        out = self.exchange(rows, send_counts, recv_counts)
+        return out if self.rank == 0 else None
+
+    def all_objects(self, obj: object) -> list[object]:
+        """Every rank's (small, picklable) object."""
+        if self.world == 1:
+            return [obj]
+        out: list[object] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()

@@ -1,0 +1,36 @@
+"""``streamrec train --distributed`` outside torchrun: start torchrun on this host with the same command.
+
+torchrun (``torch.distributed.run``) starts ``trainer.distributed.nproc`` ranks, each running the
+very command line given (it sees RANK/WORLD_SIZE and trains as one rank), on a c10d rendezvous
+of a free loopback port (``--standalone``), and restarts them all up to ``max_restarts`` times
+when one dies (each restart resumes from the newest snapshot every rank has). For several hosts,
+run torchrun yourself on each (README: "The trainer on several processes or hosts").
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from trainer.config import DistributedConfig
+
+
+def under_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def restarted() -> bool:
+    """True in a rank that torchrun's elastic agent started again after a failure."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+
+
+def torchrun_command(cfg: DistributedConfig, module: str, argv: list[str]) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={cfg.nproc}",
+            f"--max-restarts={cfg.max_restarts}", "--monitor-interval=0.5", "-m", module, *argv]
+
+
+def relaunch(cfg: DistributedConfig, module: str, argv: list[str]) -> int:
+    """Run this command again as ``cfg.nproc`` ranks under torchrun; its exit code."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return subprocess.call(torchrun_command(cfg, module, argv), env=env)

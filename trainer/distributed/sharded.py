@@ -1,0 +1,132 @@
+"""The sharded training PS: this rank's shard of every slot's table, and the exchange with the others.
+
+Each rank's ``EmbeddingStore`` holds the FIDs it owns (``routing.owner_of``) of every slot, with
+the slot's frequency filter, TTL and in-table optimizer, exactly as one process holds all of them.
+A step is three exchanges, in lockstep on every rank:
+
+1. ids: each rank sends (fid, occurrences, slot) of its batch's unique FIDs to their owners;
+2. rows: each owner looks them up (``train=True``: every occurrence from every rank counts in the
+   filter, as if the ranks' batches were one) and sends the rows back;
+3. gradients: after backward, each rank sends the gradient of each row to its owner, which
+   applies them all in one ``apply_gradients`` (duplicates from several ranks are summed first,
+   then one optimizer step per id: the single-process semantics of the union of the batches).
+   The same all-to-all carries the dense gradient to every rank and the step's scores to rank 0.
+
+The dense part is data-parallel: every rank sums the ranks' dense gradients in rank order and
+applies the same optimizer step to its identical copy. (Gathering the dense gradient costs
+world x its size per rank, against ~2x for a ring allreduce; for the small dense part of DeepFM
+and a few ranks one collective fewer per step wins: see the cost model in the README.)
+
+Why synchronous: gloo's collectives are blocking and matched across ranks, so a step is a
+barrier anyway; in exchange the result equals one process training on the ranks' batches
+together, which is what the AUC test checks. Rows are exchanged padded to the widest slot.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from schemas.spec import FeatureSpec
+from trainer.config import TrainerConfig
+from trainer.distributed import routing
+from trainer.distributed.comm import Comm
+from trainer.ps import TrainingPS
+
+EVAL_COLS = 5  # a scored example for rank 0: ts_ms, item_id, label, score, weight (floats as int64 bits)
+
+
+class ShardedPS(TrainingPS):
+    """A ``TrainingPS`` whose ``store`` is this rank's shard; pulls and pushes go through ``comm``."""
+
+    def __init__(self, cfg: TrainerConfig, spec: FeatureSpec, comm: Comm) -> None:
+        super().__init__(cfg, spec)
+        self.comm = comm
+        self.dims = [self.store.dim(s) for s in spec.model_slots]
+        self.width = max(self.dims)
+        self.dense_size = sum(p.numel() for p in self.params)
+        self.eval_rows = np.zeros((0, EVAL_COLS), np.int64)  # after a step, on rank 0: every rank's scored rows
+        self._req: routing.Requests | None = None
+        self._recv_counts = np.zeros(comm.world, np.int64)
+        self._examples = np.zeros(comm.world, np.int64)
+        self._served = np.zeros((0, 3), np.int64)
+        self._grads = np.zeros((0, self.width), np.float32)
+        self._eval = np.zeros((0, EVAL_COLS), np.int64)
+        self._now = 0
+
+    def prepare(self, req: routing.Requests, recv_counts: np.ndarray, examples: np.ndarray, now_s: int) -> None:
+        """The step's own requests, how many FIDs each rank asks of this one and how many examples
+        each rank trains (all from the control exchange), and the step's event time."""
+        self._req, self._recv_counts, self._now = req, np.asarray(recv_counts, np.int64), int(now_s)
+        self._examples = np.asarray(examples, np.int64)
+
+    def pull_batch(self, slots: list[str], bags: list[np.ndarray], now_s: int
+                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        req = self._req
+        assert req is not None, "prepare() before a step"
+        self._served = self.comm.exchange(req.table, req.counts, self._recv_counts)
+        rows = np.zeros((len(self._served), self.width), np.float32)
+        for s, pos in routing.by_slot(self._served[:, 2]):
+            ids, cnt = self._served[pos, 0], self._served[pos, 1]
+            emb = self.store.lookup(np.repeat(ids, cnt), slot=slots[s], train=True, now=self._now)
+            rows[pos, :self.dims[s]] = emb[np.cumsum(cnt) - cnt]
+        back = self.comm.exchange(rows, self._recv_counts, req.counts)
+        mine = routing.split_slots(routing.unsort(back, req.order), req.uniq, self.dims)
+        return list(zip(req.uniq, mine, req.inv, strict=True))
+
+    def stage_eval(self, rows: np.ndarray) -> None:
+        """This rank's scored rows of the step, for rank 0 (sent with the gradients)."""
+        self._eval = rows
+
+    def push_batch(self, slots: list[str], uniqs: list[np.ndarray], grads: list[np.ndarray], now_s: int) -> None:
+        """Stage the rows' gradients in send order; ``push_dense`` sends them with the dense ones."""
+        flat = np.zeros((sum(len(u) for u in uniqs), self.width), np.float32)
+        start = 0
+        for g, d in zip(grads, self.dims, strict=True):
+            flat[start:start + len(g), :d] = g
+            start += len(g)
+        self._grads = flat[self._req.order]
+        self._slots = slots
+
+    def push_dense(self, grads: list[torch.Tensor | None]) -> None:
+        """The step's last exchange, one all-to-all of bytes: to each owner the gradients of its rows,
+        to every rank this rank's dense gradient, to rank 0 the scored rows. Then each owner applies
+        its rows' gradients, and every rank sums the dense gradients in rank order (the same sum,
+        bit for bit, everywhere) and takes the same optimizer step."""
+        comm, req = self.comm, self._req
+        full = [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads, strict=True)]
+        dense = torch.cat([g.reshape(-1) for g in full]).numpy()
+        row_b, dense_b, eval_b = self.width * 4, dense.nbytes, EVAL_COLS * 8
+        parts, send_counts = [], np.zeros(comm.world, np.int64)
+        bounds = np.cumsum([0, *req.counts])
+        for r in range(comm.world):
+            chunk = [self._grads[bounds[r]:bounds[r + 1]].view(np.uint8).reshape(-1), dense.view(np.uint8)]
+            if r == 0:
+                chunk.append(np.ascontiguousarray(self._eval).view(np.uint8).reshape(-1))
+            parts += chunk
+            send_counts[r] = sum(len(c) for c in chunk)
+        recv_counts = self._recv_counts * row_b + dense_b
+        if comm.rank == 0:
+            recv_counts = recv_counts + self._examples * eval_b
+        got = comm.exchange(np.concatenate(parts), send_counts, recv_counts)
+        sparse, dense_sum, evals, at = [], np.zeros_like(dense), [], 0
+        for r in range(comm.world):
+            k = int(self._recv_counts[r]) * row_b
+            sparse.append(got[at:at + k].view(np.float32).reshape(-1, self.width))
+            dense_sum += got[at + k:at + k + dense_b].view(np.float32)
+            at += k + dense_b
+            if comm.rank == 0:
+                e = int(self._examples[r]) * eval_b
+                evals.append(got[at:at + e].view(np.int64).reshape(-1, EVAL_COLS))
+                at += e
+        recv = np.concatenate(sparse)
+        for s, pos in routing.by_slot(self._served[:, 2]):
+            self.store.apply_gradients(self._served[pos, 0], recv[pos, :self.dims[s]], slot=self._slots[s],
+                                       now=self._now)
+        self.eval_rows = np.concatenate(evals) if evals else self.eval_rows[:0]
+        out, start = [], 0
+        for p in self.params:
+            out.append(torch.from_numpy(dense_sum[start:start + p.numel()]).view_as(p))
+            start += p.numel()
+        self._req = None
+        super().push_dense(out)
