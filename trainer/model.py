@@ -61,7 +61,7 @@ class DeepFM(nn.Module):
     def forward(self, pooled: Sequence[torch.Tensor] | torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """``pooled``: one [n, dim_s] tensor per slot, or one [n, slots, dim] tensor when all dims agree."""
         if isinstance(pooled, torch.Tensor):  # stacked: the slots are already side by side
-            x = torch.cat([pooled.reshape(pooled.shape[0], -1), dense], dim=1)
+            x = torch.cat([pooled.flatten(1), dense], dim=1)
             v = pooled if len(self.fm_slots) == pooled.shape[1] else pooled[:, self.fm_slots]
         else:
             x = torch.cat([*pooled, dense], dim=1)
@@ -95,4 +95,5 @@ def stacked_index(invs: Sequence[np.ndarray], offsets: Sequence[np.ndarray], n: 
 def stacked_pool(rows: torch.Tensor, gather: torch.Tensor, owner: torch.Tensor, n: int, slots: int) -> torch.Tensor:
     """[n, slots, dim] bag sums from concatenated rows (see ``stacked_index``)."""
     picked = torch.index_select(rows, 0, gather)
-    return torch.zeros((n * slots, rows.shape[1]), dtype=rows.dtype).index_add(0, owner, picked).view(n, slots, -1)
+    return torch.zeros((n * slots, rows.shape[1]), dtype=rows.dtype).index_add(0, owner, picked).view(
+        n, slots, rows.shape[1])

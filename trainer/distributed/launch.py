@@ -30,7 +30,21 @@ def torchrun_command(cfg: DistributedConfig, module: str, argv: list[str]) -> li
             f"--max-restarts={cfg.max_restarts}", "--monitor-interval=0.5", "-m", module, *argv]
 
 
+def without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` less ``--nproc N``: torchrun's parser rejects it even after the module name (a
+    prefix of its own ``--nproc-per-node``), and torchrun was told the number already."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
 def relaunch(cfg: DistributedConfig, module: str, argv: list[str]) -> int:
     """Run this command again as ``cfg.nproc`` ranks under torchrun; its exit code."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    return subprocess.call(torchrun_command(cfg, module, argv), env=env)
+    return subprocess.call(torchrun_command(cfg, module, without_nproc(argv)), env=env)

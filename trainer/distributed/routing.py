@@ -77,6 +77,8 @@ def split_slots(rows: np.ndarray, uniq: list[np.ndarray], dims: list[int]) -> li
 
 def by_slot(slot_idx: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """(slot index, positions) of each slot present in a received request table, in slot order."""
+    if not len(slot_idx):
+        return []
     order = np.argsort(slot_idx, kind="stable")
     keys, starts = np.unique(slot_idx[order], return_index=True)
     ends = np.r_[starts[1:], len(order)]
