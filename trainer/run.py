@@ -31,14 +31,20 @@ def train(settings: Any, batch: str | None = None, online: bool = False, restore
     cfg = settings.trainer
     rank, world = 0, 1
     if distributed:
+        import faulthandler
+        import signal
+
         from trainer.distributed.comm import Comm
         from trainer.distributed.launch import restarted
         from trainer.distributed.loop import DistributedTrainer
 
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <rank>`: where is it waiting?
         comm = Comm.from_env(cfg.distributed.backend, cfg.distributed.timeout_s)
         rank, world = comm.rank, comm.world
         trainer: Trainer = DistributedTrainer(cfg, settings.features, comm)
-        restore_any = restarted()  # an elastic restart resumes from the newest snapshot of every rank
+        # an elastic restart resumes from the newest snapshot of every rank; torchrun counts restarts per
+        # host, so the ranks decide together (restore is a collective)
+        restore_any = any(comm.all_objects(restarted()))
     else:
         trainer = Trainer(cfg, settings.features)
         restore_any = False

@@ -15,13 +15,20 @@ import sys
 
 from trainer.config import DistributedConfig
 
+# OMP: one intra-op thread per rank (ranks are the parallelism). The TCPStore switch: torchrun shares
+# its rendezvous store with the ranks' process group by default, and after an elastic restart the
+# new ranks can read the killed rank's gloo address from the previous attempt and wait on it for
+# ever (pytorch/pytorch#135712); a store of their own per attempt avoids it.
+RANK_ENV = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+
 
 def under_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
 def restarted() -> bool:
-    """True in a rank that torchrun's elastic agent started again after a failure."""
+    """True in a rank that torchrun's elastic agent started again after a failure (counted per
+    host: ask every rank, see ``trainer.run``)."""
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
 
 
@@ -46,5 +53,4 @@ def without_nproc(argv: list[str]) -> list[str]:
 
 def relaunch(cfg: DistributedConfig, module: str, argv: list[str]) -> int:
     """Run this command again as ``cfg.nproc`` ranks under torchrun; its exit code."""
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    return subprocess.call(torchrun_command(cfg, module, without_nproc(argv)), env=env)
+    return subprocess.call(torchrun_command(cfg, module, without_nproc(argv)), env={**os.environ, **RANK_ENV})
