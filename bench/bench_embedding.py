@@ -64,15 +64,15 @@ def ensure_libcuckoo() -> str | None:
     return None
 
 
-def build_harness() -> Path:
-    """Compile the harness into .vendor/bench/ (cached by source hash)."""
-    src = HARNESS.read_bytes()
+def build_harness(source: Path = HARNESS) -> Path:
+    """Compile a harness into .vendor/bench/ (cached by source hash)."""
+    src = source.read_bytes()
     out_dir = ROOT / ".vendor" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
-    exe = out_dir / f"libcuckoo_harness-{hashlib.sha1(src).hexdigest()[:10]}"
+    exe = out_dir / f"libcuckoo_{source.stem}-{hashlib.sha1(src).hexdigest()[:10]}"
     if not exe.exists():
         tmp = exe.with_suffix(".tmp")
-        subprocess.run(["g++", "-O2", "-std=c++17", "-o", str(tmp), str(HARNESS), "-lpthread"], check=True)
+        subprocess.run(["g++", "-O2", "-std=c++17", "-o", str(tmp), str(source), "-lpthread"], check=True)
         tmp.replace(exe)
     return exe
 

@@ -9,6 +9,7 @@ Every call is a collective: all ranks make the same calls in the same order (the
 from __future__ import annotations
 
 import os
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -22,6 +23,13 @@ class Comm:
     def __init__(self, rank: int, world: int) -> None:
         self.rank = rank
         self.world = world
+        self.stats: dict[str, list[float]] = {}  # kind -> [calls, seconds, bytes sent] (cost model, bench)
+
+    def _count(self, kind: str, t0: float, nbytes: int) -> None:
+        s = self.stats.setdefault(kind, [0, 0.0, 0])
+        s[0] += 1
+        s[1] += time.perf_counter() - t0
+        s[2] += nbytes
 
     @classmethod
     def from_env(cls, backend: str, timeout_s: float) -> Comm:
@@ -42,40 +50,23 @@ class Comm:
         """int64[world, k]: every rank's control row."""
         if self.world == 1:
             return row[None, :].copy()
+        t0 = time.perf_counter()
         t = torch.from_numpy(np.ascontiguousarray(row, np.int64))
         out = [torch.empty(len(row), dtype=torch.int64) for _ in range(self.world)]
         dist.all_gather(out, t)
+        self._count("all_gather", t0, t.numel() * 8)
         return torch.stack(out).numpy()
 
     def exchange(self, send: np.ndarray, send_counts: np.ndarray, recv_counts: np.ndarray) -> np.ndarray:
         """All-to-all of rows: ``send_counts[r]`` rows to rank r (send is ordered by rank)."""
         if self.world == 1:
             return send
+        t0 = time.perf_counter()
         recv = torch.empty((int(recv_counts.sum()), *send.shape[1:]), dtype=torch.from_numpy(send[:0]).dtype)
         dist.all_to_all_single(recv, torch.from_numpy(np.ascontiguousarray(send)),
                                output_split_sizes=recv_counts.tolist(), input_split_sizes=send_counts.tolist())
+        self._count("all_to_all", t0, send.nbytes)
         return recv.numpy()
-
-    def allreduce_(self, tensors: list[torch.Tensor]) -> None:
-        """Sum ``tensors`` over ranks in place, as one flat buffer (one collective, not one per tensor)."""
-        if self.world == 1 or not tensors:
-            return
-        flat = torch.cat([t.reshape(-1) for t in tensors])
-        dist.all_reduce(flat)
-        start = 0
-        for t in tensors:
-            t.copy_(flat[start:start + t.numel()].view_as(t))
-            start += t.numel()
-
-    def gather_rows(self, rows: np.ndarray, counts: np.ndarray) -> np.ndarray | None:
-        """Rank 0 gets every rank's rows concatenated in rank order (``counts[r]`` from rank r); others None."""
-        if self.world == 1:
-            return rows
-        send_counts = np.zeros(self.world, np.int64)
-        send_counts[0] = len(rows)
-        recv_counts = counts if self.rank == 0 else np.zeros(self.world, np.int64)
-        out = self.exchange(rows, send_counts, recv_counts)
-        return out if self.rank == 0 else None
 
     def all_objects(self, obj: object) -> list[object]:
         """Every rank's (small, picklable) object."""
@@ -84,7 +75,3 @@ class Comm:
         out: list[object] = [None] * self.world
         dist.all_gather_object(out, obj)
         return out
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
