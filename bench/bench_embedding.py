@@ -66,7 +66,7 @@ def ensure_libcuckoo() -> str | None:
 
 def build_harness(source: Path = HARNESS) -> Path:
     """Compile a harness into .vendor/bench/ (cached by source hash)."""
-    src = source.read_bytes()
+    src = source.read_bytes() + (source.parent / "common.h").read_bytes()
     out_dir = ROOT / ".vendor" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
     exe = out_dir / f"libcuckoo_{source.stem}-{hashlib.sha1(src).hexdigest()[:10]}"

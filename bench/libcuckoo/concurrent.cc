@@ -6,6 +6,8 @@
 // Usage: concurrent <keys.bin int64[n]> <grads.bin float32[pool*16]> <threads> <batch> <rounds>
 #include <libcuckoo/cuckoohash_map.hh>
 
+#include "common.h"
+
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -14,23 +16,6 @@
 #include <thread>
 #include <vector>
 
-constexpr int kDim = 16;
-struct Row {
-  float emb[kDim];
-  float acc[kDim];
-};
-
-static std::vector<char> slurp(const char* path) {
-  std::FILE* f = std::fopen(path, "rb");
-  if (!f) { std::perror(path); std::exit(2); }
-  std::fseek(f, 0, SEEK_END);
-  long n = std::ftell(f);
-  std::fseek(f, 0, SEEK_SET);
-  std::vector<char> buf(n);
-  if (std::fread(buf.data(), 1, n, f) != static_cast<size_t>(n)) { std::perror("read"); std::exit(2); }
-  std::fclose(f);
-  return buf;
-}
 
 int main(int argc, char** argv) {
   if (argc < 6) { std::fprintf(stderr, "usage: concurrent keys.bin grads.bin threads batch rounds\n"); return 2; }

@@ -5,6 +5,8 @@
 // into an output buffer), Adagrad update-in-place of all (gradient row i % pool). Prints one JSON line.
 #include <libcuckoo/cuckoohash_map.hh>
 
+#include "common.h"
+
 #include <malloc.h>
 
 #include <cmath>
@@ -14,23 +16,6 @@
 #include <ctime>
 #include <vector>
 
-constexpr int kDim = 16;
-struct Row {
-  float emb[kDim];
-  float acc[kDim];
-};
-
-static std::vector<char> slurp(const char* path) {
-  std::FILE* f = std::fopen(path, "rb");
-  if (!f) { std::perror(path); std::exit(2); }
-  std::fseek(f, 0, SEEK_END);
-  long n = std::ftell(f);
-  std::fseek(f, 0, SEEK_SET);
-  std::vector<char> buf(n);
-  if (std::fread(buf.data(), 1, n, f) != static_cast<size_t>(n)) { std::perror("read"); std::exit(2); }
-  std::fclose(f);
-  return buf;
-}
 
 // CPU time of this thread: the Python side measures the same (time.thread_time), so a busy
 // machine slows neither side's numbers unfairly.
