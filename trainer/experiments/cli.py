@@ -43,7 +43,8 @@ def collisionless(ctx: typer.Context, quick: Quick = False, out: Out = None) -> 
     items 2.86 %, measured and printed); test AUC per epoch over 5 seeds with 95 % CIs (paper Fig. 7).
 
     Settings: section experiments.collisionless (seeds, epochs, test_share, limit, targets, slots);
-    the model's are those of section trainer. About 3 minutes on 2 cores with the defaults.
+    the model's are those of section trainer. About 3 min of CPU with the defaults (7 min wall on
+    2 busy shared cores).
     """
     _run(ctx, "collisionless", quick, out)
 
@@ -54,7 +55,7 @@ def sync_interval(ctx: typer.Context, quick: Quick = False, out: Out = None) -> 
     (paper Table 2): MovieLens ratings replayed by timestamp, each scored by serving before it is learned.
 
     Settings: section experiments.sync_interval (seeds, batch_share, intervals_s, paper_intervals_s ...).
-    About 5 minutes on 2 cores with the defaults.
+    About 4 min of CPU with the defaults (12 min wall on 2 busy shared cores).
     """
     _run(ctx, "sync-interval", quick, out)
 

@@ -6,8 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trainer.batch import build_batch
 from trainer.config import TrainerConfig
 from trainer.loop import Trainer
+from trainer.ps import make_model
 from trainer.sources import MemorySource
 
 Progress = Callable[[int], None]
@@ -29,3 +31,20 @@ def train_on(trainer: Trainer, records: list[dict[str, Any]], name: str, progres
     the trainer remembers where every source stopped."""
     if records:
         trainer.run(MemorySource(records, name=name), progress=progress)
+
+
+def learn_and_sync(trainer: Trainer, records: list[dict[str, Any]], progress: Progress | None = None) -> None:
+    """Train on ``records`` in order with the trainer's own step (pull, forward, backward, push), on
+    this thread, then sync serving: touched rows and dense weights.
+
+    What ``Trainer.run`` does with one worker, without starting and draining a worker thread for each
+    interval: a replay that waits for every interval's sync would spend most of its time there."""
+    replica = make_model(trainer.cfg, trainer.spec)
+    bs = trainer.cfg.batch_size
+    for i in range(0, len(records), bs):
+        part = records[i:i + bs]
+        trainer.step(replica, build_batch(part, trainer.spec))
+        if progress:
+            progress(len(part))
+    trainer.sync_sparse()
+    trainer.sync_dense()

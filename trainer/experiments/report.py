@@ -23,15 +23,17 @@ def duration(seconds: float | None) -> str:
     return f"{seconds:.0f} s"
 
 
-def pm(mean: float, half: float, digits: int = 4) -> str:
-    return f"{mean:.{digits}f}" if math.isnan(half) else f"{mean:.{digits}f} ± {half:.{digits}f}"
+def pm(mean: float, half: float, digits: int = 4, sign: str = "") -> str:
+    """``mean ± half`` (the mean alone when there is no interval); ``sign="+"`` signs the mean."""
+    m = f"{mean:{sign}.{digits}f}"
+    return m if math.isnan(half) else f"{m} ± {half:.{digits}f}"
 
 
 # ---- collisionless -------------------------------------------------------------------------------
 def collisionless_auc(result: dict[str, Any]) -> Rows:
     head = ["epoch", "collisionless AUC", "hashed AUC", "collisionless − hashed"]
     rows = [[str(r["epoch"]), pm(r["collisionless"], r["collisionless_ci"]), pm(r["hashed"], r["hashed_ci"]),
-             pm(r["diff"], r["diff_ci"])] for r in result["summary"]]
+             pm(r["diff"], r["diff_ci"], sign="+")] for r in result["summary"]]
     return head, rows
 
 
@@ -83,7 +85,7 @@ def sync_rows(result: dict[str, Any]) -> Rows:
     rows = []
     for r in sorted(result["summary"], key=lambda r: (r["T_s"] is not None, r["T_s"] or 0)):
         paper = "" if r["paper_delta_points"] is None else f"+{r['paper_delta_points']:.2f}"
-        delta = "" if r["T_s"] is None else pm(r["delta_points"], r["delta_ci"], 2)
+        delta = "" if r["T_s"] is None else pm(r["delta_points"], r["delta_ci"], 2, "+")
         rows.append([r["arm"], duration(r["T_s"]), duration(r["paper_T_s"]) if r["paper_T_s"] else "",
                      pm(r["auc"], r["auc_ci"]), delta, paper])
     return head, rows

@@ -20,7 +20,7 @@ import torch
 
 from serving.model_server import ModelServer
 from trainer.evaluation import weighted_auc
-from trainer.experiments.common import Progress, seeded_config, train_on
+from trainer.experiments.common import Progress, learn_and_sync, seeded_config, train_on
 from trainer.experiments.config import SyncIntervalConfig
 from trainer.experiments.data import first_labels, rating_examples
 from trainer.experiments.report import duration
@@ -59,10 +59,10 @@ def served_scores(trainer: Trainer, online: list[dict[str, Any]], interval_s: in
         return server.score_records(online)[first]
     ts = np.fromiter((r["ts_ms"] for r in online), dtype=np.int64, count=len(online))
     out = []
-    for k, part in enumerate(chunks(ts, int(ts[0]), interval_s)):
+    for part in chunks(ts, int(ts[0]), interval_s):
         recs = online[part]
         out.append(server.score_records(recs)[first])  # served before anything of this interval is learned
-        train_on(trainer, recs, f"online-{k}", progress)  # ends with a sparse and a dense sync
+        learn_and_sync(trainer, recs, progress)
     return np.concatenate(out)
 
 
