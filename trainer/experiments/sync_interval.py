@@ -73,6 +73,9 @@ def run(settings: Settings, cfg: SyncIntervalConfig, progress: Progress | None =
     records = rating_examples(spec, settings.replay, cfg.limit)
     n_batch = int(len(records) * cfg.batch_share)
     batch, online = records[:n_batch], records[n_batch:]
+    if not batch or len(online) < 2:
+        raise ValueError(f"experiments.sync_interval.limit: {len(records)} ratings leave no batch part or no online "
+                         f"stream at batch_share {cfg.batch_share}")
     y = first_labels(online, spec)
     span_s = (online[-1]["ts_ms"] - online[0]["ts_ms"]) // 1000
     arms = intervals(cfg, span_s)
@@ -85,12 +88,15 @@ def run(settings: Settings, cfg: SyncIntervalConfig, progress: Progress | None =
             for e in range(cfg.batch_epochs):
                 train_on(base, [{**r, "example_id": f"{r['example_id']}/{e}"} for r in batch], f"batch-{e}", progress)
             snap = base.snapshot()
+            trained = base.ps.dense_state()
             frozen = Trainer(tcfg, spec)
             frozen.restore(snap)
-            before = {k: v.clone() for k, v in frozen.serving.dense_state.items()}
             result = {"seed": seed, BATCH: weighted_auc(served_scores(frozen, online, None), y), "online": []}
-            result["batch_weights_unchanged"] = all(
-                torch.equal(before[k], v) for k, v in frozen.serving.dense_state.items())
+            # what served the batch-only arm is the batch model as trained: restored once, never stepped or synced
+            result["batch_weights_unchanged"] = (
+                frozen.steps == 0 and frozen.serving.dense_syncs == 1
+                and frozen.serving.num_rows() == base.ps.num_rows()
+                and all(torch.equal(trained[k], v) for k, v in frozen.serving.dense_state.items()))
             for arm in arms:
                 t = Trainer(tcfg, spec)
                 t.restore(snap)
