@@ -1,4 +1,4 @@
-"""What both experiments share: the trainer's settings for a seeded, single-worker run, and epochs."""
+"""What both experiments share: the trainer's settings for a seeded single-worker run, passes over records."""
 
 from __future__ import annotations
 
