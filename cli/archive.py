@@ -1,6 +1,6 @@
 """`streamrec archive`, `streamrec archive-ls` and `streamrec hdfs up|down|status`.
 
-Registered on the root app by ``streamrec.cli``; heavy imports stay inside the commands.
+Registered on the root app by ``cli.main``; heavy imports stay inside the commands.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from sinks import cli as sinks_cli
+from cli import archive as sinks_cli
 from streamrec.config import ConfigError, Settings, load_config
 
 app = typer.Typer(
