@@ -46,14 +46,16 @@ def down(s: Settings) -> None:
         console.print("broker was not running")
 
 
-def status(s: Settings) -> None:
+def status(s: Settings) -> bool:
+    """Print what runs and the topics' message counts; False if the broker does not run."""
     broker = broker_of(s)
     if not broker.running():
-        console.print("broker: not running (make up)")
-        return
+        console.print(f"broker: not running under {broker.run_dir} (make up)")
+        return False
     s.kafka.bootstrap = broker.bootstrap
     console.print(f"broker: running, {broker.bootstrap}, data {Path(broker.run_dir) / 'data'}")
     print_counts(count_messages(s.kafka, s.kafka.topics.names(), idle_s=1.0))
+    return True
 
 
 def print_counts(counts: dict[str, int]) -> None:

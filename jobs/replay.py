@@ -24,7 +24,7 @@ from replay.events import FEATURES, ReplayEvent, iter_events
 from schemas.spec import FeatureSpec
 from streamrec.client import Client, LogEncoder
 from streamrec.config import Settings
-from streamrec.kafka import check_access, count_messages
+from streamrec.kafka import check_access, count_messages, require_topics
 
 console = Console(stderr=True)
 
@@ -113,6 +113,7 @@ def run_replay(s: Settings, source: str, quiet: bool = False, read_back: bool = 
             TextColumn("requests"), TimeRemainingColumn())
     t0 = time.monotonic()
     check_access(s.kafka)  # before the progress bar: a refused login is one line
+    require_topics(s.kafka, ["features", "actions"])  # else the broker may auto-create them, mis-partitioned
     with Progress(*cols, console=console, disable=quiet) as progress:
         task = progress.add_task(f"replay {source}", total=s.replay.limit or 100_000)
         client_settings = s

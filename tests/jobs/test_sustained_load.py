@@ -49,9 +49,9 @@ def joiner(ov: list[str], log: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 
 
-def metric(port: int, what: str) -> float:
+def metric(port: int, name: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return float(re.search(re.escape(f'streamrec_join_state{{what="{what}"}}') + r" (\S+)", text).group(1))
+    return float(re.search(rf"^{name} (\S+)", text, re.M).group(1))
 
 
 @pytest.mark.slow
@@ -91,8 +91,9 @@ def test_sustained_load_keeps_memory_and_rocksdb_flat(kafka_bootstrap: str, tmp_
     while replay.is_alive():
         time.sleep(2.0)
         with contextlib.suppress(OSError, AttributeError):
-            samples.append((time.monotonic() - t0, proc.memory_info().rss, metric(port, "rocksdb_bytes"),
-                            metric(port, "consumer_lag")))
+            samples.append((time.monotonic() - t0, proc.memory_info().rss,
+                            metric(port, "streamrec_join_rocksdb_bytes"),
+                            metric(port, "streamrec_join_consumer_lag_messages")))
     assert p.wait(120) == 0, (tmp_path / "sustain.log").read_text()[-2000:]
     took = time.monotonic() - t0
     warm = [x for x in samples if x[0] >= took * 0.25]
