@@ -117,3 +117,13 @@ def test_a_bug_is_one_line_and_its_traceback_only_with_debug(tmp_path: Path) -> 
 def test_version() -> None:
     r = subprocess.run([STREAMREC, "--version"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("streamrec ") and r.stdout.split()[1][0].isdigit()
+
+
+def test_make_demo_passes_set_to_streamrec(tmp_path: Path) -> None:
+    """`make demo SET="k=v"` and `make demo ARGS="--set k=v"` reach the config (a bad value names its
+    field); ``-o setup``: the venv is there already."""
+    root = Path(__file__).resolve().parents[2]
+    for how in ('SET=trainer.batch_size=-3', 'ARGS=--set trainer.batch_size=-3'):
+        r = subprocess.run(["make", "-s", "-o", "setup", "demo", how], cwd=root, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode != 0 and "trainer.batch_size" in r.stderr, (how, r.stdout, r.stderr)
