@@ -140,12 +140,12 @@ class _Metrics:
         for role in ("features", "actions"):
             c.add_metric([role], counts.get(role, 0))
         yield c
-        for key, help_ in (("joined", "examples written (positives and kept negatives, late ones included)"),
-                           ("positives", "examples with at least one positive label"),
-                           ("late", "positive examples whose action came after the window closed"),
-                           ("negatives_kept", "negative examples kept by sampling"),
-                           ("negatives_dropped", "negative examples dropped by sampling")):
-            name = "examples" if key == "joined" else key if key.startswith("negatives") else f"{key}_examples"
+        for key, name, help_ in (
+                ("joined", "examples", "examples written (positives and kept negatives, late ones included)"),
+                ("positives", "positive_examples", "examples with at least one positive label"),
+                ("late", "late_examples", "positive examples whose action came after the window closed"),
+                ("negatives_kept", "negative_examples_kept", "negative examples kept by sampling"),
+                ("negatives_dropped", "negative_examples_dropped", "negative examples dropped by sampling")):
             yield CounterMetricFamily(f"streamrec_join_{name}_total", help_, value=counts.get(key, 0))
         u = CounterMetricFamily("streamrec_join_dropped_unknown_total", "features and actions the feature spec "
                                 "does not know, dropped (spec: unknown = drop), by name", labels=["name"])
