@@ -155,6 +155,9 @@ def write_conf(cfg: FlinkConfig, cluster: Cluster) -> None:
         jobmanager_memory=cfg.jobmanager_memory, taskmanager_memory=cfg.taskmanager_memory,
         python=cfg.python_executable or sys.executable,
     )
+    if cfg.prometheus_ports:  # the reporter is a plugin PyFlink ships (plugins/metrics-prometheus)
+        text += ("metrics.reporter.prom.factory.class: org.apache.flink.metrics.prometheus.PrometheusReporterFactory\n"
+                 f'metrics.reporter.prom.port: "{cfg.prometheus_ports}"\n')
     (cluster.conf_dir / "config.yaml").write_text(text)
     (cluster.conf_dir / "masters").write_text(f"localhost:{cluster.rest_port}\n")
     (cluster.conf_dir / "workers").write_text("localhost\n")

@@ -40,6 +40,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +50,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from joiner.engine import JoinEngine, decode_position
 from joiner.sequencer import Sequencer
 from joiner.store import StateStore
-from streamrec.config import ConfigError, Settings, load_config
+from streamrec.config import Settings, load_config
+from streamrec.errors import StreamrecError
 from streamrec.kafka import (
     check_access,
     consumer,
@@ -528,8 +530,9 @@ def main(argv: list[str] | None = None) -> None:
         s = load_config(a.config, a.overrides)
         st = run_join(s, from_start=a.from_start, stop_when_idle=a.stop_when_idle, max_seconds=a.max_seconds,
                       drain=a.drain)
-    except ConfigError as e:  # a bad setting or a refused Kafka login: one line
-        raise SystemExit(f"{e}") from None
+    except StreamrecError as e:  # a bad setting, a refused login, no broker, a missing topic: one line
+        print(e, file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
     log.info("done: %s", st)
 
 
