@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from cli.preflight import preflight
+from cli.progress import live
 from streamrec.errors import CONFIG
 
 hdfs_app = typer.Typer(
@@ -104,7 +105,8 @@ def archive(
         serve_metrics(a.metrics_port, s.metrics.host, health=lambda: not arch.stopping)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: arch.stop())
-    st = arch.run(idle_s=stop_when_idle, max_s=max_seconds)
+    with live("archive", lambda: (arch.stats.archived, f"examples committed; {arch.stats.commits} commits")):
+        st = arch.run(idle_s=stop_when_idle, max_s=max_seconds)
     console.print(
         f"archived {st.archived:,} examples ({st.late:,} late), dropped {st.duplicates:,} duplicates, "
         f"{st.dead_letters:,} dead letters; {st.commits} commits, {st.files} files; "

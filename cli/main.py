@@ -19,6 +19,7 @@ import typer
 
 from cli import archive as sinks_cli
 from cli.preflight import preflight
+from cli.progress import live
 from streamrec import errors
 from streamrec.config import ConfigError, Settings, load_config
 
@@ -264,7 +265,17 @@ def join(
     preflight(s, ["features", "actions"])
     from jobs.join_runner import run_join
 
-    st = run_join(s, from_start=from_start, stop_when_idle=stop_when_idle, max_seconds=max_seconds, drain=drain)
+    current: list[Any] = []  # the runner of the moment (a new one after a rewind)
+
+    def reading() -> tuple[int, str] | None:
+        if not current:
+            return None
+        c = current[-1].engine.counts
+        return c.get("events", 0), f"events; {c.get('joined', 0):,} examples, lag {current[-1].lag:,}"
+
+    with live("join", reading):
+        st = run_join(s, from_start=from_start, stop_when_idle=stop_when_idle, max_seconds=max_seconds,
+                      drain=drain, on_runner=current.append)
     typer.echo(f"join: {st.events} events -> {st.examples} examples, {st.dead_letters} dead letters "
                f"{st.dead_reasons} in {st.seconds:.1f}s")
 

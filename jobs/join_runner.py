@@ -42,6 +42,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -493,9 +494,13 @@ def _abort(p: Producer) -> None:
 
 
 def run_join(settings: Settings, from_start: bool = False, stop_when_idle: float | None = None,
-             max_seconds: float | None = None, drain: bool = False) -> RunStats:
-    """Run until SIGTERM/SIGINT (or idle / time limits); a clean stop checkpoints first."""
+             max_seconds: float | None = None, drain: bool = False,
+             on_runner: Callable[[JoinRunner], None] | None = None) -> RunStats:
+    """Run until SIGTERM/SIGINT (or idle / time limits); a clean stop checkpoints first.
+    ``on_runner`` sees each runner (a new one after a ``Rewind``), e.g. for a progress display."""
     runner = JoinRunner(settings, from_start=from_start)
+    if on_runner is not None:
+        on_runner(runner)
 
     def _stop(signum: int, frame: Any) -> None:
         runner.stop = True
@@ -510,6 +515,8 @@ def run_join(settings: Settings, from_start: bool = False, stop_when_idle: float
                 stopping = runner.stop
                 runner = JoinRunner(settings)
                 runner.stop = stopping
+                if on_runner is not None:
+                    on_runner(runner)
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)

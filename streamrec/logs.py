@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -41,10 +41,30 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
+def stderr_console() -> Any:
+    """The one rich console on stderr: progress bars and (on a terminal) text logs share it, so a log
+    line prints above a live bar instead of through it."""
+    global _CONSOLE
+    if _CONSOLE is None:
+        from rich.console import Console
+
+        _CONSOLE = Console(stderr=True)
+    return _CONSOLE
+
+
+_CONSOLE: Any = None
+
+
 def setup_logging(cfg: LogConfig) -> None:
     """Replace the root logger's handlers with one on stderr in ``cfg``'s format and level."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if cfg.format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler: logging.Handler
+    if cfg.format == "text" and sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=stderr_console(), show_path=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter() if cfg.format == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

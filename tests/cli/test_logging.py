@@ -26,3 +26,32 @@ def test_json_logs_carry_the_stage_and_librdkafka(settings, tmp_path: Path) -> N
     loggers = {rec["logger"] for rec in records}
     assert "streamrec.join" in loggers and "librdkafka" in loggers, loggers
     assert r.stdout.startswith("join: ")  # the result stays on stdout, apart from the logs
+
+
+def test_on_a_terminal_a_long_command_shows_live_progress_on_stderr(settings, tmp_path: Path) -> None:
+    """The archive under a pseudo-terminal: a live line (spinner, count, status) on stderr, the logs above it."""
+    import os
+    import pty
+
+    t = settings.kafka.topics
+    cmd = [STREAMREC, "--set", f'kafka.bootstrap="{settings.kafka.bootstrap}"', "--set",
+           f'kafka.topics.examples="{t.examples}"', "--set", f'kafka.topics.dead_letter="{t.dead_letter}"',
+           "--set", f'archive.root="{tmp_path / "archive"}"', "archive", "--stop-when-idle", "2"]
+    master, slave = pty.openpty()
+    p = subprocess.Popen(cmd, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
+                         env={**os.environ, "COLUMNS": "160", "TERM": "xterm"})
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert p.wait(60) == 0, seen.decode(errors="replace")[-3000:]
+    text = seen.decode(errors="replace")
+    assert "archive" in text and "examples committed" in text, text[-3000:]  # the live line
+    assert "\x1b[" in text  # drawn in place with terminal control codes, not printed as log lines
