@@ -10,16 +10,11 @@ SIGTERM or Ctrl-C stops a run cleanly: the batch in flight is trained on, then a
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
-from typing import TYPE_CHECKING, Any
+from contextlib import nullcontext
+from typing import Any
 
 from streamrec.errors import ConfigError, MissingInput
-
-if TYPE_CHECKING:
-    from trainer.loop import Trainer
+from streamrec.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +64,7 @@ def train(settings: Any, batch: str | None = None, online: bool = False, restore
         if got is not None:
             log.info("continuing from snapshot %s", got)
     bar = _progress() if progress else nullcontext(None)
-    with bar as prog, _stop_on_signals(trainer):
+    with bar as prog, stop_on_signals(lambda: setattr(trainer, "stop_requested", True)):
         def tick(n: int, task: Any = None) -> None:
             if prog is not None and task is not None:
                 prog.advance(task, n)
@@ -90,22 +85,6 @@ def train(settings: Any, batch: str | None = None, online: bool = False, restore
             finally:
                 src.close()
     return {**trainer.finish(), "stopped_by_signal": trainer.stop_requested}
-
-
-@contextmanager
-def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
-    """SIGTERM / SIGINT ask the trainer to stop after its current batch (a handler can only be set
-    from the main thread: elsewhere, the caller stops it through ``stop_requested``)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = {sig: signal.signal(sig, lambda *_: setattr(trainer, "stop_requested", True))
-           for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
 
 
 def _progress() -> Any:

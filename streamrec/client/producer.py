@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -79,6 +80,7 @@ class Client:
             "retry.backoff.ms": c.retry_backoff_ms,
             "delivery.report.only.error": not self.all_reports,
             "on_delivery": self._delivered,
+            "logger": logging.getLogger("librdkafka"),  # librdkafka's lines through the application's logging
             **({"statistics.interval.ms": c.stats_interval_ms, "stats_cb": self._stats} if c.stats_interval_ms else {}),
             **settings.kafka.producer,
             **producer_conf,
