@@ -279,8 +279,9 @@ class JoinRunner:
 
         try:
             while not self.stop:
-                got = self._take_in(c.consume(jc.consume_batch, timeout=0.1), seq, on_error)
+                busy = self._take_in(c.consume(jc.consume_batch, timeout=0.1), seq, on_error)
                 while (batch := seq.take()) is not None:  # rounds: see joiner.sequencer
+                    busy += 1  # working through input taken earlier is not idle
                     engine.process_batch(batch, on_error)
                     self._end_round(seq, p)
                     self._throttle(c, seq, paused)  # resume a partition before it runs dry
@@ -288,7 +289,7 @@ class JoinRunner:
                     self._end_round(seq, p)  # a partition ran dry: it stops holding the watermark back
                 self._throttle(c, seq, paused)
                 now = time.monotonic()
-                if got:
+                if busy:
                     last_msg = now
                 if now - last_ckpt >= ckpt_s:
                     self._checkpoint(p, c)

@@ -28,7 +28,7 @@ from deploy.procs import free_port
 from jobs.flink.feed import produce_recorded, write_offsets
 from jobs.replay import encode_events
 from replay.events import build_events
-from streamrec.config import ConfigError, Settings, load_config
+from streamrec.config import ConfigError, KafkaConfig, Settings, load_config
 from streamrec.kafka import create_topics
 from tests.conftest import MOVIELENS_SPEC
 from tests.jobs.flink_helpers import (
@@ -61,7 +61,8 @@ def feed(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Feed
     msgs[mid:mid] = contract_breaches(features, actions, msgs[mid][4])
     msgs += eos_messages(features, actions, max(e.log.ts_ms for e in events), s)
     offsets = produce_recorded(s.kafka, msgs)
-    return Feed(kafka_bootstrap, features, actions, write_offsets(tmp / "offsets.json", offsets), len(events), tmp)
+    return Feed(kafka_bootstrap, features, actions, write_offsets(tmp / "offsets.json", offsets), len(events), tmp,
+                msgs)
 
 
 @pytest.fixture(scope="module")
@@ -139,11 +140,21 @@ def test_taskmanager_killed_mid_stream_exactly_once(feed: Feed, flink_clean: Out
     from deploy import flink
     from deploy.procs import kill_pid
 
-    s, ov = feed.settings("tm-kill", **{"flink.checkpoint_interval_ms": 300, "flink.parallelism": 1})
+    # A copy of the feed whose second half is produced only after the kill: the job cannot finish
+    # before the TaskManager dies, however fast this machine is.
+    copy = {feed.features: f"{feed.features}-tmk", feed.actions: f"{feed.actions}-tmk"}
+    create_topics(KafkaConfig(bootstrap=feed.bootstrap), dict.fromkeys(copy.values(), PARTITIONS))
+    msgs = [(copy[t], *rest) for t, *rest in feed.messages]
+    stops = {copy[t]: ps for t, ps in json.loads(feed.offsets.read_text()).items()}
+    s, ov = feed.settings("tm-kill", **{"flink.checkpoint_interval_ms": 300, "flink.parallelism": 1,
+                                        "kafka.topics.features": f'"{copy[feed.features]}"',
+                                        "kafka.topics.actions": f'"{copy[feed.actions]}"'})
+    produce_recorded(s.kafka, msgs[: len(msgs) // 2])
     cfg = s.flink
     cluster = flink.up(cfg)
     try:
-        r = flink.submit(cfg, [*(a for o in ov for a in ("--set", o)), "--stop-offsets", str(feed.offsets)],
+        r = flink.submit(cfg, [*(a for o in ov for a in ("--set", o)),
+                               "--stop-offsets", str(write_offsets(feed.tmp / "tmk-offsets.json", stops))],
                          detached=True, timeout=120)
         assert r.returncode == 0, f"flink run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         job = cluster.rest("/jobs/overview")["jobs"][0]["jid"]
@@ -152,9 +163,11 @@ def test_taskmanager_killed_mid_stream_exactly_once(feed: Feed, flink_clean: Out
             assert cluster.rest(f"/jobs/{job}")["state"] == "RUNNING" and time.monotonic() < deadline
             time.sleep(0.1)
         [tm] = cluster.all_pids("taskmanager")
-        assert cluster.rest(f"/jobs/{job}")["state"] == "RUNNING"  # mid-stream
+        assert cluster.rest(f"/jobs/{job}")["state"] == "RUNNING"  # mid-stream: half the input is not there yet
         kill_pid(tm, flink.MARKER)
         flink.add_taskmanager(cfg)
+        ends = produce_recorded(s.kafka, msgs[len(msgs) // 2:])
+        assert all(ends[t][int(p)] == o for t, ps in stops.items() for p, o in ps.items() if o)
         deadline = time.monotonic() + 240
         while (state := cluster.rest(f"/jobs/{job}")["state"]) not in ("FINISHED", "FAILED", "CANCELED"):
             assert time.monotonic() < deadline, "the job did not finish after the TaskManager was replaced"
