@@ -66,7 +66,6 @@ def archive(
     """
     from rich.console import Console
 
-
     s = _settings(ctx)
     a = s.archive
     try:
