@@ -151,6 +151,8 @@ def create_topics(
         try:
             fut.result(timeout)
         except KafkaException as e:
+            if e.args[0].code() == KafkaError.INVALID_REPLICATION_FACTOR:
+                raise ConfigError(f"kafka.topics.replication_factor: {e.args[0].str()}") from None
             if not (exist_ok and e.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS):
                 raise
     deadline = time.monotonic() + timeout
