@@ -14,6 +14,7 @@ CONFIG = 2  # a bad setting, option or config file (the message names the field)
 UNREACHABLE = 3  # a broker, HDFS or Flink cluster did not answer, or the local stack is not running
 MISSING_INPUT = 4  # a topic is missing, an input range is empty, no snapshot to restore
 INTERNAL = 70  # a bug (EX_SOFTWARE): rerun with --debug for the traceback
+INTERRUPTED = 130  # 128 + SIGINT: the demo stopped by Ctrl-C or SIGTERM (its stages stopped cleanly, no report)
 
 EXIT_CODES = {
     OK: "success, including a clean stop on SIGTERM or Ctrl-C",
@@ -22,6 +23,7 @@ EXIT_CODES = {
     UNREACHABLE: "a service did not answer: Kafka broker, HDFS, Flink cluster (or the local one is not running)",
     MISSING_INPUT: "the input is not there: a topic is missing, an input range is empty, no snapshot to restore",
     INTERNAL: "an unexpected error (a bug): one line; `--debug` shows the traceback",
+    INTERRUPTED: "`demo` stopped by Ctrl-C or SIGTERM before its end: its stages stopped cleanly, no report",
 }
 
 
