@@ -28,6 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    epilog="Exit codes: " + "; ".join(f"{code} {what.split(':')[0]}" for code, what in errors.EXIT_CODES.items()),
 )
 stack_app = typer.Typer(help="The local stack: an Apache Kafka broker (KRaft) and the topics.", no_args_is_help=True)
 replay_app = typer.Typer(help="Turn a dataset into the feature log and the action log on Kafka.", no_args_is_help=True)

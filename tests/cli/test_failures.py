@@ -127,3 +127,13 @@ def test_make_demo_passes_set_to_streamrec(tmp_path: Path) -> None:
         r = subprocess.run(["make", "-s", "-o", "setup", "demo", how], cwd=root, capture_output=True, text=True,
                            timeout=120)
         assert r.returncode != 0 and "trainer.batch_size" in r.stderr, (how, r.stdout, r.stderr)
+
+
+def test_every_exit_code_is_documented() -> None:
+    """The README's table and `streamrec --help` list every code of ``streamrec.errors``."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    help_text = subprocess.run([STREAMREC, "--help"], capture_output=True, text=True, timeout=60,
+                               env={**os.environ, "COLUMNS": "300"}).stdout
+    for code in errors.EXIT_CODES:
+        assert f"\n| {code} |" in readme, code
+        assert f" {code} " in help_text.split("Exit codes:")[1], code
