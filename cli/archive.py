@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from cli.preflight import preflight
-from cli.progress import live
+from cli.progress import live, waiting
 from streamrec.errors import CONFIG
 
 hdfs_app = typer.Typer(
@@ -146,7 +146,8 @@ def hdfs_up(ctx: typer.Context) -> None:
     """Start NameNode + DataNode (formatted at first start; ports kept in the run dir)."""
     from deploy.hdfs import up
 
-    h = up(_hdfs_dir(ctx))
+    with waiting("starting the HDFS NameNode and DataNode"):
+        h = up(_hdfs_dir(ctx))
     typer.echo(f"hdfs up: WebHDFS {h.url}, {h.fs_uri}, run dir {h.run_dir}")
 
 

@@ -19,7 +19,7 @@ import typer
 
 from cli import archive as sinks_cli
 from cli.preflight import preflight
-from cli.progress import live
+from cli.progress import live, waiting
 from streamrec import errors
 from streamrec.config import ConfigError, Settings, load_config
 
@@ -177,7 +177,7 @@ def stack_up(ctx: typer.Context) -> None:
     """Start the broker on 127.0.0.1:<stack.broker_port> and create the topics (idempotent)."""
     from deploy.stack import up
 
-    up(settings(ctx))
+    up(settings(ctx))  # prints each step itself
 
 
 @stack_app.command("down")
@@ -356,7 +356,8 @@ def flink_up(ctx: typer.Context) -> None:
     flink.run_dir."""
     from deploy.flink import up
 
-    c = up(settings(ctx).flink)
+    with waiting("starting the Flink JobManager and TaskManagers"):
+        c = up(settings(ctx).flink)
     typer.echo(f"Flink cluster up: {c.rest_url} (conf {c.conf_dir}, logs {c.log_dir})")
 
 

@@ -45,3 +45,14 @@ def live(description: str, read: Callable[[], Reading | None]) -> Iterator[None]
         finally:
             done.set()
             thread.join()
+
+
+@contextmanager
+def waiting(what: str) -> Iterator[None]:
+    """A spinner on stderr while a set-up step waits for daemons (seconds to a minute); terminal only."""
+    console = stderr_console()
+    if not console.is_terminal:
+        yield
+        return
+    with console.status(what):
+        yield
