@@ -83,6 +83,16 @@ def test_hdfs_unreachable(tmp_path: Path) -> None:
     assert "archive.hdfs_url" in line and "did not answer" in line, line
 
 
+def test_archive_to_an_hdfs_that_does_not_answer(kafka_bootstrap: str, make_topics, tmp_path: Path) -> None:
+    t = make_topics(examples=1, dead_letter=1)
+    r = streamrec(tmp_path, "archive", sets=(f'kafka.bootstrap="{kafka_bootstrap}"',
+                                             f'kafka.topics.examples="{t["examples"]}"',
+                                             f'kafka.topics.dead_letter="{t["dead_letter"]}"', 'archive.target="hdfs"',
+                                             f'archive.hdfs_url="http://127.0.0.1:{free_port()}"'))
+    line = one_line(r, errors.UNREACHABLE)  # at start; outages of a running archive are retried instead
+    assert "archive.hdfs_url" in line and "did not answer" in line, line
+
+
 @pytest.mark.parametrize("where", ["no local cluster", "jobmanager not answering"])
 def test_flink_submit_without_a_cluster(where: str, tmp_path: Path) -> None:
     sets = (f'flink.jobmanager="127.0.0.1:{free_port()}"',) if where == "jobmanager not answering" else ()
