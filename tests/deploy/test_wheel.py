@@ -74,3 +74,21 @@ def test_the_wheel_alone_has_version_config_and_templates(installed: Path, tmp_p
         run([sr, "--set", run_dir, "stack", "status"], elsewhere, env)
     finally:
         subprocess.run([sr, "--set", run_dir, "stack", "down"], cwd=elsewhere, env=env, timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("daemons", ["hdfs", "flink"])
+def test_the_wheel_alone_starts_hdfs_and_flink(daemons: str, installed: Path, tmp_path: Path) -> None:
+    """`hdfs up` renders the HDFS templates, `flink up` the Flink one, from the installed package."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["STREAMREC_VENDOR"] = str(ROOT / ".vendor")
+    sr = [str(installed / "bin" / "streamrec"), "--set", f'stack.run_dir="{tmp_path / "run"}"',
+          "--set", f'flink.run_dir="{tmp_path / "flink"}"']
+    try:
+        up = run([*sr, daemons, "up"], tmp_path, env)
+        assert ("hdfs up: WebHDFS http://127.0.0.1:" if daemons == "hdfs" else "Flink cluster up: http://") in up.stdout
+        conf = tmp_path / "run" / "hdfs" / "conf" / "core-site.xml" if daemons == "hdfs" \
+            else tmp_path / "flink" / "conf" / "config.yaml"
+        assert conf.is_file() and "${" not in conf.read_text()  # rendered: no placeholder left
+    finally:
+        subprocess.run([*sr, daemons, "down"], cwd=tmp_path, env=env, timeout=180)
