@@ -71,6 +71,7 @@ class Client:
         self._counts = [0, 0, 0]  # feature logs, actions, bytes: the hot path's counters
         conf = {
             "bootstrap.servers": settings.kafka.bootstrap,
+            **settings.kafka.security.librdkafka(),  # kafka.security reaches applications' clients too
             "linger.ms": c.linger_ms,
             "batch.num.messages": c.batch_messages,
             "queue.buffering.max.messages": c.queue_max_messages,
