@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -70,6 +71,7 @@ class Client:
         self._counts = [0, 0, 0]  # feature logs, actions, bytes: the hot path's counters
         conf = {
             "bootstrap.servers": settings.kafka.bootstrap,
+            **settings.kafka.security.librdkafka(),  # kafka.security reaches applications' clients too
             "linger.ms": c.linger_ms,
             "batch.num.messages": c.batch_messages,
             "queue.buffering.max.messages": c.queue_max_messages,
@@ -79,6 +81,7 @@ class Client:
             "retry.backoff.ms": c.retry_backoff_ms,
             "delivery.report.only.error": not self.all_reports,
             "on_delivery": self._delivered,
+            "logger": logging.getLogger("librdkafka"),  # librdkafka's lines through the application's logging
             **({"statistics.interval.ms": c.stats_interval_ms, "stats_cb": self._stats} if c.stats_interval_ms else {}),
             **settings.kafka.producer,
             **producer_conf,
