@@ -18,19 +18,25 @@ from __future__ import annotations
 
 import operator
 import struct
+from marshal import dumps
 from typing import Any
 
 from schemas.avrobin import SMALL, SMALL_LONGS, long_bytes, string_bytes
 from schemas.codec import default_codec
 from schemas.fid import cross_fid, fid
 from schemas.spec import CrossSpec, FeatureSpec, SpecError
-from streamrec.client.logs import ActionLog, FeatureLog
+from streamrec.client.logs import ActionLog, FeatureLog, Item
 
 F32_MAX = 3.4028234663852886e38
 I32 = 1 << 31
 I64 = 1 << 63
 _F32 = struct.Struct("<f").pack
 Entry = tuple[tuple[int, ...], bytes]  # a slot's FIDs for one raw value (or tuple) and its encoded map entry
+# an item's cached encoding: (item id, its varint, own sparse entries' count, those entries, per item
+# cross its item-side source entries, what follows the crosses (end of map, dense map), all of it
+# after the position when no cross applies)
+ItemEntry = tuple[int, bytes, int, bytes, tuple[tuple[Entry | None, Entry | None], ...], bytes, bytes]
+SparseEntry = tuple[int, bytes, tuple[tuple[Entry | None, Entry | None], ...]]
 
 
 def _path(j: int, part: str) -> str:
@@ -123,7 +129,11 @@ class LogEncoder:
         codec = default_codec()
         self.fl_header = codec.current["FeatureLog"].header
         self.al_header = codec.current["ActionLog"].header
-        limit = max(1, fid_cache_size)
+        self.limit = limit = max(1, fid_cache_size)
+        # marshal of raw values -> encoded parts (``_key``): items whole, items' sparse maps, users' sparse maps
+        self.items: dict[bytes, ItemEntry] = {}
+        self.item_sparse: dict[bytes, SparseEntry] = {}
+        self.users: dict[bytes, tuple[bytes, dict[str, Entry]]] = {}
         sides: dict[str, dict[str, _Slot]] = {"user": {}, "item": {}}
         for name, s in spec.slots.items():
             if not s.retired:
@@ -177,82 +187,62 @@ class LogEncoder:
         return data
 
     def feature_log(self, log: FeatureLog) -> bytes:
-        """The user's maps, then each item's: the item loop is written out (no call per item or
-        per value), since a feature log lists many items and this is the client's hot path."""
+        """The user's maps, then each item's. An item's maps (and the user's sparse map) are
+        cached whole, keyed by ``marshal`` of its raw values (see ``_key``): a hit costs one C
+        call and a lookup, however many values the item has; only the crosses of item and user
+        slots, which depend on both, are looked up per item."""
         rid = _request_id(log.request_id)
         items = log.items
         if not items:
             raise SpecError("items", "no shown item: a feature log lists the items it scored")
-        ufids: dict[str, Entry] = {}
+        user, ufids = self._user_sparse(log.user)
         parts = [self.fl_header, rid, long_bytes(_int(log.user_id, "user_id")),
-                 long_bytes(_int(log.ts_ms, "ts_ms", 0)),
-                 self._user_sparse(log.user, ufids),
+                 long_bytes(_int(log.ts_ms, "ts_ms", 0)), user,
                  self._dense(log.user_dense, self.user_dense, -1), long_bytes(len(items))]
         append = parts.append
-        slots, dense, small = self.item, self.item_dense, SMALL_LONGS
+        small, icache = SMALL_LONGS, self.items
         # the item crosses, with their user-side sources' entries looked up once per log
         crosses = [(c, ufids.get(c.a), ufids.get(c.b)) for c in self.item_crosses]
         shown: set[int] = set()
         for j, it in enumerate(items):
-            iid, pos = it.item_id, it.position
-            if pos is None:
-                pos = j
-            if type(iid) is not int or not -I64 <= iid < I64:
-                iid = _int(iid, f"items[{j}].item_id")
+            try:  # _key, inline
+                k: bytes | None = dumps((it.item_id, it.sparse, it.dense), 2)
+            except ValueError:
+                k = None
+            e = icache.get(k)
+            if e is None:
+                e = self._item(it, j, k, shown)
+            iid = e[0]
             if iid in shown:
                 raise SpecError(f"items[{j}].item_id", f"item {iid} is shown twice: each shown item makes one "
                                                        "example, under an id of the request and the item")
             shown.add(iid)
-            if type(pos) is int and 0 <= pos < SMALL:
-                append(long_bytes(iid) + small[pos])
-            else:
-                append(long_bytes(iid) + long_bytes(_int(pos, f"items[{j}].position", -I32, I32)))
-            # sparse map: one block of entries, its count written once known
-            raw = it.sparse
-            n = len(raw)
-            mark = len(parts)
-            append(b"")
-            fids = None
-            for name, v in raw.items():
-                s = slots.get(name)
-                if s is None:
-                    raise self._slot_error(name, "item", _path(j, "sparse"))
-                t = type(v)
-                got = None
-                if t is s.pytype:
-                    got = s.cache.get(v)
-                elif (t is list or t is tuple) and s.pytype is str:  # a tuple of strings equals only strings
-                    got = s.cache.get(v if t is tuple else tuple(v))
-                if got is None:
-                    got = s.entry(v, j)
-                append(got[1])
-                if s.crossed:
-                    if fids is None:
-                        fids = {}
-                    fids[name] = got
-            for c, ua, ub in crosses:
-                fa = ua if ua is not None else (fids.get(c.a) if fids else None)
-                fb = ub if ub is not None else (fids.get(c.b) if fids else None)
-                if fa is not None and fb is not None:
-                    append(c.entry(fa, fb))
-                    n += 1
-            if n:
-                parts[mark] = long_bytes(n)
-                append(b"\x00")
-            else:
-                parts[mark] = b"\x00"
-            d = it.dense
-            if not d:
-                append(b"\x00")
-            elif len(d) == 1:  # the usual single dense feature, inline
-                for name, v in d.items():
-                    key = dense.get(name)
-                    if key is not None and type(v) is float and -F32_MAX <= v <= F32_MAX:  # NaN fails it too
-                        append(b"\x02" + key + _F32(v) + b"\x00")
-                    else:
-                        append(self._dense(d, dense, j))  # raises, or converts an int
-            else:
-                append(self._dense(d, dense, j))
+            pos = it.position
+            if pos is None:
+                pos = j
+            append(e[1])
+            append(small[pos] if type(pos) is int and 0 <= pos < SMALL
+                   else long_bytes(_int(pos, f"items[{j}].position", -I32, I32)))
+            if crosses:
+                xs = None
+                for (c, ua, ub), (ia, ib) in zip(crosses, e[4], strict=True):
+                    fa = ua if ua is not None else ia
+                    fb = ub if ub is not None else ib
+                    if fa is not None and fb is not None:
+                        got = c.cache.get((fa[1], fb[1]))
+                        if got is None:
+                            got = c.entry(fa, fb)
+                        if xs is None:
+                            xs = [got]
+                        else:
+                            xs.append(got)
+                if xs is not None:  # one block: the item's own entries, then its crosses
+                    append(long_bytes(e[2] + len(xs)))
+                    append(e[3])
+                    append(b"".join(xs))
+                    append(e[5])
+                    continue
+            append(e[6])
         if type(log.source) is not str:
             raise SpecError("source", f"{log.source!r} is of type {type(log.source).__name__}, not a string")
         append(b"\x00")
@@ -263,28 +253,81 @@ class LogEncoder:
                                      f"(joiner.max_message_bytes = {self.max_bytes})")
         return data
 
-    # ---- maps -------------------------------------------------------------------------------
-    def _user_sparse(self, raw: Any, fids: dict[str, Entry]) -> bytes:
-        """The user's sparse map: the given slots, then the user-side crosses (``feature_log``
-        writes the items' maps the same way, inline). ``fids`` collects the entries of cross sources.
+    def _item(self, it: Item, j: int, k: bytes | None, shown: set[int]) -> ItemEntry:
+        """An item not in the cache: checked in the order the wire has it (id, position, sparse,
+        dense), encoded, and cached under ``k`` if its values are plain (see ``_key``)."""
+        iid = it.item_id
+        if type(iid) is not int or not -I64 <= iid < I64:
+            iid = _int(iid, f"items[{j}].item_id")
+        if iid in shown:
+            return (iid, b"", 0, b"", (), b"", b"")  # the caller raises: shown twice
+        pos = it.position
+        if pos is not None and not (type(pos) is int and 0 <= pos < SMALL):
+            _int(pos, f"items[{j}].position", -I32, I32)
+        sk = _key(it.sparse)
+        sp = self.item_sparse.get(sk)
+        if sp is None:
+            sp = self._item_sparse(it.sparse, j)
+            if sk is not None and _plain(it.sparse):
+                _put(self.item_sparse, sk, sp, self.limit)
+        n, plain, srcs = sp
+        d = it.dense
+        if len(d) == 1:  # the usual single dense feature, inline
+            for name, v in d.items():
+                key = self.item_dense.get(name)
+                if key is not None and type(v) is float and -F32_MAX <= v <= F32_MAX:  # NaN fails it too
+                    dense = b"\x02" + key + _F32(v) + b"\x00"
+                else:
+                    dense = self._dense(d, self.item_dense, j)  # raises, or converts an int
+        else:
+            dense = self._dense(d, self.item_dense, j)
+        head = long_bytes(n) if n else b""
+        whole = (head + plain + b"\x00" if n else b"\x00") + dense
+        e = (iid, long_bytes(iid), n, plain, srcs, b"\x00" + dense, whole)
+        if k is not None and type(it.item_id) is int and _plain(it.sparse) and _plain(d):
+            _put(self.items, k, e, self.limit)
+        return e
 
-        A cached entry is used as is when the value's type proves it valid: a value of the
-        slot's type, or a tuple of strings (equal only to strings) for a string slot; anything
-        else goes through ``_Slot.entry``, which checks every value."""
+    def _item_sparse(self, raw: Any, j: int) -> SparseEntry:
+        """An item's own sparse entries, checked value by value: (count, entries, per item cross
+        the entries of its item-side sources)."""
+        slots = self.item
+        entries = []
+        fids: dict[str, Entry] = {}
+        for name, v in raw.items():
+            s = slots.get(name)
+            if s is None:
+                raise self._slot_error(name, "item", _path(j, "sparse"))
+            got = s.entry(v, j)
+            entries.append(got[1])
+            if s.crossed:
+                fids[name] = got
+        srcs = tuple((fids.get(c.a), fids.get(c.b)) for c in self.item_crosses)
+        return len(entries), b"".join(entries), srcs
+
+    # ---- maps -------------------------------------------------------------------------------
+    def _user_sparse(self, raw: Any) -> tuple[bytes, dict[str, Entry]]:
+        """The user's sparse map and the entries of its cross sources, cached like an item's
+        (a user's values change far less often than they are logged)."""
+        k = _key(raw)
+        got = self.users.get(k)
+        if got is None:
+            fids: dict[str, Entry] = {}
+            got = (self._user_sparse_checked(raw, fids), fids)
+            if k is not None and _plain(raw):
+                _put(self.users, k, got, self.limit)
+        return got
+
+    def _user_sparse_checked(self, raw: Any, fids: dict[str, Entry]) -> bytes:
+        """The given slots, then the user-side crosses, every value checked (``_Slot.entry``);
+        ``fids`` collects the entries of cross sources."""
         entries = []
         slots = self.user
         for name, v in raw.items():
             s = slots.get(name)
             if s is None:
                 raise self._slot_error(name, "user", "user")
-            t = type(v)
-            got = None
-            if t is s.pytype:
-                got = s.cache.get(v)
-            elif (t is list or t is tuple) and s.pytype is str:
-                got = s.cache.get(v if t is tuple else tuple(v))
-            if got is None:
-                got = s.entry(v, -1)
+            got = s.entry(v, -1)
             entries.append(got[1])
             if s.crossed:
                 fids[name] = got
@@ -355,3 +398,35 @@ def _float(v: Any, where: str) -> float:
     if not (v - v == 0.0 and -F32_MAX <= v <= F32_MAX):
         raise SpecError(where, f"{v!r} is not a finite float32")
     return v
+
+
+def _key(x: Any) -> bytes | None:
+    """The cache key of raw values, or None: ``marshal`` (version 2: no back-references, so equal
+    values give equal bytes) tags each value with its exact type, so ``1``, ``1.0`` and ``True``,
+    or a list and a tuple, never share a key, and mutating a dict changes its key."""
+    try:
+        return dumps(x, 2)
+    except ValueError:  # a numpy int, a Mapping that is not a dict ...: not cached
+        return None
+
+
+def _plain(x: Any) -> bool:
+    """Only dicts, ints, strings, floats, lists and tuples of them: what may be cached under ``_key``.
+
+    marshal writes anything with the buffer protocol (a numpy int too) as bytes, so such a value
+    could share a key with a bytes value the checks refuse; a value like that is encoded, never cached."""
+    t = type(x)
+    if t is int or t is str or t is float:
+        return True
+    if t is list or t is tuple:
+        return all(_plain(y) for y in x)
+    if t is dict:
+        return all(type(k) is str and _plain(v) for k, v in x.items())
+    return False
+
+
+def _put(cache: dict[Any, Any], key: Any, value: Any, limit: int) -> None:
+    """Store in a bounded cache: when full it is emptied (the hot values come back at once)."""
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = value
