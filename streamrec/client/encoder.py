@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import operator
 import struct
+from itertools import chain, repeat
 from marshal import dumps
+from math import inf
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from schemas.avrobin import SMALL, SMALL_LONGS, long_bytes, string_bytes
@@ -34,8 +37,13 @@ _F32 = struct.Struct("<f").pack
 Entry = tuple[tuple[int, ...], bytes]  # a slot's FIDs for one raw value (or tuple) and its encoded map entry
 # an item's cached encoding: (item id, its varint, own sparse entries' count, those entries, per item
 # cross its item-side source entries, what follows the crosses (end of map, dense map), all of it
-# after the position when no cross applies)
-ItemEntry = tuple[int, bytes, int, bytes, tuple[tuple[Entry | None, Entry | None], ...], bytes, bytes]
+# after the position when no cross applies; for the one cross of ``LogEncoder._xfast``: the item-side
+# source's entry, what precedes the cross's entry (count and entries) when it applies, the entry's bytes)
+ItemEntry = tuple[int, bytes, int, bytes, tuple[tuple[Entry | None, Entry | None], ...], bytes, bytes,
+                  Entry | None, bytes, bytes | None]
+_KEY_FIELDS = attrgetter("item_id", "sparse", "dense")  # an item's raw values: its cache key
+_POSITION = attrgetter("position")
+_IID, _IID_B, _TAIL, _WHOLE, _PRE_X, _XSRC_B = (itemgetter(i) for i in (0, 1, 5, 6, 8, 9))
 SparseEntry = tuple[int, bytes, tuple[tuple[Entry | None, Entry | None], ...]]
 
 
@@ -95,28 +103,38 @@ class _Slot:
 
 
 class _Cross:
-    """A cross slot: caches (entry of source a, entry of source b) -> its encoded map entry.
+    """A cross slot: caches (entry of source a, entry of source b) -> its encoded map entry, and
+    (FID a, FID b) -> the cross FID's varint, so a new combination of known values (a user and a
+    movie's list of genres, say) costs lookups, not hashes.
 
     The sources' entries stand for their FIDs (one entry per slot and values) and, being bytes,
     keep their hash: the key costs two lookups of cached hashes, not a walk over big ints."""
 
-    __slots__ = ("name", "number", "key", "a", "b", "cache", "limit")
+    __slots__ = ("name", "number", "key", "a", "b", "cache", "pairs", "limit")
 
     def __init__(self, name: str, c: CrossSpec, limit: int):
         self.name, self.number = name, c.number
         self.key = string_bytes(name)
         self.a, self.b = c.of
         self.cache: dict[tuple[bytes, bytes], bytes] = {}
+        self.pairs: dict[tuple[int, int], bytes] = {}
         self.limit = limit
 
     def entry(self, ea: Entry, eb: Entry) -> bytes:
         key = (ea[1], eb[1])
         got = self.cache.get(key)
         if got is None:
-            got = _encoded(self.key, [cross_fid(self.number, x, y) for x in ea[0] for y in eb[0]])
-            if len(self.cache) >= self.limit:
-                self.cache.clear()
-            self.cache[key] = got
+            fids = []
+            pairs = self.pairs
+            for x in ea[0]:
+                for y in eb[0]:
+                    f = pairs.get((x, y))
+                    if f is None:
+                        f = long_bytes(cross_fid(self.number, x, y))
+                        _put(pairs, (x, y), f, self.limit)
+                    fids.append(f)
+            got = self.key + (long_bytes(len(fids)) + b"".join(fids) if fids else b"") + b"\x00"
+            _put(self.cache, key, got, self.limit)
         return got
 
 
@@ -149,7 +167,21 @@ class LogEncoder:
         self.user_dense = {n: string_bytes(n) for n in spec.dense_on("user")}
         self.item_dense = {n: string_bytes(n) for n in spec.dense_on("item")}
         self.actions = {a: string_bytes(a) for a in spec.known_actions}
-        self._rid = ("", b"")  # the last action's request id and its encoding
+        # the items' fast path (``_items_fast``) takes specs with no item cross, or one of a user-side
+        # and an item-side slot: (that cross, whether its user-side source is its first)
+        self._xfast: tuple[_Cross, bool] | None = None
+        self._fast = not self.item_crosses
+        if len(self.item_crosses) == 1:
+            c = self.item_crosses[0]
+            sides = spec.side(c.a), spec.side(c.b)
+            if sorted(sides) == ["item", "user"]:
+                self._xfast, self._fast = (c, sides[0] == "user"), True
+        # an action with a request id's part (header included) at most this long always fits: the
+        # rest is two longs, an action name and a float
+        longest = max(map(len, self.actions.values()))
+        self._fits = inf if max_message_bytes is None else max_message_bytes - 20 - longest - 5
+        # the last action's request id, the message's bytes up to the item id, whether it always fits
+        self._rid: tuple[Any, bytes, bool] = (None, b"", True)
 
     # ---- entry points ---------------------------------------------------------------------
     def encode(self, log: FeatureLog | ActionLog) -> bytes:
@@ -164,24 +196,26 @@ class LogEncoder:
         return default_codec().decode(self.encode(log))[1]
 
     def action_log(self, a: ActionLog) -> bytes:
+        """The usual action is checked in one test and joined from five pieces; its header and
+        request id are encoded once per request id (with whether any action of the request can
+        exceed the joiner's limit: nearly never), since consecutive actions often share it."""
         rid, iid, ts, v = a.request_id, a.item_id, a.ts_ms, a.value
         act = self.actions.get(a.action) if type(a.action) is str else None
         if act is None:
             raise SpecError("action", f"{a.action!r} is neither a label nor ignored in the feature spec "
                                       f"({sorted(self.actions)})")
-        if not (type(rid) is str and type(iid) is int and type(ts) is int and rid and len(rid) < SMALL
-                and -I64 <= iid < I64 and 0 <= ts < I64):  # the usual case in one test; else say what is wrong
-            rid_b = _request_id(rid)
-            iid, ts = _int(iid, "item_id"), _int(ts, "ts_ms", 0)
-        elif rid == self._rid[0]:
-            rid_b = self._rid[1]  # a request's actions come together: its id is encoded once
-        else:
-            rid_b = rid.encode()
-            rid_b = long_bytes(len(rid_b)) + rid_b
-            self._rid = (rid, rid_b)
-        value = b"\x00" if v is None else b"\x02" + _F32(_float(v, "value"))
-        data = b"".join((self.al_header, rid_b, long_bytes(iid), act, long_bytes(ts), value))
-        if self.max_bytes is not None and len(data) > self.max_bytes:
+        if not (type(rid) is str and type(iid) is int and type(ts) is int and rid
+                and -I64 <= iid < I64 and 0 <= ts < I64):  # the usual action, in one test; else check each
+            _request_id(rid)
+            iid, ts = _int(iid, "item_id"), _int(ts, "ts_ms", 0)  # raises, or converts a numpy int
+        last = self._rid
+        if rid != last[0]:
+            b = rid.encode()
+            head = self.al_header + (SMALL_LONGS[len(b)] if len(b) < SMALL else long_bytes(len(b))) + b
+            last = self._rid = (rid, head, len(head) <= self._fits)
+        data = b"".join((last[1], SMALL_LONGS[iid] if 0 <= iid < SMALL else long_bytes(iid), act, long_bytes(ts),
+                         b"\x00" if v is None else b"\x02" + _F32(_float(v, "value"))))
+        if not last[2] and len(data) > self.max_bytes:
             raise SpecError("request_id", f"the encoded action is {len(data)} bytes, more than the joiner takes "
                                           f"(joiner.max_message_bytes = {self.max_bytes})")
         return data
@@ -203,6 +237,10 @@ class LogEncoder:
         small, icache = SMALL_LONGS, self.items
         # the item crosses, with their user-side sources' entries looked up once per log
         crosses = [(c, ufids.get(c.a), ufids.get(c.b)) for c in self.item_crosses]
+        fast = self._items_fast(items, ufids) if self._fast else None
+        if fast is not None:
+            parts += fast
+            items = []  # done
         shown: set[int] = set()
         for j, it in enumerate(items):
             try:  # _key, inline
@@ -253,6 +291,49 @@ class LogEncoder:
                                      f"(joiner.max_message_bytes = {self.max_bytes})")
         return data
 
+    def _items_fast(self, items: list[Item], ufids: dict[str, Entry]) -> list[bytes] | None:
+        """Every item's bytes (from its id on) by C-level passes over the list (``map``, ``zip``):
+        no Python code runs per cached item. None, and the caller's loop (which checks and raises
+        in order) takes the log, when anything is not the usual: an item that fails a check, an
+        id shown twice, a position that is not a small int."""
+        n = len(items)
+        try:
+            keys = list(map(dumps, map(_KEY_FIELDS, items), repeat(2, n)))
+        except (ValueError, AttributeError):
+            return None
+        es = list(map(self.items.get, keys))
+        if None in es:
+            try:
+                for j, e in enumerate(es):
+                    if e is None:
+                        es[j] = self._item(items[j], j, keys[j], set())
+            except SpecError:
+                return None
+        if len(set(map(_IID, es))) < n:
+            return None
+        pos = list(map(_POSITION, items))
+        if pos.count(None) == n and n <= SMALL:
+            posb = SMALL_LONGS[:n]
+        else:
+            posb = [SMALL_LONGS[j if p is None else p] if p is None or (type(p) is int and 0 <= p < SMALL) else None
+                    for j, p in enumerate(pos)]
+            if None in posb:
+                return None
+        xf = self._xfast
+        u = None if xf is None else ufids.get(xf[0].a if xf[1] else xf[0].b)
+        if u is None:  # no cross applies
+            return list(chain.from_iterable(zip(map(_IID_B, es), posb, map(_WHOLE, es), strict=True)))
+        c, user_first = xf
+        us = repeat(u[1], n)  # a cross's key: the sources' entries' bytes, as _Cross.entry has it
+        xs = list(map(c.cache.get, zip(us, map(_XSRC_B, es), strict=True) if user_first
+                      else zip(map(_XSRC_B, es), us, strict=True)))
+        if None in xs:
+            for j, x in enumerate(xs):
+                if x is None:
+                    i = es[j][7]
+                    xs[j] = b"" if i is None else c.entry(u, i) if user_first else c.entry(i, u)
+        return list(chain.from_iterable(zip(map(_IID_B, es), posb, map(_PRE_X, es), xs, map(_TAIL, es), strict=True)))
+
     def _item(self, it: Item, j: int, k: bytes | None, shown: set[int]) -> ItemEntry:
         """An item not in the cache: checked in the order the wire has it (id, position, sparse,
         dense), encoded, and cached under ``k`` if its values are plain (see ``_key``)."""
@@ -260,7 +341,7 @@ class LogEncoder:
         if type(iid) is not int or not -I64 <= iid < I64:
             iid = _int(iid, f"items[{j}].item_id")
         if iid in shown:
-            return (iid, b"", 0, b"", (), b"", b"")  # the caller raises: shown twice
+            return (iid, b"", 0, b"", (), b"", b"", None, b"", None)  # the caller raises: shown twice
         pos = it.position
         if pos is not None and not (type(pos) is int and 0 <= pos < SMALL):
             _int(pos, f"items[{j}].position", -I32, I32)
@@ -281,9 +362,12 @@ class LogEncoder:
                     dense = self._dense(d, self.item_dense, j)  # raises, or converts an int
         else:
             dense = self._dense(d, self.item_dense, j)
-        head = long_bytes(n) if n else b""
-        whole = (head + plain + b"\x00" if n else b"\x00") + dense
-        e = (iid, long_bytes(iid), n, plain, srcs, b"\x00" + dense, whole)
+        whole = (long_bytes(n) + plain + b"\x00" if n else b"\x00") + dense
+        xsrc = None
+        if self._xfast is not None:
+            xsrc = srcs[0][1] if self._xfast[1] else srcs[0][0]
+        pre_x = long_bytes(n + 1) + plain if xsrc is not None else long_bytes(n) + plain if n else b""
+        e = (iid, long_bytes(iid), n, plain, srcs, b"\x00" + dense, whole, xsrc, pre_x, xsrc and xsrc[1])
         if k is not None and type(it.item_id) is int and _plain(it.sparse) and _plain(d):
             _put(self.items, k, e, self.limit)
         return e
