@@ -35,16 +35,15 @@ I32 = 1 << 31
 I64 = 1 << 63
 _F32 = struct.Struct("<f").pack
 Entry = tuple[tuple[int, ...], bytes]  # a slot's FIDs for one raw value (or tuple) and its encoded map entry
-# an item's cached encoding: (item id, its varint, own sparse entries' count, those entries, per item
-# cross its item-side source entries, what follows the crosses (end of map, dense map), all of it
-# after the position when no cross applies; for the one cross of ``LogEncoder._xfast``: the item-side
-# source's entry, what precedes the cross's entry (count and entries) when it applies, the entry's bytes)
+# an item's cached id and sparse map: (item id, its varint, the count of its own sparse entries, those
+# entries, per item cross the entries of its item-side sources, the map up to its end when no cross
+# applies; for the one cross of ``LogEncoder._xfast``: that up to the cross's entry, the item-side
+# source's entry and its bytes)
 ItemEntry = tuple[int, bytes, int, bytes, tuple[tuple[Entry | None, Entry | None], ...], bytes, bytes,
-                  Entry | None, bytes, bytes | None]
-_KEY_FIELDS = attrgetter("item_id", "sparse", "dense")  # an item's raw values: its cache key
-_POSITION = attrgetter("position")
-_IID, _IID_B, _TAIL, _WHOLE, _PRE_X, _XSRC_B = (itemgetter(i) for i in (0, 1, 5, 6, 8, 9))
-SparseEntry = tuple[int, bytes, tuple[tuple[Entry | None, Entry | None], ...]]
+                  Entry | None, bytes | None]
+_KEY_FIELDS = attrgetter("item_id", "sparse")  # the raw values an item's ItemEntry is keyed by
+_DENSE, _POSITION = attrgetter("dense"), attrgetter("position")
+_IID, _IID_B, _PRE, _PRE_X, _XSRC_B = (itemgetter(i) for i in (0, 1, 5, 6, 8))
 
 
 def _path(j: int, part: str) -> str:
@@ -148,9 +147,10 @@ class LogEncoder:
         self.fl_header = codec.current["FeatureLog"].header
         self.al_header = codec.current["ActionLog"].header
         self.limit = limit = max(1, fid_cache_size)
-        # marshal of raw values -> encoded parts (``_key``): items whole, items' sparse maps, users' sparse maps
+        # marshal of raw values (``_key``) -> encoded parts: items' ids and sparse maps, items' dense
+        # maps (after the end of the sparse map), users' sparse maps (with the entries of cross sources)
         self.items: dict[bytes, ItemEntry] = {}
-        self.item_sparse: dict[bytes, SparseEntry] = {}
+        self.item_denses: dict[bytes, bytes] = {}
         self.users: dict[bytes, tuple[bytes, dict[str, Entry]]] = {}
         sides: dict[str, dict[str, _Slot]] = {"user": {}, "item": {}}
         for name, s in spec.slots.items():
@@ -221,33 +221,90 @@ class LogEncoder:
         return data
 
     def feature_log(self, log: FeatureLog) -> bytes:
-        """The user's maps, then each item's. An item's maps (and the user's sparse map) are
-        cached whole, keyed by ``marshal`` of its raw values (see ``_key``): a hit costs one C
-        call and a lookup, however many values the item has; only the crosses of item and user
-        slots, which depend on both, are looked up per item."""
+        """The user's maps, then each item's. An item's sparse map (with its id) and its dense
+        map are cached, each keyed by ``marshal`` of its raw values (``_key``), as is the user's
+        sparse map: a hit costs a C call and a lookup however many values it has. Only crosses
+        of a user and an item slot, which depend on both, are looked up per item."""
         rid = _request_id(log.request_id)
         items = log.items
         if not items:
             raise SpecError("items", "no shown item: a feature log lists the items it scored")
+        head = [self.fl_header, rid, long_bytes(_int(log.user_id, "user_id")), long_bytes(_int(log.ts_ms, "ts_ms", 0))]
         user, ufids = self._user_sparse(log.user)
-        parts = [self.fl_header, rid, long_bytes(_int(log.user_id, "user_id")),
-                 long_bytes(_int(log.ts_ms, "ts_ms", 0)), user,
-                 self._dense(log.user_dense, self.user_dense, -1), long_bytes(len(items))]
+        parts = head + [user, self._dense(log.user_dense, self.user_dense, -1), long_bytes(len(items))]
+        fast = self._items_fast(items, ufids) if self._fast else None
+        if fast is None:
+            self._items_loop(items, ufids, parts)
+        else:
+            parts += fast
+        if type(log.source) is not str:
+            raise SpecError("source", f"{log.source!r} is of type {type(log.source).__name__}, not a string")
+        parts.append(b"\x00")
+        parts.append(string_bytes(log.source))
+        data = b"".join(parts)
+        if self.max_bytes is not None and len(data) > self.max_bytes:
+            raise SpecError("items", f"the encoded feature log is {len(data)} bytes, more than the joiner takes "
+                                     f"(joiner.max_message_bytes = {self.max_bytes})")
+        return data
+
+    def _items_fast(self, items: list[Item], ufids: dict[str, Entry]) -> list[bytes] | None:
+        """Every item's bytes (from its id on) by C-level passes over the list (``map``, ``zip``):
+        no Python code runs per cached item. None, and ``_items_loop`` (which checks and raises
+        in order) takes the log, when anything is not the usual: an item that fails a check, an
+        id shown twice, a position that is not a small int."""
+        n = len(items)
+        try:
+            keys = list(map(dumps, map(_KEY_FIELDS, items), repeat(2, n)))
+            dkeys = list(map(dumps, map(_DENSE, items), repeat(2, n)))
+        except (ValueError, AttributeError):
+            return None
+        es = list(map(self.items.get, keys))
+        ds = list(map(self.item_denses.get, dkeys))
+        try:
+            if None in es:
+                for j, e in enumerate(es):
+                    if e is None:
+                        es[j] = self._item(items[j], j, keys[j], set())
+            if None in ds:
+                for j, d in enumerate(ds):
+                    if d is None:
+                        ds[j] = self._item_dense(items[j].dense, j, dkeys[j])
+        except SpecError:
+            return None
+        if len(set(map(_IID, es))) < n:
+            return None
+        pos = list(map(_POSITION, items))
+        if pos.count(None) == n and n <= SMALL:
+            posb = SMALL_LONGS[:n]
+        else:
+            posb = [SMALL_LONGS[q] if type(q) is int and 0 <= q < SMALL else None
+                    for q in (j if p is None else p for j, p in enumerate(pos))]
+            if None in posb:
+                return None
+        xf = self._xfast
+        u = None if xf is None else ufids.get(xf[0].a if xf[1] else xf[0].b)
+        if u is None:  # no cross applies
+            return list(chain.from_iterable(zip(map(_IID_B, es), posb, map(_PRE, es), ds, strict=True)))
+        c, user_first = xf
+        us = repeat(u[1], n)  # the cross's key: its sources' entries' bytes, as in _Cross.entry
+        xs = list(map(c.cache.get, zip(us, map(_XSRC_B, es), strict=True) if user_first
+                      else zip(map(_XSRC_B, es), us, strict=True)))
+        if None in xs:  # a pair not seen yet, or an item without the cross's source
+            for j, x in enumerate(xs):
+                if x is None:
+                    i = es[j][7]
+                    xs[j] = b"" if i is None else c.entry(u, i) if user_first else c.entry(i, u)
+        return list(chain.from_iterable(zip(map(_IID_B, es), posb, map(_PRE_X, es), xs, ds, strict=True)))
+
+    def _items_loop(self, items: list[Item], ufids: dict[str, Entry], parts: list[bytes]) -> None:
+        """The items one by one, checked in the order the wire has them: any spec, any log."""
         append = parts.append
-        small, icache = SMALL_LONGS, self.items
         # the item crosses, with their user-side sources' entries looked up once per log
         crosses = [(c, ufids.get(c.a), ufids.get(c.b)) for c in self.item_crosses]
-        fast = self._items_fast(items, ufids) if self._fast else None
-        if fast is not None:
-            parts += fast
-            items = []  # done
         shown: set[int] = set()
         for j, it in enumerate(items):
-            try:  # _key, inline
-                k: bytes | None = dumps((it.item_id, it.sparse, it.dense), 2)
-            except ValueError:
-                k = None
-            e = icache.get(k)
+            k = _key((it.item_id, it.sparse))
+            e = self.items.get(k)
             if e is None:
                 e = self._item(it, j, k, shown)
             iid = e[0]
@@ -259,126 +316,37 @@ class LogEncoder:
             if pos is None:
                 pos = j
             append(e[1])
-            append(small[pos] if type(pos) is int and 0 <= pos < SMALL
+            append(SMALL_LONGS[pos] if type(pos) is int and 0 <= pos < SMALL
                    else long_bytes(_int(pos, f"items[{j}].position", -I32, I32)))
-            if crosses:
-                xs = None
-                for (c, ua, ub), (ia, ib) in zip(crosses, e[4], strict=True):
-                    fa = ua if ua is not None else ia
-                    fb = ub if ub is not None else ib
-                    if fa is not None and fb is not None:
-                        got = c.cache.get((fa[1], fb[1]))
-                        if got is None:
-                            got = c.entry(fa, fb)
-                        if xs is None:
-                            xs = [got]
-                        else:
-                            xs.append(got)
-                if xs is not None:  # one block: the item's own entries, then its crosses
-                    append(long_bytes(e[2] + len(xs)))
-                    append(e[3])
-                    append(b"".join(xs))
-                    append(e[5])
-                    continue
-            append(e[6])
-        if type(log.source) is not str:
-            raise SpecError("source", f"{log.source!r} is of type {type(log.source).__name__}, not a string")
-        append(b"\x00")
-        append(string_bytes(log.source))
-        data = b"".join(parts)
-        if self.max_bytes is not None and len(data) > self.max_bytes:
-            raise SpecError("items", f"the encoded feature log is {len(data)} bytes, more than the joiner takes "
-                                     f"(joiner.max_message_bytes = {self.max_bytes})")
-        return data
-
-    def _items_fast(self, items: list[Item], ufids: dict[str, Entry]) -> list[bytes] | None:
-        """Every item's bytes (from its id on) by C-level passes over the list (``map``, ``zip``):
-        no Python code runs per cached item. None, and the caller's loop (which checks and raises
-        in order) takes the log, when anything is not the usual: an item that fails a check, an
-        id shown twice, a position that is not a small int."""
-        n = len(items)
-        try:
-            keys = list(map(dumps, map(_KEY_FIELDS, items), repeat(2, n)))
-        except (ValueError, AttributeError):
-            return None
-        es = list(map(self.items.get, keys))
-        if None in es:
-            try:
-                for j, e in enumerate(es):
-                    if e is None:
-                        es[j] = self._item(items[j], j, keys[j], set())
-            except SpecError:
-                return None
-        if len(set(map(_IID, es))) < n:
-            return None
-        pos = list(map(_POSITION, items))
-        if pos.count(None) == n and n <= SMALL:
-            posb = SMALL_LONGS[:n]
-        else:
-            posb = [SMALL_LONGS[j if p is None else p] if p is None or (type(p) is int and 0 <= p < SMALL) else None
-                    for j, p in enumerate(pos)]
-            if None in posb:
-                return None
-        xf = self._xfast
-        u = None if xf is None else ufids.get(xf[0].a if xf[1] else xf[0].b)
-        if u is None:  # no cross applies
-            return list(chain.from_iterable(zip(map(_IID_B, es), posb, map(_WHOLE, es), strict=True)))
-        c, user_first = xf
-        us = repeat(u[1], n)  # a cross's key: the sources' entries' bytes, as _Cross.entry has it
-        xs = list(map(c.cache.get, zip(us, map(_XSRC_B, es), strict=True) if user_first
-                      else zip(map(_XSRC_B, es), us, strict=True)))
-        if None in xs:
-            for j, x in enumerate(xs):
-                if x is None:
-                    i = es[j][7]
-                    xs[j] = b"" if i is None else c.entry(u, i) if user_first else c.entry(i, u)
-        return list(chain.from_iterable(zip(map(_IID_B, es), posb, map(_PRE_X, es), xs, map(_TAIL, es), strict=True)))
+            xs = []
+            for (c, ua, ub), (ia, ib) in zip(crosses, e[4], strict=True):
+                fa = ua if ua is not None else ia
+                fb = ub if ub is not None else ib
+                if fa is not None and fb is not None:
+                    xs.append(c.entry(fa, fb))
+            if xs:  # one block: the item's own entries, then its crosses
+                append(long_bytes(e[2] + len(xs)) + e[3] + b"".join(xs))
+            else:
+                append(e[5])
+            dk = _key(it.dense)
+            d = self.item_denses.get(dk)
+            append(d if d is not None else self._item_dense(it.dense, j, dk))
 
     def _item(self, it: Item, j: int, k: bytes | None, shown: set[int]) -> ItemEntry:
-        """An item not in the cache: checked in the order the wire has it (id, position, sparse,
-        dense), encoded, and cached under ``k`` if its values are plain (see ``_key``)."""
+        """An item's id and sparse map, not in the cache: checked in the order the wire has them
+        (id, position, sparse), encoded, and cached under ``k`` if its values are plain (``_plain``)."""
         iid = it.item_id
         if type(iid) is not int or not -I64 <= iid < I64:
             iid = _int(iid, f"items[{j}].item_id")
         if iid in shown:
-            return (iid, b"", 0, b"", (), b"", b"", None, b"", None)  # the caller raises: shown twice
+            return (iid, b"", 0, b"", (), b"", b"", None, None)  # the caller raises: shown twice
         pos = it.position
         if pos is not None and not (type(pos) is int and 0 <= pos < SMALL):
             _int(pos, f"items[{j}].position", -I32, I32)
-        sk = _key(it.sparse)
-        sp = self.item_sparse.get(sk)
-        if sp is None:
-            sp = self._item_sparse(it.sparse, j)
-            if sk is not None and _plain(it.sparse):
-                _put(self.item_sparse, sk, sp, self.limit)
-        n, plain, srcs = sp
-        d = it.dense
-        if len(d) == 1:  # the usual single dense feature, inline
-            for name, v in d.items():
-                key = self.item_dense.get(name)
-                if key is not None and type(v) is float and -F32_MAX <= v <= F32_MAX:  # NaN fails it too
-                    dense = b"\x02" + key + _F32(v) + b"\x00"
-                else:
-                    dense = self._dense(d, self.item_dense, j)  # raises, or converts an int
-        else:
-            dense = self._dense(d, self.item_dense, j)
-        whole = (long_bytes(n) + plain + b"\x00" if n else b"\x00") + dense
-        xsrc = None
-        if self._xfast is not None:
-            xsrc = srcs[0][1] if self._xfast[1] else srcs[0][0]
-        pre_x = long_bytes(n + 1) + plain if xsrc is not None else long_bytes(n) + plain if n else b""
-        e = (iid, long_bytes(iid), n, plain, srcs, b"\x00" + dense, whole, xsrc, pre_x, xsrc and xsrc[1])
-        if k is not None and type(it.item_id) is int and _plain(it.sparse) and _plain(d):
-            _put(self.items, k, e, self.limit)
-        return e
-
-    def _item_sparse(self, raw: Any, j: int) -> SparseEntry:
-        """An item's own sparse entries, checked value by value: (count, entries, per item cross
-        the entries of its item-side sources)."""
         slots = self.item
         entries = []
         fids: dict[str, Entry] = {}
-        for name, v in raw.items():
+        for name, v in it.sparse.items():
             s = slots.get(name)
             if s is None:
                 raise self._slot_error(name, "item", _path(j, "sparse"))
@@ -387,7 +355,24 @@ class LogEncoder:
             if s.crossed:
                 fids[name] = got
         srcs = tuple((fids.get(c.a), fids.get(c.b)) for c in self.item_crosses)
-        return len(entries), b"".join(entries), srcs
+        n, plain = len(entries), b"".join(entries)
+        pre = long_bytes(n) + plain if n else b""
+        xsrc = None
+        if self._xfast is not None:
+            xsrc = srcs[0][1] if self._xfast[1] else srcs[0][0]
+        pre_x = pre if xsrc is None else long_bytes(n + 1) + plain
+        e = (iid, long_bytes(iid), n, plain, srcs, pre, pre_x, xsrc, None if xsrc is None else xsrc[1])
+        if k is not None and type(it.item_id) is int and _plain(it.sparse):
+            _put(self.items, k, e, self.limit)
+        return e
+
+    def _item_dense(self, d: Any, j: int, k: bytes | None) -> bytes:
+        """An item's dense map, not in the cache, after the end of its sparse map: checked, encoded,
+        and cached under ``k`` if its values are plain."""
+        got = b"\x00" + self._dense(d, self.item_dense, j)
+        if k is not None and _plain(d):
+            _put(self.item_denses, k, got, self.limit)
+        return got
 
     # ---- maps -------------------------------------------------------------------------------
     def _user_sparse(self, raw: Any) -> tuple[bytes, dict[str, Entry]]:

@@ -170,6 +170,7 @@ def test_what_the_client_sends_the_joiner_accepts_as_is(log: FeatureLog, tmp_pat
         event("refused")
         return  # refused: nothing sent
     event("sent")
+    assert data == reference(log)  # the bytes of the record built straight from the spec
     rec = codec.decode(data, expect="FeatureLog")[1]
     verdict = Validator(SPEC).features(rec)
     assert verdict.reason == "" and verdict.dropped == [] and verdict.record is rec
@@ -197,18 +198,18 @@ def test_what_the_client_sends_as_an_action_the_joiner_accepts(rid: str, iid: An
 
 
 # ---- the caches (items, users, crosses, action headers) never change a byte ---------------------
-def reference(log: FeatureLog) -> bytes:
+def reference(log: FeatureLog, spec: FeatureSpec = SPEC) -> bytes:
     """``log`` as the codec (fastavro) encodes the record built straight from the spec: no cache."""
     def fids(name: str, v: Any) -> list[int]:
-        return [SPEC.fid(name, int(x) if SPEC.slots[name].type == "int" else x)
+        return [spec.fid(name, int(x) if spec.slots[name].type == "int" else x)
                 for x in (v if isinstance(v, list | tuple) else [v])]
 
     def crosses(side: str, own: dict[str, list[int]], user: dict[str, list[int]]) -> dict[str, list[int]]:
         out = {}
-        for name, c in SPEC.crosses.items():
+        for name, c in spec.crosses.items():
             a, b = (own.get(s, user.get(s)) for s in c.of)
-            if not c.retired and SPEC.side(name) == side and a is not None and b is not None:
-                out[name] = [SPEC.cross_fid(name, x, y) for x in a for y in b]
+            if not c.retired and spec.side(name) == side and a is not None and b is not None:
+                out[name] = [spec.cross_fid(name, x, y) for x in a for y in b]
         return out
 
     user = {n: fids(n, v) for n, v in log.user.items()}
@@ -270,14 +271,24 @@ def test_values_that_are_not_plain_are_encoded_never_cached() -> None:
                  MappingProxyType({"i_price": np.float32(2.5).item()}))
     for _ in range(2):
         assert enc.encode(log) == reference(log)
-    assert len(enc.items) == 1 and len(enc.item_sparse) == 1  # only the first item's values are plain
+    assert len(enc.items) == 1 and len(enc.item_denses) == 2  # plain: the first item, the first two dense maps
 
 
-@pytest.mark.parametrize("size", [1, 2, 5, 1000])
-def test_bounded_caches_evict_without_changing_a_byte(size: int) -> None:
+# the items' fast path takes no item cross or one user x item cross (SPEC); these take the loop
+CROSSES = {"no item cross": {"hash_x_country": SPEC.crosses["hash_x_country"]},
+           "item x item, user x item": {**SPEC.crosses, "hash_x_cat": {"number": 303, "of": ["i_hash", "i_category"]}},
+           "item first": {"cat_x_country": {"number": 304, "of": ["i_category", "u_country"]}}}
+
+
+@pytest.mark.parametrize("size,crosses", [(1, None), (2, None), (5, None), (1000, None),
+                                          *((3, c) for c in CROSSES), *((1000, c) for c in CROSSES)])
+def test_bounded_caches_evict_without_changing_a_byte(size: int, crosses: str | None) -> None:
     """Logs drawn from a few values (hits), past the cache size (evictions), against the codec."""
     rng = np.random.default_rng(size)
-    enc = LogEncoder(SPEC, max_message_bytes=4096, fid_cache_size=size)
+    spec = SPEC if crosses is None else FeatureSpec.model_validate(
+        {**SPEC.model_dump(exclude={"crosses", "file"}), "crosses": {
+            n: c if isinstance(c, dict) else c.model_dump() for n, c in CROSSES[crosses].items()}})
+    enc = LogEncoder(spec, max_message_bytes=4096, fid_cache_size=size)
     countries, cats = ["de", "fr", "it", "ü"], ["shoes", "bags", "hats", "socks", "🧦"]
     for n in range(300):
         log = FeatureLog(f"r{n % 7}", int(rng.integers(0, 5)), 1_700_000_000_000 + n,
@@ -289,8 +300,8 @@ def test_bounded_caches_evict_without_changing_a_byte(size: int) -> None:
             if i % 3:
                 sparse["i_category"] = [str(c) for c in rng.choice(cats, int(i % 3))] if i % 2 else str(cats[i % 5])
             log.add_item(int(i), sparse, {"i_price": float(rng.integers(0, 3)) / 2} if i % 4 else {})
-        assert enc.encode(log) == reference(log), n
-        assert max(len(enc.items), len(enc.item_sparse), len(enc.users)) <= size
+        assert enc.encode(log) == reference(log, spec), n
+        assert max(len(enc.items), len(enc.item_denses), len(enc.users)) <= size
         assert all(len(c.cache) <= size and len(c.pairs) <= size for c in enc.item_crosses + enc.user_crosses)
         for k in rng.choice(len(log.items), int(rng.integers(1, 4))):
             it = log.items[k]
