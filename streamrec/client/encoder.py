@@ -8,10 +8,14 @@ takes. What it returns is never one the joiner dead-letters for its shape (``joi
 holds the same rules; tests check the two agree).
 
 Why it writes the bytes itself: fastavro's generic writer took ~45 us per feature log, more
-than producing the message. Here each slot caches raw value (or tuple of values) -> its FIDs
-and its whole encoded map entry (a feed logs the same users' and items' values all day), each
-cross its entry per pair of source FIDs, and a message is joined from cached pieces; the loops
-below are written for that (no call or string formatting per value unless something is wrong).
+than producing the message. A feed logs the same users' and items' values all day, so what is
+encoded is cached: an item's id and sparse map, its dense map and a user's sparse map, each
+keyed by ``marshal`` of its raw values (``_key``: exact types, the values as they are now, never
+the objects, which an application may mutate and reuse); each slot's entry per raw value and
+each cross's entry per pair of source entries (and its FID per pair of FIDs) for what misses.
+A cached item then costs no Python code of its own (``_items_fast``: C-level passes over the
+items), and values are checked one by one only on a miss. All caches are bounded
+(``client.fid_cache_size`` entries each).
 """
 
 from __future__ import annotations

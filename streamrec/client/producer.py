@@ -103,7 +103,7 @@ class Client:
         failed for good, and, with ``client.delivery_reports = "all"``, once it is acknowledged."""
         counts = self._counts
         try:
-            if type(log) is ActionLog:  # 11 in 12 messages of a feed: the first branch
+            if type(log) is ActionLog:  # actions outnumber feature logs: tested first
                 data = self._action_log(log)
                 topic = self._actions_topic
                 counts[1] += 1
