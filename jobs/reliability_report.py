@@ -15,18 +15,31 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-COLUMNS = ("kills", "outages", "examples", "lost", "duplicates", "identical", "equals_clean_run", "inputs",
-           "crashes", "seconds", "achieved_rate", "rss_start_mb", "rss_end_mb", "rocksdb_start_mb",
-           "rocksdb_end_mb", "max_lag")
+GROUPS = {  # one table each, with the rows that measured any of its columns
+    "kills and outages": ("kills", "outages", "examples", "lost", "duplicates", "identical", "equals_clean_run"),
+    "hostile input": ("inputs", "crashes"),
+    "sustained load": ("seconds", "achieved_rate", "rss_start_mb", "rss_end_mb", "rocksdb_start_mb",
+                       "rocksdb_end_mb", "max_lag"),
+}
+
+
+def _cell(v: object) -> str:
+    if v is None:
+        return ""
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
 
 
 def render(rows: list[dict]) -> list[Table]:
-    cols = [c for c in COLUMNS if any(c in r for r in rows)]
-    main = Table("what was done to the pipeline", *cols, title="streamrec reliability")
-    for r in rows:
-        main.add_row(r["what"], *("" if r.get(c) is None else f"{r[c]:,}" if isinstance(r[c], int) and
-                                  not isinstance(r[c], bool) else str(r[c]) for c in cols))
-    tables = [main]
+    tables = []
+    for title, group in GROUPS.items():
+        mine = [r for r in rows if any(c in r for c in group)]
+        cols = [c for c in group if any(c in r for r in mine)]
+        if not mine:
+            continue
+        t = Table("what was done", *cols, title=f"streamrec reliability: {title}", title_justify="left")
+        for r in mine:
+            t.add_row(r["what"], *(_cell(r.get(c)) for c in cols))
+        tables.append(t)
     dead = [r for r in rows if "dead_letters" in r]
     if dead:
         reasons = sorted({k for r in dead for k in r["dead_letters"]})
@@ -43,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if not path.exists():
         print(f"no reliability report at {path}: run `make reliability`", file=sys.stderr)
         return 2
-    console = Console()
+    console = Console(width=max(Console().width, 150))  # a log file is not 80 columns
     for t in render(json.loads(path.read_text())):
         console.print(t)
     return 0

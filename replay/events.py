@@ -182,3 +182,22 @@ class _Disorder:
             lag = int(self.rng.integers(1, 2 * self.quarter + 1))
             out.append(ReplayEvent(a.send_ms + lag, 0, ACTIONS, a.key, a.log))  # the same log sent again
         return out
+
+
+def looped(events: list[ReplayEvent], laps: int) -> Iterator[ReplayEvent]:
+    """``events`` again and again, each lap with fresh request ids (``<id>~<lap>``) and its times
+    shifted past the previous lap's: sustained load for as long as needed, at the cost of
+    sending, not of generating (generation is several times slower than the client)."""
+    if not events:
+        return
+    first = min(e.log.ts_ms for e in events)
+    span = max(e.log.ts_ms for e in events) - first + 1
+    for lap in range(laps):
+        suffix, shift = f"~{lap}", lap * span
+        for e in events:
+            log, rid = e.log, e.key + suffix
+            if type(log) is ActionLog:
+                new: FeatureLog | ActionLog = ActionLog(rid, log.item_id, log.action, log.ts_ms + shift, log.value)
+            else:
+                new = FeatureLog(rid, log.user_id, log.ts_ms + shift, log.user, log.user_dense, log.items, log.source)
+            yield ReplayEvent(e.send_ms + shift, e.seq, e.role, rid, new)

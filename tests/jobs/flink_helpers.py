@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from schemas.codec import default_codec
@@ -28,6 +28,7 @@ class Feed:
     offsets: Path
     events: int
     tmp: Path
+    messages: list[tuple] = field(default_factory=list, repr=False)  # as produced, for copies
 
     def settings(self, tag: str, **extra: object) -> tuple[Settings, list[str]]:
         """A config with fresh output topics; also returned as ``--set`` overrides for a subprocess."""

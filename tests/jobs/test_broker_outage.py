@@ -39,7 +39,7 @@ def read_examples(s: Settings, topic: str) -> tuple[dict[str, bytes], int]:
 def test_broker_kill_9_and_restart_mid_replay(tmp_path: Path, reliability) -> None:
     with Broker(tmp_path / "broker") as broker:
         s = load_config(None, [f'kafka.bootstrap="{broker.bootstrap}"', f'joiner.state_dir="{tmp_path / "joiner"}"',
-                               "replay.limit=6000", "replay.rate=12000"])
+                               "replay.limit=6000", "replay.rate=8000"])
         create_topics(s.kafka, {**s.kafka.topics.partition_counts(), "clean-examples": 2})
         sets = [f'kafka.bootstrap="{broker.bootstrap}"', f'joiner.state_dir="{tmp_path / "joiner"}"',
                 "joiner.checkpoint_interval_ms=200", "joiner.log_interval_s=0.5"]
@@ -51,13 +51,16 @@ def test_broker_kill_9_and_restart_mid_replay(tmp_path: Path, reliability) -> No
         sent: dict = {}
         replay = threading.Thread(target=lambda: sent.setdefault(
             "summary", run_replay(s, "movielens", quiet=True, read_back=False)))
-        replay.start()
         try:
             deadline = time.monotonic() + 60
-            while b"events/s=" not in log.read_bytes() or b"events=0 " in log.read_bytes().splitlines()[-1]:
+            while b"events/s=" not in log.read_bytes():  # the joiner is up before the replay starts
                 assert joiner.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
                 time.sleep(0.1)
-            time.sleep(1.5)  # mid-replay
+            replay.start()
+            while b"events=0 " in log.read_bytes().splitlines()[-1]:
+                assert joiner.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.1)
+            time.sleep(1.0)  # mid-replay
             assert replay.is_alive(), "the replay ended before the outage"
             broker.kill()
             time.sleep(2.0)

@@ -12,9 +12,11 @@ requests themselves are left out of the comparison.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -22,10 +24,11 @@ from pathlib import Path
 import pytest
 
 from deploy.hdfs import Hdfs
+from deploy.procs import free_port
 from jobs.flink.feed import produce_recorded, write_offsets
 from jobs.replay import encode_events
 from replay.events import build_events
-from streamrec.config import ConfigError, Settings, load_config
+from streamrec.config import ConfigError, KafkaConfig, Settings, load_config
 from streamrec.kafka import create_topics
 from tests.conftest import MOVIELENS_SPEC
 from tests.jobs.flink_helpers import (
@@ -58,7 +61,8 @@ def feed(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Feed
     msgs[mid:mid] = contract_breaches(features, actions, msgs[mid][4])
     msgs += eos_messages(features, actions, max(e.log.ts_ms for e in events), s)
     offsets = produce_recorded(s.kafka, msgs)
-    return Feed(kafka_bootstrap, features, actions, write_offsets(tmp / "offsets.json", offsets), len(events), tmp)
+    return Feed(kafka_bootstrap, features, actions, write_offsets(tmp / "offsets.json", offsets), len(events), tmp,
+                msgs)
 
 
 @pytest.fixture(scope="module")
@@ -136,11 +140,21 @@ def test_taskmanager_killed_mid_stream_exactly_once(feed: Feed, flink_clean: Out
     from deploy import flink
     from deploy.procs import kill_pid
 
-    s, ov = feed.settings("tm-kill", **{"flink.checkpoint_interval_ms": 300, "flink.parallelism": 1})
+    # A copy of the feed whose second half is produced only after the kill: the job cannot finish
+    # before the TaskManager dies, however fast this machine is.
+    copy = {feed.features: f"{feed.features}-tmk", feed.actions: f"{feed.actions}-tmk"}
+    create_topics(KafkaConfig(bootstrap=feed.bootstrap), dict.fromkeys(copy.values(), PARTITIONS))
+    msgs = [(copy[t], *rest) for t, *rest in feed.messages]
+    stops = {copy[t]: ps for t, ps in json.loads(feed.offsets.read_text()).items()}
+    s, ov = feed.settings("tm-kill", **{"flink.checkpoint_interval_ms": 300, "flink.parallelism": 1,
+                                        "kafka.topics.features": f'"{copy[feed.features]}"',
+                                        "kafka.topics.actions": f'"{copy[feed.actions]}"'})
+    produce_recorded(s.kafka, msgs[: len(msgs) // 2])
     cfg = s.flink
     cluster = flink.up(cfg)
     try:
-        r = flink.submit(cfg, [*(a for o in ov for a in ("--set", o)), "--stop-offsets", str(feed.offsets)],
+        r = flink.submit(cfg, [*(a for o in ov for a in ("--set", o)),
+                               "--stop-offsets", str(write_offsets(feed.tmp / "tmk-offsets.json", stops))],
                          detached=True, timeout=120)
         assert r.returncode == 0, f"flink run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         job = cluster.rest("/jobs/overview")["jobs"][0]["jid"]
@@ -149,9 +163,11 @@ def test_taskmanager_killed_mid_stream_exactly_once(feed: Feed, flink_clean: Out
             assert cluster.rest(f"/jobs/{job}")["state"] == "RUNNING" and time.monotonic() < deadline
             time.sleep(0.1)
         [tm] = cluster.all_pids("taskmanager")
-        assert cluster.rest(f"/jobs/{job}")["state"] == "RUNNING"  # mid-stream
+        assert cluster.rest(f"/jobs/{job}")["state"] == "RUNNING"  # mid-stream: half the input is not there yet
         kill_pid(tm, flink.MARKER)
         flink.add_taskmanager(cfg)
+        ends = produce_recorded(s.kafka, msgs[len(msgs) // 2:])
+        assert all(ends[t][int(p)] == o for t, ps in stops.items() for p, o in ps.items() if o)
         deadline = time.monotonic() + 240
         while (state := cluster.rest(f"/jobs/{job}")["state"]) not in ("FINISHED", "FAILED", "CANCELED"):
             assert time.monotonic() < deadline, "the job did not finish after the TaskManager was replaced"
@@ -175,9 +191,16 @@ def test_flink_run_on_standalone_cluster(feed: Feed, flink_clean: Output) -> Non
 
     s, ov = feed.settings("standalone")
     cfg = s.flink
+    first = free_port()
+    cfg.prometheus_ports = f"{first}-{first + 4}"  # one each for the JobManager and the TaskManager
     cluster = flink.up(cfg)
     try:
         assert flink.status(cfg)["taskmanagers"] == 1
+        scraped = ""
+        for port in range(first, first + 5):  # Flink's Prometheus reporter, as a scraper sees it
+            with contextlib.suppress(OSError):
+                scraped += urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3).read().decode()
+        assert "flink_jobmanager_numRegisteredTaskManagers" in scraped and "flink_taskmanager_Status" in scraped
         r = flink.submit(cfg, [*(a for o in ov for a in ("--set", o)), "--stop-offsets", str(feed.offsets)],
                          timeout=300)
         assert r.returncode == 0, f"flink run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"

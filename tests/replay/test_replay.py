@@ -15,7 +15,7 @@ import pytest
 
 from jobs.replay import encode_events, run_replay
 from replay.config import ReplayConfig
-from replay.events import ACTIONS, FEATURES, action_delays_ms, build_events
+from replay.events import ACTIONS, FEATURES, action_delays_ms, build_events, looped
 from schemas.codec import default_codec
 from streamrec.client import LogEncoder
 from streamrec.config import Settings
@@ -151,3 +151,17 @@ def test_cli_replay_paces_and_prints_the_counts_read_back(settings: Settings) ->
     for topic, n in want.items():
         assert re.search(rf"{topic}\s*│\s*{n:,}\s*│", read_back), (topic, n, read_back)
     assert took >= sum(want.values()) / 2000 * 0.8  # --rate capped messages/s
+
+
+def test_looped_laps_have_fresh_ids_and_later_times() -> None:
+    pool = build_events(ReplayConfig(limit=200), "synthetic")
+    laps = list(looped(pool, 3))
+    assert len(laps) == 3 * len(pool)
+    first, second = laps[:len(pool)], laps[len(pool):2 * len(pool)]
+    assert {e.key for e in first}.isdisjoint({e.key for e in second})
+    assert all(e.key == e.log.request_id for e in laps)
+    assert min(e.log.ts_ms for e in second) > max(e.log.ts_ms for e in first)
+    # the same traffic otherwise: roles, items and actions
+    assert [(e.role, getattr(e.log, "action", None)) for e in first] == [(e.role, getattr(e.log, "action", None))
+                                                                       for e in second]
+    assert all(a.log.items is b.log.items for a, b in zip(first, second, strict=True) if a.role == FEATURES)

@@ -78,7 +78,7 @@ def cli(settings, topic: str, out: Path, *args: str, **sets: object) -> list[str
         "trainer.dense_lr": "0.003", "trainer.snapshot_every_s": "0", "trainer.eval_window_ms": "60000",
         "trainer.eval_lateness_ms": "120000", **{k.replace("__", "."): v for k, v in sets.items()},
     }
-    cmd = [sys.executable, "-m", "streamrec.cli"]
+    cmd = [sys.executable, "-m", "cli.main"]
     for k, v in base.items():
         cmd += ["--set", f"{k}={v}"]
     return cmd + ["train", "--online", *args]

@@ -83,7 +83,8 @@ class DistributedTrainer(Trainer):
                 idle_since = now
             idle = stop_when_idle_s is not None and now - idle_since > stop_when_idle_s
             # idle is not final: a rank that is idle while others train goes on reading its partitions
-            enough = enough or (max_examples is not None and self.examples + len(batch) >= max_examples)
+            enough = enough or self.stop_requested or (
+                max_examples is not None and self.examples + len(batch) >= max_examples)
             done = enough or (not records and (source.exhausted or idle or self.stop_requested))
             req = routing.requests([batch.bags[s][0] for s in self.slots], comm.world)
             row = np.zeros(COUNTS + comm.world, np.int64)
