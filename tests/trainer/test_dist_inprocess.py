@@ -1,7 +1,6 @@
-"""Re-sharding a distributed trainer's snapshot: 1 -> 3 -> 1 ranks loses no row and no state.
-
-World size 1 needs no process group (``Comm(0, 1)``), so the trainer runs in this process; the
-rows of the 3-way snapshot are checked against their owners."""
+"""The distributed trainer in this process (world size 1 needs no process group: ``Comm(0, 1)``):
+it equals the embedded trainer, an empty step is harmless, and re-sharding 1 -> 3 -> 1 ranks
+loses no row and no state (the rows of the 3-way snapshot checked against their owners)."""
 
 from __future__ import annotations
 
@@ -87,3 +86,36 @@ def test_restore_under_another_world_size_says_how_to_reshard(tmp_path):
     assert snapshot.seqs(tmp_path / "snaps" / "shard-0-of-2")
     with pytest.raises(ValueError, match="another world size.*reshard"):
         make(tmp_path).restore()
+
+
+def test_one_rank_trains_exactly_as_the_embedded_trainer(tmp_path):
+    """The sharded path (requests by owner, occurrence counts, rows and gradients by slot, the dense
+    gradient summed from the exchange) at world size 1 equals the one-worker embedded trainer."""
+    from trainer.loop import Trainer
+
+    records = synthetic_examples(SPEC, 4000, users=300, items=150, seed=8, step_ms=300)
+    one = Trainer(TrainerConfig(batch_size=64, workers=1, snapshot_dir=tmp_path / "e", snapshot_every_s=0,
+                                metrics_csv=None, plot=None, eval_window_ms=60_000, eval_lateness_ms=0), SPEC)
+    one.run(MemorySource(records))
+    dist = make(tmp_path)
+    dist.run(MemorySource(records))
+    a, b = one.finish(), dist.finish()
+    assert a["auc"] == pytest.approx(b["auc"], abs=1e-9) and a["rows"] == b["rows"] > 300
+    assert [r["logloss"] for r in one.evaluator.rows] == pytest.approx([r["logloss"] for r in dist.evaluator.rows])
+    assert np.allclose(one.score(records[:300]), dist.score(records[:300]), atol=1e-6)
+
+
+def test_an_empty_step_changes_no_row_and_scores_nothing(tmp_path):
+    from trainer.batch import build_batch
+    from trainer.ps import make_model
+
+    t = make(tmp_path)
+    t.run(MemorySource(synthetic_examples(SPEC, 300, users=30, items=20, seed=2)))
+    before = {n: tbl[0].items()[1].copy() for n, tbl in t.ps.store.tables.items()}
+    seen = t.evaluator.examples
+    t.ps.prepare(routing.requests([np.zeros(0, np.int64)] * len(SPEC.model_slots), 1), np.zeros(1, np.int64),
+                 np.zeros(1, np.int64), 0)
+    assert len(t.step(make_model(t.cfg, SPEC), build_batch([], SPEC))) == 0
+    assert t.evaluator.examples == seen
+    for n, tbl in t.ps.store.tables.items():
+        assert np.array_equal(tbl[0].items()[1], before[n])
