@@ -126,7 +126,7 @@ def test_collisionless_quick(settings, tmp_path):
 
 
 def test_sync_interval_quick_through_the_cli(tmp_path):
-    from streamrec.cli import app
+    from cli.main import app
 
     res = CliRunner().invoke(app, ["experiment", "sync-interval", "--quick", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
