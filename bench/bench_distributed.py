@@ -63,11 +63,28 @@ def worker(args: argparse.Namespace) -> None:
         t.run(MemorySource(mine))
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         s = t.finish()
-    out = comm.all_objects({"wall": wall, "cpu": cpu, "steps": t.steps, "stats": comm.stats})
+    stats = {k: list(v) for k, v in comm.stats.items()}  # the training's, before the latency rounds
+    out = comm.all_objects({"wall": wall, "cpu": cpu, "steps": t.steps, "stats": stats, "latency": latency(comm)})
     if comm.rank == 0:
         print(json.dumps({"examples": len(records), "world": comm.world, "auc": s["auc"], "ranks": out,
                           "rows_per_shard": s["rows_per_shard"]}), flush=True)
     comm.close()
+
+
+def latency(comm, rounds: int = 200) -> dict[str, float]:
+    """Seconds per control all_gather and per small all_to_all, nothing else running in the ranks."""
+    row = np.zeros(6, np.int64)
+    one = np.ones(comm.world, np.int64)
+    send = np.zeros((comm.world, 16), np.float32)
+    out = {}
+    for kind, call in (("all_gather", lambda: comm.gather_control(row)),
+                       ("all_to_all", lambda: comm.exchange(send, one, one))):
+        call()
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            call()
+        out[kind] = (time.perf_counter() - t0) / rounds
+    return out
 
 
 def run_ranks(args: argparse.Namespace, world: int) -> dict:
@@ -116,13 +133,22 @@ def throughput(args: argparse.Namespace) -> None:
     r0 = two["ranks"][0]
     steps = max(r0["steps"], 1)
     comm_s = sum(v[1] for v in r0["stats"].values())
-    print(f"per step on rank 0 of 2 ({steps} steps): {1e3 * r0['wall'] / steps:.2f} ms wall, "
+    cpu2 = max(r["cpu"] for r in two["ranks"]) / steps
+    print(f"per step on rank 0 of 2 ({steps} steps): {1e3 * r0['wall'] / steps:.2f} ms wall "
+          f"(cpu of the busier rank {1e3 * cpu2:.2f} ms), "
           f"{1e3 * comm_s / steps:.2f} ms in collectives (incl. waiting for the other rank), "
           + ", ".join(f"{k} {v[0] / steps:.0f} calls {1e3 * v[1] / steps:.2f} ms {v[2] / steps / 1024:.1f} KiB"
                       for k, v in r0["stats"].items()))
     one_r = one["ranks"][0]
-    print(f"per step on 1 rank: {1e3 * one_r['wall'] / max(one_r['steps'], 1):.2f} ms wall "
-          f"(cpu {1e3 * one_r['cpu'] / max(one_r['steps'], 1):.2f} ms)")
+    cpu1 = one_r["cpu"] / max(one_r["steps"], 1)
+    print(f"per step on 1 rank: {1e3 * one_r['wall'] / max(one_r['steps'], 1):.2f} ms wall (cpu {1e3 * cpu1:.2f} ms)")
+    # with a core per rank and nobody else on it, a step would cost the busier rank's CPU time plus the
+    # latency of its 4 collectives (measured in the same ranks, apart from training)
+    lat = r0["latency"]
+    alpha = lat["all_gather"] + 3 * lat["all_to_all"]
+    print(f"collective latency on loopback: all_gather {1e3 * lat['all_gather']:.2f} ms, small all_to_all "
+          f"{1e3 * lat['all_to_all']:.2f} ms; CPU-bound projection (a core per rank, cost model): "
+          f"2 ranks / 1 rank = {2 * cpu1 / (cpu2 + alpha):.2f}x")
 
 
 # ---- 2. concurrent table ----------------------------------------------------------------------------
