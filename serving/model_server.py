@@ -1,15 +1,17 @@
-"""A minimal model server: scores the items of one request with the serving PS's weights.
+"""The model: scores FeatureLog-shaped requests with the serving PS's weights, per head, ranked.
 
-It reads only the serving PS (embeddings that syncs pushed, dense weights of the last dense sync)
-and never inserts: an id serving has not received reads as zeros. The feature spec it reads is
-the one the weights were trained under, shipped with them (slots, dense features with their
-defaults and normalization, labels). Scores of a model trained on sampled negatives are
-corrected by log-odds: ``p / (p + (1 - p) / r)`` with the keep rate ``r`` the trainer shipped
-with the dense weights.
+It reads only the serving PS (embeddings that deltas brought, dense weights of the last dense
+delta) and never inserts: an id serving has not received reads as zeros. The feature spec it
+reads is the one the weights were trained under, shipped with them (slots, dense features with
+their defaults and normalization, labels). Each head is corrected for negative sampling with its
+own keep rate, by log-odds: ``p / (p + (1 - p) / r_head)`` (the trainer ships one rate per head:
+a click keep rate applied to the like head over-corrects it, since many like-negatives are
+clicks, which were all kept).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -27,24 +29,34 @@ class ModelServer:
         self.ps = ps
         self._model: DeepFM | None = None
         self._spec: FeatureSpec | None = None
+        self._rates: list[float] = []
         self._version = -1
+        self._lock = threading.Lock()
 
-    def _current_model(self) -> tuple[DeepFM, FeatureSpec]:
-        meta = self.ps.meta
-        if self.ps.dense_state is None:
-            raise RuntimeError("the serving PS has no dense weights yet (no dense sync happened)")
-        if self._model is None or meta["dense_version"] != self._version:
-            m = DeepFM(**meta["model"])
-            m.load_state_dict(self.ps.dense_state)
-            m.eval()
-            self._model, self._version = m, meta["dense_version"]
-            self._spec = FeatureSpec.model_validate(meta["spec"])
-        return self._model, self._spec
+    def _current_model(self) -> tuple[DeepFM, FeatureSpec, list[float]]:
+        with self._lock:
+            meta, state = self.ps.meta, self.ps.dense_state
+            if state is None:
+                raise RuntimeError("the serving PS has no dense weights yet (no dense sync happened)")
+            if self._model is None or meta["dense_version"] != self._version:
+                m = DeepFM(**meta["model"])
+                m.load_state_dict(state)
+                m.eval()
+                spec = FeatureSpec.model_validate(meta["spec"])
+                # older trainers shipped one rate (the first head's): it belongs to that head only
+                rates = meta.get("keep_rates") or [meta.get("keep_rate", 1.0)] + [1.0] * (len(spec.labels) - 1)
+                self._model, self._spec, self._rates, self._version = m, spec, list(rates), meta["dense_version"]
+            return self._model, self._spec, self._rates
 
     @property
     def spec(self) -> FeatureSpec:
         """The feature spec of the weights being served (requests are built against it)."""
         return self._current_model()[1]
+
+    @property
+    def keep_rates(self) -> dict[str, float]:
+        _, spec, rates = self._current_model()
+        return dict(zip(spec.labels, rates, strict=True))
 
     @staticmethod
     def examples_of(request: dict[str, Any]) -> list[dict[str, Any]]:
@@ -58,9 +70,9 @@ class ModelServer:
             })
         return out
 
-    def score_records(self, records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-        """Corrected probability per label for example-shaped records."""
-        model, spec = self._current_model()
+    def raw_scores(self, records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        """Uncorrected probability per label (what the trainer's model outputs)."""
+        model, spec, _ = self._current_model()
         b = build_batch(records, spec)
         pooled = []
         for slot in spec.model_slots:
@@ -70,7 +82,15 @@ class ModelServer:
             pooled.append(pool(rows, torch.from_numpy(inv.astype(np.int64)), torch.from_numpy(offsets)))
         with torch.no_grad():
             p = torch.sigmoid(model(pooled, torch.from_numpy(b.dense))).double().numpy()
-        return {lb: correct_sampled(p[:, j], self.ps.meta["keep_rate"]) for j, lb in enumerate(spec.labels)}
+        return {lb: p[:, j] for j, lb in enumerate(spec.labels)}
+
+    def correct(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rates = self.keep_rates
+        return {lb: correct_sampled(p, rates[lb]) for lb, p in raw.items()}
+
+    def score_records(self, records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        """Corrected probability per label for example-shaped records."""
+        return self.correct(self.raw_scores(records))
 
     def score(self, request: dict[str, Any]) -> list[dict[str, Any]]:
         """Items of a FeatureLog-shaped request with their scores, best first by the first label."""
