@@ -78,7 +78,7 @@ class ModelServer:
         for slot in spec.model_slots:
             fids, offsets = b.bags[slot]
             uniq, inv = np.unique(fids, return_inverse=True)
-            rows = torch.from_numpy(self.ps.lookup(spec.number(slot), uniq))
+            rows = torch.from_numpy(self.ps.lookup(spec.number(slot), uniq, spec.settings(slot).dim))
             pooled.append(pool(rows, torch.from_numpy(inv.astype(np.int64)), torch.from_numpy(offsets)))
         with torch.no_grad():
             p = torch.sigmoid(model(pooled, torch.from_numpy(b.dense))).double().numpy()

@@ -30,6 +30,7 @@ class ServingPS:
 
     def __init__(self, slot_dims: dict[int, int], chunk_rows: int = 65536) -> None:
         self.slot_dims = dict(slot_dims)
+        self.chunk_rows = chunk_rows
         self.tables = {s: ServingTable(d, chunk_rows=chunk_rows) for s, d in self.slot_dims.items()}
         self.dense_state: dict[str, Any] | None = None
         self.meta: dict[str, Any] = {}
@@ -53,14 +54,24 @@ class ServingPS:
             self.push_slot(s, ids[m], rows[s] if isinstance(rows, dict) else rows[m])
         self.mark_synced(newest_event_ms, newest_ingest_ms)
 
+    def _table(self, slot: int, dim: int) -> ServingTable:
+        t = self.tables.get(slot)
+        if t is None:  # a replica learns its slots from the deltas
+            with self._lock:
+                t = self.tables.setdefault(slot, ServingTable(dim, chunk_rows=self.chunk_rows))
+                self.slot_dims.setdefault(slot, dim)
+        return t
+
     def push_slot(self, slot: int, ids: np.ndarray, rows: np.ndarray) -> None:
-        self.tables[slot].upsert(ids, rows)  # the table locks itself, in chunks
+        rows = np.asarray(rows, dtype=np.float32)
+        self._table(slot, rows.shape[1]).upsert(ids, rows)  # the table locks itself, in chunks
         with self._lock:
             self.rows_pushed += len(ids)
 
     def delete_rows(self, slot: int, ids: np.ndarray) -> int:
         """Drop rows training evicted (TTL); absent ids are ignored."""
-        n = self.tables[slot].delete(ids)
+        t = self.tables.get(slot)
+        n = t.delete(ids) if t is not None else 0
         with self._lock:
             self.rows_deleted += n
         return n
@@ -79,12 +90,18 @@ class ServingPS:
             self.dense_syncs += 1
 
     # ---- reads ------------------------------------------------------------------------------
-    def lookup(self, slot: int, ids: np.ndarray) -> np.ndarray:
-        """Rows of ``ids`` of one slot; unknown ids read as zeros and are not inserted."""
-        return self.tables[slot].lookup(ids)
+    def lookup(self, slot: int, ids: np.ndarray, dim: int | None = None) -> np.ndarray:
+        """Rows of ``ids`` of one slot; unknown ids read as zeros and are not inserted.
+
+        A slot no delta has named yet reads as zeros of ``dim`` (default: its known dim)."""
+        t = self.tables.get(slot)
+        if t is None:
+            return np.zeros((len(ids), dim if dim is not None else self.slot_dims[slot]), np.float32)
+        return t.lookup(ids)
 
     def contains(self, slot: int, ids: np.ndarray) -> np.ndarray:
-        return self.tables[slot].contains(ids)
+        t = self.tables.get(slot)
+        return t.contains(ids) if t is not None else np.zeros(len(ids), bool)
 
     def num_rows(self) -> int:
         return sum(len(t) for t in self.tables.values())

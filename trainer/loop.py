@@ -70,7 +70,8 @@ class Trainer:
     What it learns from and predicts is the feature spec's: a table per slot it uses, its dense
     features, one head per label (the first is the evaluated one)."""
 
-    def __init__(self, cfg: TrainerConfig, spec: FeatureSpec, serving: ServingPS | None = None) -> None:
+    def __init__(self, cfg: TrainerConfig, spec: FeatureSpec, serving: Any = None) -> None:
+        """``serving``: a ServingPS (default: a new one) or a sink with its push methods (DeltaPublisher)."""
         self.cfg = cfg
         self.spec = spec
         self.slots = spec.model_slots
@@ -163,6 +164,7 @@ class Trainer:
                 if max_examples is not None and self.examples >= max_examples:
                     break
             self._drain()
+            self.evict()  # what the final snapshot leaves out (expired rows), serving drops too
             self.sync_sparse()
             self.sync_dense()
         finally:
@@ -211,13 +213,17 @@ class Trainer:
         if by_time or by_count:
             self.snapshot()
         if now - self._last_evict >= self.cfg.evict_interval_s:
-            self._last_evict = now
-            evicted = self.ps.store.evict_expired_ids()
-            for name, ids in evicted.items():
-                if len(ids):
-                    self._deletes.setdefault(self.ps.store.numbers[name], []).append(ids)
-            if any(len(v) for v in evicted.values()):
-                log.info("evicted expired rows: %s", {k: len(v) for k, v in evicted.items()})
+            self.evict()
+
+    def evict(self) -> None:
+        """Evict rows past their slot's TTL; serving is told at the next sparse sync."""
+        self._last_evict = time.monotonic()
+        evicted = self.ps.store.evict_expired_ids()
+        for name, ids in evicted.items():
+            if len(ids):
+                self._deletes.setdefault(self.ps.store.numbers[name], []).append(ids)
+        if any(len(v) for v in evicted.values()):
+            log.info("evicted expired rows: %s", {k: len(v) for k, v in evicted.items()})
 
     def sync_sparse(self) -> int:
         """Push the rows touched since the last sync (embeddings only) to the serving PS."""
@@ -276,6 +282,7 @@ class Trainer:
     def snapshot(self) -> Path:
         """Quiesce the workers, then write an atomic snapshot with the matching stream positions."""
         self._drain()
+        self.evict()  # a snapshot never saves expired rows: evict them here too, so serving matches it
         self._last_snap = time.monotonic()
         self._examples_at_snap = self.examples
         state = {

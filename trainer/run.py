@@ -4,6 +4,8 @@ A batch run ends with a snapshot, and an online run starts from the newest snaps
 ``train --batch A..B`` followed by ``train --online`` continues from the same state (the dedup
 memory travels in the snapshot too, so examples seen in the archive are dropped online).
 ``--restore`` makes any run start from the newest snapshot and replay from its stream positions.
+Online runs publish every sync as a delta to the params topic (``serving.publish``), where serving
+replicas read them; each snapshot records the offset after the last delta.
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ def train(settings: Any, batch: str | None = None, online: bool = False, restore
         from streamrec.metrics import serve_metrics
 
         serve_metrics(cfg.metrics_port, settings.metrics.host)
-    trainer = Trainer(cfg, settings.features)
+    publisher = None
+    mode = settings.serving.publish
+    if mode == "always" or (mode == "online" and online):
+        from serving.transport import DeltaPublisher
+
+        publisher = DeltaPublisher(settings)  # syncs go to kafka.topics.params, for serving replicas
+    trainer = Trainer(cfg, settings.features, serving=publisher)
+    _stop_on_sigterm(trainer)
     if restore or (online and not batch):
         got = trainer.restore()
         if got is None and restore:
@@ -62,7 +71,18 @@ def train(settings: Any, batch: str | None = None, online: bool = False, restore
                 trainer.snapshot()
             finally:
                 src.close()
+    if publisher is not None:
+        publisher.close()
     return trainer.finish()
+
+
+def _stop_on_sigterm(trainer: Trainer) -> None:
+    """SIGTERM ends the run like idleness does: after the batch in hand, a final sync and snapshot."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: setattr(trainer, "stop_requested", True))
 
 
 def _progress() -> Any:

@@ -132,6 +132,26 @@ class Client:
             self._since_poll = 0
             p.poll(0)
 
+    def send_encoded(self, data: bytes, request_id: str, ts_ms: int) -> None:
+        """Queue a FeatureLog already encoded under this client's spec (``encoder`` or the codec).
+
+        For the model server, which encodes a request once to learn the FIDs it scores with and
+        logs those very bytes (or the codec's encoding of the same record): what it scored is
+        what the joiner joins. The key and timestamp contract is the same as ``send``'s."""
+        if type(request_id) is not str or not request_id:
+            raise SpecError("request_id", f"missing: got {request_id!r}")
+        self._counts[0] += 1
+        self._counts[2] += len(data)
+        key = request_id.encode()
+        try:
+            self._producer.produce(self._features_topic, data, key, timestamp=ts_ms)
+        except BufferError:
+            self._wait_and_produce(self._features_topic, data, key, None, ts_ms)
+        self._since_poll += 1
+        if self._since_poll >= POLL_EVERY:
+            self._since_poll = 0
+            self._producer.poll(0)
+
     def _wait_and_produce(self, topic: str, data: bytes, key: bytes, on_delivery: DeliveryCallback | None,
                           ts: int) -> None:
         """The local queue is full: serve delivery reports (which frees room) until it takes the message."""

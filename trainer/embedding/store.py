@@ -302,3 +302,18 @@ def _read_manifest(d: Path) -> dict | None:
     if not p.exists():
         return None
     return json.loads(p.read_text())
+
+
+def saved_rows(directory: str | Path):
+    """Yield (slot name, ids, embeddings) of a saved store, shard by shard, without optimizer state.
+
+    What a serving replica bootstraps from: it reads only the ids and embedding arrays of each
+    table file (``np.load`` of an ``.npz`` reads members lazily), never building training tables."""
+    d = Path(directory)
+    manifest = _read_manifest(d)
+    if manifest is None:
+        raise FileNotFoundError(f"{d / MANIFEST}: no embedding store saved here")
+    for name, saved in manifest["slots"].items():
+        for entry in saved["shards"]:
+            with np.load(d / entry["table"], allow_pickle=False) as z:
+                yield name, z["ids"], z["emb"]
