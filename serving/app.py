@@ -18,6 +18,8 @@ action logged later with the returned request id joins back to exactly those fea
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from typing import Any
 
@@ -47,7 +49,20 @@ class Service:
             self._builder, self._builder_spec = RecordBuilder(spec, self.cfg.source), spec
         return self._builder
 
-    def score(self, reqs: list[ScoreRequest], batch: bool) -> list[dict[str, Any]]:
+    def start_polling(self) -> None:
+        """Serve the client's delivery reports on a thread of their own (acks resolve request futures)."""
+        if self.client is None:
+            return
+
+        def poll() -> None:
+            while True:
+                self.client.poll(0.05)
+
+        threading.Thread(target=poll, name="log-acks", daemon=True).start()
+
+    def score(self, reqs: list[ScoreRequest], batch: bool,
+              acks: list[asyncio.Future] | None = None) -> list[dict[str, Any]]:
+        """Score; queue each FeatureLog, with a future per log in ``acks`` when given (resolved on delivery)."""
         if not self.replica.ready:
             raise NotReady()
         b = self.builder()
@@ -79,16 +94,26 @@ class Service:
                 items.append(item)
             shown = order[: r.show] if r.show else order
             if r.log and self.client is not None:
-                self._log(b, rec, shown)
+                self._log(b, rec, shown, acks)
             out.append({"request_id": rec["request_id"], "model_version": self.replica.version,
                         "dense_version": self.replica.ps.meta.get("dense_version"), "items": items,
                         "logged": bool(r.log and self.client is not None)})
         return out
 
-    def _log(self, b: RecordBuilder, rec: dict[str, Any], shown: np.ndarray) -> None:
+    def _log(self, b: RecordBuilder, rec: dict[str, Any], shown: np.ndarray,
+             acks: list[asyncio.Future] | None) -> None:
         """The FeatureLog of what was scored: the shown items, in rank order, with their FIDs."""
         items = [{**rec["items"][i], "position": p} for p, i in enumerate(shown.tolist())]
-        self.client.send_encoded(b.encode({**rec, "items": items}), rec["request_id"], rec["ts_ms"])
+        cb = None
+        if acks is not None:
+            loop = asyncio.get_running_loop()
+            fut = loop.create_future()
+            acks.append(fut)
+
+            def cb(err: Any, _msg: Any, fut: asyncio.Future = fut) -> None:
+                loop.call_soon_threadsafe(_resolve, fut, err)
+
+        self.client.send_encoded(b.encode({**rec, "items": items}), rec["request_id"], rec["ts_ms"], cb)
         self.replica.metrics.logged.inc()
 
 
@@ -96,8 +121,15 @@ class NotReady(Exception):
     pass
 
 
+def _resolve(fut: asyncio.Future, err: Any) -> None:
+    if not fut.done():
+        fut.set_result(err)
+
+
 def create_app(settings: Any, replica: Replica, client: Any | None) -> FastAPI:
     svc = Service(settings, replica, client)
+    svc.start_polling()
+    ack = settings.serving.log_ack
     m = replica.metrics
     app = FastAPI(title="streamrec model server", description=__doc__)
     app.state.service = svc
@@ -113,14 +145,19 @@ def create_app(settings: Any, replica: Replica, client: Any | None) -> FastAPI:
         msg = "; ".join(f"{f}: {e['msg']}" for f, e in zip(fields, errs, strict=True))
         return fail(request.url.path, 422, msg, fields=fields)
 
-    def run(endpoint: str, reqs: list[ScoreRequest], batch: bool) -> Any:
+    async def run(endpoint: str, reqs: list[ScoreRequest], batch: bool) -> Any:
         t0 = time.perf_counter()
+        acks: list[asyncio.Future] | None = [] if ack else None
         try:
-            out = svc.score(reqs, batch)
+            out = svc.score(reqs, batch, acks)
         except RequestError as e:
             return fail(endpoint, 422, str(e), fields=[e.field])
         except NotReady:
             return fail(endpoint, 503, "not ready: bootstrapping from the newest snapshot and the deltas after it")
+        if acks:
+            errors = [e for e in await asyncio.gather(*acks) if e is not None]
+            if errors:  # the app must not show what no log records: it may retry
+                return fail(endpoint, 503, f"the FeatureLog was not delivered: {errors[0]}")
         m.latency.labels(endpoint).observe(time.perf_counter() - t0)
         m.requests.labels(endpoint, "200").inc()
         m.candidates.inc(sum(len(r.candidates) for r in reqs))
@@ -128,7 +165,7 @@ def create_app(settings: Any, replica: Replica, client: Any | None) -> FastAPI:
 
     @app.post("/score")
     async def score(req: ScoreRequest) -> Any:
-        out = run("/score", [req], False)
+        out = await run("/score", [req], False)
         return out[0] if isinstance(out, list) else out
 
     @app.post("/score/batch")
@@ -136,7 +173,7 @@ def create_app(settings: Any, replica: Replica, client: Any | None) -> FastAPI:
         if len(req.requests) > settings.serving.max_batch:
             return fail("/score/batch", 422, f"requests: {len(req.requests)} requests, more than "
                         f"serving.max_batch = {settings.serving.max_batch}", fields=["requests"])
-        out = run("/score/batch", req.requests, True)
+        out = await run("/score/batch", req.requests, True)
         return {"results": out} if isinstance(out, list) else out
 
     @app.post("/rows")

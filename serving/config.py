@@ -18,6 +18,10 @@ class ServingConfig(Section):
     log_features: bool = Field(
         True, description="write the FeatureLog of every served request (what was scored) to the features topic")
     source: str = Field("model-server", description="the FeatureLog's `source` field")
+    log_ack: bool = Field(
+        True, description="answer a request only once the broker acknowledged its FeatureLog (a crash of the "
+        "server then never loses the log of an answered request; a failed log answers 503)")
+    log_linger_ms: float = Field(2.0, ge=0, description="librdkafka linger.ms of the FeatureLog producer")
     torch_threads: int = Field(1, ge=1, description="intra-op threads of the scoring model")
     # --- deltas: trainer -> params topic -> replicas ----------------------------------------------
     publish: Literal["online", "always", "never"] = Field(

@@ -28,7 +28,9 @@ def serve(settings: Any, port_file: Path | None = None) -> None:
     if cfg.log_features:
         from streamrec.client import Client
 
-        client = Client(settings)
+        if cfg.log_ack:
+            settings.client.delivery_reports = "all"  # each log's ack answers its request
+        client = Client(settings, **{"linger.ms": cfg.log_linger_ms})
     replica = Replica(settings)
     app = create_app(settings, replica, client)
     sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET, socket.SOCK_STREAM)

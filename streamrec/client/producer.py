@@ -132,7 +132,8 @@ class Client:
             self._since_poll = 0
             p.poll(0)
 
-    def send_encoded(self, data: bytes, request_id: str, ts_ms: int) -> None:
+    def send_encoded(self, data: bytes, request_id: str, ts_ms: int,
+                     on_delivery: DeliveryCallback | None = None) -> None:
         """Queue a FeatureLog already encoded under this client's spec (``encoder`` or the codec).
 
         For the model server, which encodes a request once to learn the FIDs it scores with and
@@ -143,10 +144,11 @@ class Client:
         self._counts[0] += 1
         self._counts[2] += len(data)
         key = request_id.encode()
+        cb = self._delivered if on_delivery is None else self._both(on_delivery)
         try:
-            self._producer.produce(self._features_topic, data, key, timestamp=ts_ms)
+            self._producer.produce(self._features_topic, data, key, on_delivery=cb, timestamp=ts_ms)
         except BufferError:
-            self._wait_and_produce(self._features_topic, data, key, None, ts_ms)
+            self._wait_and_produce(self._features_topic, data, key, on_delivery, ts_ms)
         self._since_poll += 1
         if self._since_poll >= POLL_EVERY:
             self._since_poll = 0
