@@ -88,7 +88,8 @@ def fill_rows(ps: Any, spec: Any, seed: int) -> None:
     fids["user_genre"] = np.array([spec.cross_fid("user_genre", int(u), int(g)) for u in fids["user_id"]
                                    for g in fids["genre"]], np.int64)
     for slot, ids in fids.items():
-        ps.push_slot(spec.number(slot), ids, rng.normal(0, 0.05, (len(ids), spec.settings(slot).dim)).astype(np.float32))
+        rows = rng.normal(0, 0.05, (len(ids), spec.settings(slot).dim)).astype(np.float32)
+        ps.push_slot(spec.number(slot), ids, rows)
 
 
 def serve_ours(port: int, bootstrap: str, topic: str, seed: int) -> None:

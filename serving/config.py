@@ -11,7 +11,7 @@ from streamrec.section import Section
 class ServingConfig(Section):
     # --- the HTTP service ----------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="address the model server binds (0.0.0.0: every interface)")
-    port: int = Field(8500, ge=0, le=65535, description="HTTP port (0 = a free port, printed at start)")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 = a free port, printed at start)")
     replica_id: str = Field("", description="name in logs and metrics (default: host-pid)")
     max_candidates: int = Field(1000, gt=0, description="candidates one request may carry (more: 422)")
     max_batch: int = Field(64, gt=0, description="requests one /score/batch call may carry (more: 422)")

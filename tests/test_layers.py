@@ -21,7 +21,8 @@ def loaded(*modules: str) -> set[str]:
 @pytest.mark.parametrize("modules,forbidden", [
     (["trainer.loop", "trainer.run", "trainer.sources", "trainer.synthetic"], {"joiner", "pyflink"}),
     (["joiner.engine", "joiner.memory", "joiner.validate"], {"confluent_kafka", "pyflink", "trainer", "torch"}),
-    (["serving.model_server"], {"joiner", "pyflink", "confluent_kafka"}),
+    (["serving.model_server", "serving.ps", "serving.delta"], {"joiner", "pyflink", "confluent_kafka"}),
+    (["serving.app", "serving.replica", "serving.run"], {"joiner", "pyflink", "jobs", "sinks"}),
 ])
 def test_a_stage_does_not_load_what_it_must_not_use(modules: list[str], forbidden: set[str]) -> None:
     assert not loaded(*modules) & forbidden
