@@ -12,6 +12,10 @@ Two measures:
   (``joiner.window_ms``, 1 s here), the trainer's batch and sync, and the delta's trip.
 - the replica's own ``/stats`` freshness (per delta: its oldest example's Kafka timestamp -> applied).
 
+The joiner runs with ``joiner.round_size = 20``: at the live head of a stream its default (2500)
+held rounds back for tens of seconds (a feature-log partition with a few messages waiting and no
+end-of-partition seen after them waits for a full round), which no sync interval can hide.
+
 Baseline beside it, same run: the trainer's sync interval itself (a delta can wait up to one
 interval), so the ratio says how many sync intervals an update takes. Goal: p99 <= 5 s.
 """
@@ -69,9 +73,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0, help="traffic duration")
     ap.add_argument("--rate", type=float, default=20.0, help="requests per second")
     ap.add_argument("--probe-every", type=float, default=0.5)
+    ap.add_argument("--workdir", type=Path, help="keep the stages' logs and state here (default: a temp dir)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp_s, Broker(run_dir=Path(tmp_s) / "kafka") as broker:
-        tmp = Path(tmp_s)
+        tmp = a.workdir or Path(tmp_s)
+        tmp.mkdir(parents=True, exist_ok=True)
         topics = {"features": "features", "actions": "actions", "examples": "examples", "dead_letter": "dead-letter",
                   "params": "params"}
         create_topics(KafkaConfig(bootstrap=broker.bootstrap), {"features": 2, "actions": 2, "examples": 2,
@@ -88,6 +94,7 @@ state_dir = "{tmp / 'joiner'}"
 window_ms = 1000
 allowed_lateness_ms = 0
 checkpoint_interval_ms = 200
+round_size = 20
 [trainer]
 snapshot_dir = "{tmp / 'snaps'}"
 sparse_sync_interval_s = {SYNC_S}
