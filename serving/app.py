@@ -67,7 +67,7 @@ class Service:
             raise NotReady()
         b = self.builder()
         labels = b.spec.labels
-        records, spans = [], []
+        logs = []
         for k, r in enumerate(reqs):
             prefix = f"requests[{k}]." if batch else ""
             if len(r.candidates) > self.cfg.max_candidates:
@@ -75,14 +75,13 @@ class Service:
                                    f"serving.max_candidates = {self.cfg.max_candidates}")
             if r.rank_by is not None and r.rank_by not in labels:
                 raise RequestError(prefix + "rank_by", f"unknown head {r.rank_by!r} (the spec's labels: {labels})")
-            rec = b.record(r, prefix)
-            start = len(records)
-            records.extend(self.replica.model.examples_of(rec))
-            spans.append((rec, start, len(records)))
-        raw = self.replica.model.raw_scores(records)
+            logs.append(b.record(r, prefix))
+        raw = self.replica.model.raw_scores_logs(logs)
         corrected = self.replica.model.correct(raw)
         out = []
-        for r, (rec, a, z) in zip(reqs, spans, strict=True):
+        a = 0
+        for r, rec in zip(reqs, logs, strict=True):
+            z = a + len(rec["items"])
             key = corrected[r.rank_by or labels[0]][a:z]
             order = np.argsort(-key, kind="stable")
             items = []
@@ -94,16 +93,16 @@ class Service:
                 items.append(item)
             shown = order[: r.show] if r.show else order
             if r.log and self.client is not None:
-                self._log(b, rec, shown, acks)
+                self._log(b, r, rec, shown, acks)
             out.append({"request_id": rec["request_id"], "model_version": self.replica.version,
                         "dense_version": self.replica.ps.meta.get("dense_version"), "items": items,
                         "logged": bool(r.log and self.client is not None)})
+            a = z
         return out
 
-    def _log(self, b: RecordBuilder, rec: dict[str, Any], shown: np.ndarray,
+    def _log(self, b: RecordBuilder, req: ScoreRequest, rec: dict[str, Any], shown: np.ndarray,
              acks: list[asyncio.Future] | None) -> None:
         """The FeatureLog of what was scored: the shown items, in rank order, with their FIDs."""
-        items = [{**rec["items"][i], "position": p} for p, i in enumerate(shown.tolist())]
         cb = None
         if acks is not None:
             loop = asyncio.get_running_loop()
@@ -113,7 +112,7 @@ class Service:
             def cb(err: Any, _msg: Any, fut: asyncio.Future = fut) -> None:
                 loop.call_soon_threadsafe(_resolve, fut, err)
 
-        self.client.send_encoded(b.encode({**rec, "items": items}), rec["request_id"], rec["ts_ms"], cb)
+        self.client.send_encoded(b.encode(req, rec, shown.tolist()), rec["request_id"], rec["ts_ms"], cb)
         self.replica.metrics.logged.inc()
 
 

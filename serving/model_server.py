@@ -11,6 +11,7 @@ clicks, which were all kept).
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 
 from schemas.spec import FeatureSpec
 from serving.ps import ServingPS
-from trainer.batch import build_batch
+from trainer.batch import build_batch, normalize_dense
 from trainer.evaluation import correct_sampled
 from trainer.model import DeepFM, pool
 
@@ -71,17 +72,56 @@ class ModelServer:
         return out
 
     def raw_scores(self, records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-        """Uncorrected probability per label (what the trainer's model outputs)."""
+        """Uncorrected probability per label (what the trainer's model outputs) of example-shaped records."""
         model, spec, _ = self._current_model()
         b = build_batch(records, spec)
+        return self._forward(model, spec, b.bags, b.dense)
+
+    def raw_scores_logs(self, logs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        """``raw_scores`` of every item of FeatureLog records, without building a record per item:
+        a user-side slot's FIDs are the same for all of a request's items (tiled, not copied per
+        dict), an item-side slot's are read once. Equal to ``raw_scores(examples_of(log))``."""
+        model, spec, _ = self._current_model()
+        bags = {}
+        for slot in spec.model_slots:
+            user_side = spec.side(slot) == "user"
+            fids, lens = [], []
+            for log in logs:
+                k = len(log["items"])
+                if user_side:
+                    f = np.asarray(log["user_sparse"].get(slot) or (), np.int64)
+                    fids.append(np.tile(f, k))
+                    lens.append(np.full(k, len(f), np.int64))
+                else:
+                    lists = [it["sparse"].get(slot) or () for it in log["items"]]
+                    n = np.fromiter(map(len, lists), np.int64, k)
+                    fids.append(np.fromiter(itertools.chain.from_iterable(lists), np.int64, int(n.sum())))
+                    lens.append(n)
+            ln = np.concatenate(lens)
+            offsets = np.zeros(len(ln), np.int64)
+            np.cumsum(ln[:-1], out=offsets[1:])
+            bags[slot] = (np.concatenate(fids), offsets)
+        cols = []
+        for name, d in spec.dense.items():
+            if d.side == "user":
+                cols.append(np.concatenate([np.full(len(log["items"]), log["user_dense"].get(name, d.default))
+                                            for log in logs]))
+            else:
+                cols.append(np.array([it["dense"].get(name, d.default) for log in logs for it in log["items"]]))
+        n = sum(len(log["items"]) for log in logs)
+        dense = normalize_dense(spec, np.stack(cols, 1).astype(np.float32) if cols else np.zeros((n, 0), np.float32))
+        return self._forward(model, spec, bags, dense)
+
+    def _forward(self, model: DeepFM, spec: FeatureSpec, bags: dict[str, tuple[np.ndarray, np.ndarray]],
+                 dense: np.ndarray) -> dict[str, np.ndarray]:
         pooled = []
         for slot in spec.model_slots:
-            fids, offsets = b.bags[slot]
+            fids, offsets = bags[slot]
             uniq, inv = np.unique(fids, return_inverse=True)
             rows = torch.from_numpy(self.ps.lookup(spec.number(slot), uniq, spec.settings(slot).dim))
             pooled.append(pool(rows, torch.from_numpy(inv.astype(np.int64)), torch.from_numpy(offsets)))
         with torch.no_grad():
-            p = torch.sigmoid(model(pooled, torch.from_numpy(b.dense))).double().numpy()
+            p = torch.sigmoid(model(pooled, torch.from_numpy(dense))).double().numpy()
         return {lb: p[:, j] for j, lb in enumerate(spec.labels)}
 
     def correct(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -82,10 +82,9 @@ class RecordBuilder:
         log = FeatureLog(rid, req.user_id, ts, req.user, req.user_dense,
                          [Item(c.item_id, c.sparse, c.dense) for c in req.candidates], self.source)
         try:
-            data = self.encoder.feature_log(log)
+            return self.encoder.fids(log)
         except SpecError as e:
             raise RequestError(prefix + _request_path(e.field), str(e).split(": ", 1)[-1]) from None
-        return self.codec.decode(data, "FeatureLog")[1]
 
     # ---- FIDs given ----------------------------------------------------------------------------
     def _from_fids(self, req: ScoreRequest, rid: str, ts: int, prefix: str) -> dict[str, Any]:
@@ -136,5 +135,14 @@ class RecordBuilder:
                                                       f"{sorted(known)})")
         return {k: float(v) for k, v in raw.items()}
 
-    def encode(self, record: dict[str, Any]) -> bytes:
-        return self.codec.encode("FeatureLog", record)
+    def encode(self, req: ScoreRequest, record: dict[str, Any], shown: list[int]) -> bytes:
+        """The FeatureLog of the shown items (indexes into the candidates), in that order: from the raw
+        values by the client's encoder (the FIDs ``record`` holds come from the same caches), or
+        the record itself when FIDs were given."""
+        if req.fids:
+            items = [{**record["items"][i], "position": p} for p, i in enumerate(shown)]
+            return self.codec.encode("FeatureLog", {**record, "items": items})
+        c = req.candidates
+        log = FeatureLog(record["request_id"], record["user_id"], record["ts_ms"], req.user, req.user_dense,
+                         [Item(c[i].item_id, c[i].sparse, c[i].dense, p) for p, i in enumerate(shown)], self.source)
+        return self.encoder.feature_log(log)

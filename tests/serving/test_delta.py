@@ -12,7 +12,7 @@ from serving import delta
 from serving.ps import ServingPS
 from serving.replica import Replica
 from streamrec.config import load_config
-from tests.conftest import MOVIELENS_SPEC
+from tests.conftest import movielens_with
 from trainer.config import TrainerConfig
 from trainer.loop import Trainer
 from trainer.sources import MemorySource
@@ -72,8 +72,7 @@ class Recorder:
 
 
 def test_replaying_deltas_rebuilds_the_trainers_rows_deletes_and_weights(tmp_path):
-    spec = MOVIELENS_SPEC.model_copy(update={"slots": {**MOVIELENS_SPEC.slots, "item_id": MOVIELENS_SPEC.slots[
-        "item_id"].model_copy(update={"ttl_s": 30})}})
+    spec = movielens_with({"slots": {"item_id": {"ttl_s": 30}}})
     cfg = TrainerConfig(snapshot_dir=tmp_path / "s", metrics_csv=None, plot=None, sparse_sync_interval_s=0.01,
                         evict_interval_s=0.01, batch_size=64)
     rec = Recorder()
