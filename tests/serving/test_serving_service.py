@@ -267,7 +267,8 @@ def test_trainer_joiner_and_two_replicas_close_the_loop(tmp_path: Path, make_top
         want = {it["item_id"]: it for it in enc.record(mine_log)["items"]}
         user_fids = enc.record(mine_log)["user_sparse"]
         got = [e for e in examples if e["request_id"] == served["request_id"]]
-        assert sorted(e["item_id"] for e in got) == sorted(shown)  # the shown items, not all candidates
+        ids = {e["item_id"] for e in got}  # the shown items only (unclicked ones are sampled negatives)
+        assert shown[1] in ids and ids <= set(shown) and len(got) == len(ids)
         for e in got:
             assert e["sparse"] == {**user_fids, **want[e["item_id"]]["sparse"]}, e
             assert e["labels"]["click"] == int(e["item_id"] == shown[1])
