@@ -21,7 +21,7 @@ class ServingConfig(Section):
     log_ack: bool = Field(
         True, description="answer a request only once the broker acknowledged its FeatureLog (a crash of the "
         "server then never loses the log of an answered request; a failed log answers 503)")
-    log_linger_ms: float = Field(2.0, ge=0, description="librdkafka linger.ms of the FeatureLog producer")
+    log_linger_ms: float = Field(0.0, ge=0, description="librdkafka linger.ms of the FeatureLog producer")
     torch_threads: int = Field(1, ge=1, description="intra-op threads of the scoring model")
     # --- deltas: trainer -> params topic -> replicas ----------------------------------------------
     publish: Literal["online", "always", "never"] = Field(

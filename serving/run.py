@@ -12,6 +12,16 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def tune_gc() -> None:
+    """Fewer, shorter collector pauses (a p99 matter): what exists at start is never collected, and the
+    young generation is collected less often (a request makes thousands of short-lived objects)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def serve(settings: Any, port_file: Path | None = None) -> None:
     """Bind, start the delta loop (bootstrap first), answer HTTP until SIGINT/SIGTERM; flush the logs."""
     import torch
@@ -46,6 +56,7 @@ def serve(settings: Any, port_file: Path | None = None) -> None:
         tmp.write_text(str(port))
         tmp.replace(port_file)
     replica.start()
+    tune_gc()
     loop = "uvloop" if sys.platform != "win32" else "asyncio"
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", loop=loop, http="httptools",
                                            access_log=False, timeout_graceful_shutdown=5))
