@@ -11,19 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from trainer.embedding._kernels import (
-    M_FREE,
-    M_HIGH,
-    M_LIVE,
-    MAX_KICKS,
-    NEED_ARENA,
-    NEED_INDEX,
-    OK,
-    PF,
-    _prefetch_key,
-    find_slot,
-    index_put,
-)
+from trainer.embedding._kernels import M_FREE, M_HIGH, M_LIVE, MAX_KICKS, OK, PF, _prefetch_key, claim_row, find_slot
 
 
 @njit(cache=True, nogil=True)
@@ -44,18 +32,10 @@ def upsert(ids, vals, start, keys, rows, nb, seed, emb, nxt, meta, max_live):
         if s >= 0:
             r = np.int64(rows[s])
         else:
-            if meta[M_LIVE] >= max_live:
-                return i, NEED_INDEX
-            from_free = meta[M_FREE] >= 0
-            if from_free:
-                r = meta[M_FREE]
-            elif meta[M_HIGH] < cap:
-                r = meta[M_HIGH]
-            else:
-                return i, NEED_ARENA
-            if not index_put(keys, rows, nb, seed, key, np.int32(r), meta, path):
-                return i, NEED_INDEX
-            if from_free:
+            r = claim_row(keys, rows, nb, seed, key, meta, cap, max_live, path)
+            if r < 0:
+                return i, -r
+            if r == meta[M_FREE]:
                 meta[M_FREE] = nxt[r]
             else:
                 meta[M_HIGH] += 1
