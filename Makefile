@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SR := $(VENV)/bin/streamrec
 ARGS ?=
+SET ?=
+# SET="a.b=v c.d=w": each a --set before the command (a global option of streamrec)
+SETS = $(foreach kv,$(SET),--set $(kv))
 
 .PHONY: help setup up down status demo test test-fast reliability lint bench clean flink-up flink-down submit hdfs-up hdfs-down
 
@@ -14,16 +17,16 @@ setup: ## venv, project, Kafka + Flink connector + Hadoop jars (Maven Central), 
 	@bash deploy/setup.sh
 
 up: setup ## start the local Apache Kafka broker (KRaft, free loopback port kept in .run/kafka) and the topics
-	@$(SR) stack up
+	@$(SR) $(SETS) stack up
 
 down: ## stop what `make up` started
 	@if [ -x $(SR) ]; then $(SR) stack down; fi
 
 status: ## what runs, topics and their message counts
-	@$(SR) stack status
+	@$(SR) $(SETS) stack status
 
-demo: setup ## the whole loop on MovieLens (ARGS="--limit 20000"; FLINK=1 joins on PyFlink; HDFS=1 archives to HDFS)
-	@$(SR) demo $(if $(FLINK),--flink) $(if $(HDFS),--hdfs) $(ARGS)
+demo: setup ## the whole loop on MovieLens (ARGS="--limit 20000"; SET="k=v ..."; FLINK=1 on PyFlink; HDFS=1 to HDFS)
+	@$(SR) $(SETS) demo $(if $(FLINK),--flink) $(if $(HDFS),--hdfs) $(ARGS)
 
 test: setup ## the whole test suite (starts and stops its own services on free loopback ports)
 	@$(VENV)/bin/pytest $(ARGS)
@@ -43,16 +46,16 @@ bench: setup ## every benchmark in bench/, ratios against baselines of the same 
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 flink-up: setup ## start a local standalone Flink cluster (free loopback ports; conf, pids, logs in .run/flink)
-	@$(SR) flink up
+	@$(SR) $(SETS) flink up
 
 flink-down: ## stop the Flink cluster `make flink-up` started
 	@if [ -x $(SR) ]; then $(SR) flink down; fi
 
 submit: flink-up ## flink run -py jobs/flink_join.py on that cluster, detached (ARGS="--stop-offsets f.json" ...)
-	@$(SR) flink submit $(ARGS)
+	@$(SR) $(SETS) flink submit $(ARGS)
 
 hdfs-up: setup ## start a local test HDFS (NameNode + DataNode, WebHDFS; free loopback ports; .run/hdfs)
-	@$(SR) hdfs up
+	@$(SR) $(SETS) hdfs up
 
 hdfs-down: ## stop the HDFS `make hdfs-up` started (data stays in .run/hdfs)
 	@if [ -x $(SR) ]; then $(SR) hdfs down; fi

@@ -27,6 +27,7 @@ from string import Template
 from deploy.jvm import hadoop_classpath
 from deploy.procs import free_port, pid_alive, port_open, stop_pid, with_python_on_path
 from jobs.flink.config import FlinkConfig
+from streamrec.errors import Unreachable
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).parent / "flink" / "config.yaml.tmpl"
@@ -154,6 +155,9 @@ def write_conf(cfg: FlinkConfig, cluster: Cluster) -> None:
         jobmanager_memory=cfg.jobmanager_memory, taskmanager_memory=cfg.taskmanager_memory,
         python=cfg.python_executable or sys.executable,
     )
+    if cfg.prometheus_ports:  # the reporter is a plugin PyFlink ships (plugins/metrics-prometheus)
+        text += ("metrics.reporter.prom.factory.class: org.apache.flink.metrics.prometheus.PrometheusReporterFactory\n"
+                 f'metrics.reporter.prom.port: "{cfg.prometheus_ports}"\n')
     (cluster.conf_dir / "config.yaml").write_text(text)
     (cluster.conf_dir / "masters").write_text(f"localhost:{cluster.rest_port}\n")
     (cluster.conf_dir / "workers").write_text("localhost\n")
@@ -238,14 +242,24 @@ def status(cfg: FlinkConfig) -> dict:
     return {"running": True, "rest": cluster.rest_url, **overview}
 
 
-def jobmanager_address(cfg: FlinkConfig) -> tuple[str, Cluster | None]:
-    """``flink.jobmanager``, else the local cluster's address (and the local cluster)."""
+def jobmanager_address(cfg: FlinkConfig, timeout: float = 5.0) -> tuple[str, Cluster | None]:
+    """``flink.jobmanager``, else the local cluster's address (and the local cluster); checked to answer,
+    because ``flink run`` against a dead address retries for minutes before it says so."""
     if cfg.jobmanager:
-        return cfg.jobmanager, None
-    cluster = load_cluster(cfg)
-    if cluster is None or cluster.pids()["jobmanager"] is None:
-        raise RuntimeError("no Flink cluster to talk to: set flink.jobmanager=HOST:PORT or `make flink-up`")
-    return cluster.address, cluster
+        address, cluster = cfg.jobmanager, None
+    else:
+        cluster = load_cluster(cfg)
+        if cluster is None or cluster.pids()["jobmanager"] is None:
+            raise Unreachable(f"flink.jobmanager: no Flink cluster to talk to (none set, and no local one runs "
+                              f"under flink.run_dir={cfg.run_dir}): set flink.jobmanager=HOST:PORT or "
+                              "`streamrec flink up`")
+        address = cluster.address
+    try:
+        rest(address, "/overview", timeout=timeout)
+    except OSError as e:  # URLError, connection refused, timeout
+        raise Unreachable(f"flink.jobmanager: no Flink JobManager answered at {address} within {timeout:.0f}s "
+                          f"({getattr(e, 'reason', e)})") from None
+    return address, cluster
 
 
 def project_zip(cfg: FlinkConfig) -> Path:

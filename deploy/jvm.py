@@ -32,7 +32,8 @@ def vendor_dir(part: str) -> Path:
     """``.vendor/<part>`` (or ``$STREAMREC_VENDOR/<part>``), checked to hold jars."""
     home = Path(os.environ.get("STREAMREC_VENDOR", ROOT / ".vendor")) / part
     if not any(home.glob("*.jar")):
-        raise FileNotFoundError(f"no {part} jars under {home}: run `make setup` (deploy/pom.xml)")
+        raise FileNotFoundError(f"no {part} jars under {home}: run `make setup` (deploy/pom.xml) in a checkout, or "
+                                f"point STREAMREC_VENDOR at a folder holding {part}/ (a wheel has no .vendor)")
     return home
 
 

@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from deploy.broker import Broker
+from deploy.procs import free_port, port_open
 from streamrec.config import Settings, local_broker_dir
+from streamrec.errors import ConfigError
 from streamrec.kafka import count_messages, create_topics
 
 console = Console()
@@ -28,6 +30,7 @@ def up(s: Settings) -> Broker:
     if broker.running():
         console.print(f"broker already running on {broker.bootstrap} (log {broker.log})")
     else:
+        _move_if_taken(s, broker)
         broker.start()
         console.print(f"broker up in {broker.startup_s:.1f}s: Apache Kafka (KRaft) on {broker.bootstrap}, "
                       f"data {broker.run_dir / 'data'}, log {broker.log}")
@@ -35,6 +38,20 @@ def up(s: Settings) -> Broker:
     create_topics(s.kafka, s.kafka.topics.partition_counts())
     console.print("topics: " + ", ".join(f"{n}({p})" for n, p in s.kafka.topics.partition_counts().items()))
     return broker
+
+
+def _move_if_taken(s: Settings, broker: Broker) -> None:
+    """The kept client port may have been taken while the broker was down (another project's broker,
+    a test): a port picked free moves to a new free port (clients find it in ports.json); a port the
+    config fixed (``stack.broker_port``) is a clear error instead. The controller port stays: the
+    KRaft quorum was formatted with it."""
+    if not port_open(broker.port):
+        return
+    if s.stack.broker_port:
+        raise ConfigError(f"stack.broker_port: port {broker.port} is taken by another process")
+    old = broker.port
+    broker.port = broker.ports["port"] = free_port()
+    console.print(f"port {old} is taken by another process: the broker moves to {broker.port}")
 
 
 def down(s: Settings) -> None:
@@ -46,14 +63,16 @@ def down(s: Settings) -> None:
         console.print("broker was not running")
 
 
-def status(s: Settings) -> None:
+def status(s: Settings) -> bool:
+    """Print what runs and the topics' message counts; False if the broker does not run."""
     broker = broker_of(s)
     if not broker.running():
-        console.print("broker: not running (make up)")
-        return
+        console.print(f"broker: not running under {broker.run_dir} (make up)")
+        return False
     s.kafka.bootstrap = broker.bootstrap
     console.print(f"broker: running, {broker.bootstrap}, data {Path(broker.run_dir) / 'data'}")
     print_counts(count_messages(s.kafka, s.kafka.topics.names(), idle_s=1.0))
+    return True
 
 
 def print_counts(counts: dict[str, int]) -> None:

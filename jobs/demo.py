@@ -30,6 +30,7 @@ from jobs.join_runner import GC_THRESHOLDS
 from jobs.replay import ReplaySummary, run_replay
 from streamrec.config import Settings
 from streamrec.secrets import secret_env
+from streamrec.signals import stop_on_signals
 
 console = Console(stderr=True)
 
@@ -167,7 +168,8 @@ def run_demo(s: Settings, down: bool = False, hdfs: bool = False, flink: bool = 
     producer_thread.start()
     deadline = time.monotonic() + timeout_s
     try:
-        with Live(_progress_table(replay, stages), console=console, refresh_per_second=2) as live:
+        with stop_on_signals(_interrupt), \
+                Live(_progress_table(replay, stages), console=console, refresh_per_second=2) as live:
             while not all(st.done for st in stages.values()):
                 time.sleep(0.5)
                 for st in stages.values():
@@ -198,6 +200,12 @@ def run_demo(s: Settings, down: bool = False, hdfs: bool = False, flink: bool = 
                           time.monotonic() - replay["t0"], join_runtime, replay.get("reference"))
     write_report(report, run)
     return report
+
+
+def _interrupt() -> None:
+    """SIGTERM as Ctrl-C: the ``finally`` of ``run_demo`` stops every stage cleanly (by default
+    SIGTERM would end this process alone and leave its stage processes running)."""
+    raise KeyboardInterrupt
 
 
 def _advance_stops(replay: dict[str, Any], stages: dict[str, Stage]) -> None:

@@ -121,17 +121,17 @@ def local_environment(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit code 2 with one line on stderr for a bad setting or a refused Kafka login (checked here,
-    before any JVM starts: the job's Java clients would retry it for ever)."""
+    """One line on stderr and exit code 2 for a bad setting or a refused Kafka login, 3 if no broker answers
+    (checked here, before any JVM starts: the job's Java clients would retry for ever)."""
     from streamrec.kafka import check_access
 
     args = parse_args(argv)
     try:
         settings = load_config(args.config, args.overrides)
         check_access(settings.kafka)
-    except ConfigError as e:
+    except ConfigError as e:  # a bad setting (2), or no broker answered (3: BrokerUnreachable)
         print(e, file=sys.stderr)
-        return 2
+        return e.exit_code
     local_environment(settings)
     from jobs.flink.env import local_path
 

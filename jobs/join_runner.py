@@ -40,7 +40,9 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,8 +51,18 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from joiner.engine import JoinEngine, decode_position
 from joiner.sequencer import Sequencer
 from joiner.store import StateStore
-from streamrec.config import ConfigError, Settings, load_config
-from streamrec.kafka import check_access, consumer, consumer_lag, create_topics, last_value, partitions_of, producer
+from streamrec.config import Settings, load_config
+from streamrec.errors import StreamrecError
+from streamrec.kafka import (
+    check_access,
+    consumer,
+    consumer_lag,
+    create_topics,
+    last_value,
+    partitions_of,
+    producer,
+    require_topics,
+)
 from streamrec.metrics import serve_metrics
 
 log = logging.getLogger("streamrec.join")
@@ -120,32 +132,49 @@ class _Metrics:
         self.last_events = 0
 
     def collect(self) -> Any:
+        """Prometheus conventions: one meaning per metric, base units (bytes, seconds), counters end in
+        ``_total``; a ratio (the cache hit rate) is left to the query, from its two counters."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         e = self.r.engine
-        c = CounterMetricFamily("streamrec_join_events", "input messages consumed", labels=["kind"])
-        for k in ("events", "features", "actions", "joined", "positives", "negatives_kept",
-                  "negatives_dropped", "late"):
-            c.add_metric([k], e.counts.get(k, 0))
+        counts = e.counts
+        c = CounterMetricFamily("streamrec_join_input_messages_total", "messages consumed, by input topic role",
+                                labels=["role"])
+        for role in ("features", "actions"):
+            c.add_metric([role], counts.get(role, 0))
         yield c
-        u = CounterMetricFamily("streamrec_join_dropped_unknown", "features and actions the feature spec does "
-                                "not know, dropped (spec: unknown = drop), by name", labels=["name"])
+        for key, name, help_ in (
+                ("joined", "examples", "examples written (positives and kept negatives, late ones included)"),
+                ("positives", "positive_examples", "examples with at least one positive label"),
+                ("late", "late_examples", "positive examples whose action came after the window closed"),
+                ("negatives_kept", "negative_examples_kept", "negative examples kept by sampling"),
+                ("negatives_dropped", "negative_examples_dropped", "negative examples dropped by sampling")):
+            yield CounterMetricFamily(f"streamrec_join_{name}_total", help_, value=counts.get(key, 0))
+        u = CounterMetricFamily("streamrec_join_dropped_unknown_total", "features and actions the feature spec "
+                                "does not know, dropped (spec: unknown = drop), by name", labels=["name"])
         for name, n in e.dropped.items():
             u.add_metric([name], n)
         yield u
-        d = CounterMetricFamily("streamrec_join_dead_letters", "dead letters by reason", labels=["reason"])
+        d = CounterMetricFamily("streamrec_join_dead_letters_total", "dead letters by reason", labels=["reason"])
         for reason, n in e.dead_reasons.items():
             d.add_metric([reason], n)
         yield d
         s = e.store
-        g = GaugeMetricFamily("streamrec_join_state", "join state", labels=["what"])
-        g.add_metric(["cache_hit_rate"], s.hits / max(1, s.hits + s.misses))
-        g.add_metric(["cache_bytes"], s.cached_bytes)
-        g.add_metric(["cache_entries"], len(s.cache))
-        g.add_metric(["rocksdb_bytes"], s.size_bytes())
-        g.add_metric(["watermark_ms"], e.watermark)
-        g.add_metric(["consumer_lag"], self.r.lag)
-        yield g
+        yield CounterMetricFamily("streamrec_join_cache_hits_total", "state lookups served by the in-memory cache",
+                                  value=s.hits)
+        yield CounterMetricFamily("streamrec_join_cache_misses_total", "state lookups that went to RocksDB",
+                                  value=s.misses)
+        yield GaugeMetricFamily("streamrec_join_cache_bytes", "bytes held by the in-memory join cache",
+                                value=s.cached_bytes)
+        yield GaugeMetricFamily("streamrec_join_cache_entries", "requests in the in-memory join cache",
+                                value=len(s.cache))
+        yield GaugeMetricFamily("streamrec_join_rocksdb_bytes", "size of the RocksDB join state on disk",
+                                value=s.size_bytes())
+        yield GaugeMetricFamily("streamrec_join_watermark_seconds", "the join's event-time watermark (Unix time)",
+                                value=max(0, e.watermark) / 1000)
+        if self.r.lag >= 0:  # unknown until the first fetch: absent rather than a made-up -1
+            yield GaugeMetricFamily("streamrec_join_consumer_lag_messages",
+                                    "messages in the input partitions not consumed yet", value=self.r.lag)
 
     def line(self) -> str:
         now = time.monotonic()
@@ -201,6 +230,7 @@ class JoinRunner:
         jc, kc = self.s.joiner, self.s.kafka
         t = kc.topics
         check_access(kc)
+        require_topics(kc, ["features", "actions"])
         c = consumer(kc, group=jc.group_id, **{"fetch.max.bytes": 64 << 20,
                                                "max.partition.fetch.bytes": 8 << 20,
                                                # a resumed partition is fetched again at once (_throttle)
@@ -224,7 +254,7 @@ class JoinRunner:
 
             registry = CollectorRegistry()
             registry.register(metrics)
-            server = serve_metrics(jc.metrics_port, self.s.metrics.host, registry)
+            server = serve_metrics(jc.metrics_port, self.s.metrics.host, registry, health=lambda: not self.stop)
             self.metrics_port = server.server_port
         self.gc = StateGC(jc.gc_sweep_interval_s)
         self.gc.start()
@@ -465,9 +495,13 @@ def _abort(p: Producer) -> None:
 
 
 def run_join(settings: Settings, from_start: bool = False, stop_when_idle: float | None = None,
-             max_seconds: float | None = None, drain: bool = False) -> RunStats:
-    """Run until SIGTERM/SIGINT (or idle / time limits); a clean stop checkpoints first."""
+             max_seconds: float | None = None, drain: bool = False,
+             on_runner: Callable[[JoinRunner], None] | None = None) -> RunStats:
+    """Run until SIGTERM/SIGINT (or idle / time limits); a clean stop checkpoints first.
+    ``on_runner`` sees each runner (a new one after a ``Rewind``), e.g. for a progress display."""
     runner = JoinRunner(settings, from_start=from_start)
+    if on_runner is not None:
+        on_runner(runner)
 
     def _stop(signum: int, frame: Any) -> None:
         runner.stop = True
@@ -482,6 +516,8 @@ def run_join(settings: Settings, from_start: bool = False, stop_when_idle: float
                 stopping = runner.stop
                 runner = JoinRunner(settings)
                 runner.stop = stopping
+                if on_runner is not None:
+                    on_runner(runner)
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
@@ -502,8 +538,9 @@ def main(argv: list[str] | None = None) -> None:
         s = load_config(a.config, a.overrides)
         st = run_join(s, from_start=a.from_start, stop_when_idle=a.stop_when_idle, max_seconds=a.max_seconds,
                       drain=a.drain)
-    except ConfigError as e:  # a bad setting or a refused Kafka login: one line
-        raise SystemExit(f"{e}") from None
+    except StreamrecError as e:  # a bad setting, a refused login, no broker, a missing topic: one line
+        print(e, file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
     log.info("done: %s", st)
 
 

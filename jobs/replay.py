@@ -9,6 +9,7 @@ encoded and sent as a stream: sending starts at once and memory stays flat.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,7 +25,8 @@ from replay.events import FEATURES, ReplayEvent, iter_events
 from schemas.spec import FeatureSpec
 from streamrec.client import Client, LogEncoder
 from streamrec.config import Settings
-from streamrec.kafka import check_access, count_messages
+from streamrec.kafka import check_access, count_messages, require_topics
+from streamrec.signals import stop_on_signals
 
 console = Console(stderr=True)
 
@@ -37,6 +39,7 @@ class ReplaySummary:
     actions: Counter = field(default_factory=Counter)  # action type -> messages
     bytes: int = 0
     seconds: float = 0.0
+    stopped: bool = False  # by SIGTERM / Ctrl-C: what was sent before is acknowledged, the rest never sent
 
     @property
     def messages(self) -> int:
@@ -66,12 +69,12 @@ def encode_events(events: Any, spec: FeatureSpec) -> list[bytes]:
 
 def send_events(client: Client, events: Any, summary: ReplaySummary, rate: float = 0.0,
                 tick: Callable[[], None] | None = None, ends: dict[str, dict[int, int]] | None = None,
-                observe: Callable[[ReplayEvent], None] | None = None) -> None:
+                observe: Callable[[ReplayEvent], None] | None = None, stop: threading.Event | None = None) -> None:
     """Send every event through the client, in order; blocks until all are acknowledged (failures raise).
 
     ``ends``: filled with each partition's end offset (last + 1), so a bounded reader stops
     exactly at what was sent; ``observe`` sees every event sent, in send order; ``tick`` is
-    called per request."""
+    called per request; ``stop``, once set, ends the sending (what was sent is still flushed)."""
     def end_of(err: Any, msg: Any) -> None:
         if err is None:
             parts = ends.setdefault(msg.topic(), {})
@@ -80,6 +83,8 @@ def send_events(client: Client, events: Any, summary: ReplaySummary, rate: float
     on_delivery = None if ends is None else end_of
     limiter = RateLimiter(rate)
     for n, e in enumerate(events, 1):
+        if stop is not None and stop.is_set():
+            break
         if observe is not None:
             observe(e)
         client.send(e.log, on_delivery)
@@ -113,14 +118,18 @@ def run_replay(s: Settings, source: str, quiet: bool = False, read_back: bool = 
             TextColumn("requests"), TimeRemainingColumn())
     t0 = time.monotonic()
     check_access(s.kafka)  # before the progress bar: a refused login is one line
+    require_topics(s.kafka, ["features", "actions"])  # else the broker may auto-create them, mis-partitioned
     with Progress(*cols, console=console, disable=quiet) as progress:
         task = progress.add_task(f"replay {source}", total=s.replay.limit or 100_000)
         client_settings = s
         if ends is not None:  # end offsets come from every message's acknowledgement
             client_settings = s.model_copy(deep=True)
             client_settings.client.delivery_reports = "all"
-        send_events(Client(client_settings), iter_events(s.replay, source), summary, s.replay.rate,
-                    lambda: progress.advance(task), ends, observe)
+        stop = threading.Event()
+        with stop_on_signals(stop.set):
+            send_events(Client(client_settings), iter_events(s.replay, source), summary, s.replay.rate,
+                        lambda: progress.advance(task), ends, observe, stop)
+        summary.stopped = stop.is_set()
     summary.seconds = time.monotonic() - t0
     if not quiet:
         print_summary(source, summary)
@@ -141,4 +150,6 @@ def print_summary(source: str, s: ReplaySummary) -> None:
     t.add_row("bytes", f"{s.bytes:,}")
     rate = s.messages / s.seconds if s.seconds else 0.0
     t.add_row("time (generate + encode + send)", f"{s.seconds:.1f} s ({rate:,.0f} msg/s)")
+    if s.stopped:
+        t.add_row("stopped", "by a signal, before the end of the dataset")
     console.print(t)

@@ -58,7 +58,8 @@ class JoinerConfig(Section):
         description="exactly-once: the runner's position (offsets, watermark) is written here, keyed by group_id, "
                     "in each checkpoint's transaction (compacted, one partition; created if missing)",
     )
-    metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus endpoint on metrics.host (0 = free)")
+    metrics_port: int | None = Field(None, ge=0, le=65535,
+                                     description="Prometheus endpoint on metrics.host: unset = off, 0 = a free port")
     log_interval_s: float = Field(10.0, gt=0, description="a metrics log line this often")
     gc_sweep_interval_s: float = Field(
         600.0, gt=0, description="between checkpoints the join state is frozen out of Python's cyclic GC; "

@@ -51,13 +51,14 @@ from sinks.table import archive_schema, sort_by_time, to_table
 log = logging.getLogger("streamrec.archive")
 T = TypeVar("T")
 
-M_EXAMPLES = Counter("streamrec_archive_examples", "examples committed to the archive", ["late"])
-M_DUPLICATES = Counter("streamrec_archive_duplicates", "examples dropped as duplicates by example_id")
-M_DEAD = Counter("streamrec_archive_dead_letters", "undecodable messages sent to the dead-letter topic")
-M_COMMITS = Counter("streamrec_archive_commits", "archive commits")
-M_ERRORS = Counter("streamrec_archive_target_errors", "failed calls to the archive target (retried)")
+# Prometheus conventions: counters end in _total, base units (seconds)
+M_EXAMPLES = Counter("streamrec_archive_examples_total", "examples committed to the archive", ["late"])
+M_DUPLICATES = Counter("streamrec_archive_duplicates_total", "examples dropped as duplicates by example_id")
+M_DEAD = Counter("streamrec_archive_dead_letters_total", "undecodable messages sent to the dead-letter topic")
+M_COMMITS = Counter("streamrec_archive_commits_total", "archive commits")
+M_ERRORS = Counter("streamrec_archive_target_errors_total", "failed calls to the archive target (retried)")
 M_TARGET_UP = Gauge("streamrec_archive_target_up", "1 when the last call to the archive target worked")
-M_WATERMARK = Gauge("streamrec_archive_watermark_ms", "the archive's event-time watermark")
+M_WATERMARK = Gauge("streamrec_archive_watermark_seconds", "the archive's event-time watermark (Unix time)")
 
 
 class ArchiveError(RuntimeError):
@@ -151,6 +152,10 @@ class Archiver:
                             lambda: {h for h, _ in self._buffer})
 
     # ---- control -------------------------------------------------------------------------
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def stop(self) -> None:
         """Ask ``run`` to commit what it has and return (safe from a signal handler)."""
         self._stop.set()
@@ -220,9 +225,11 @@ class Archiver:
         """Archive until ``stop()``, or ``idle_s`` without new messages, or ``max_s``; commits at the end."""
         from confluent_kafka import KafkaError
 
-        from streamrec.kafka import assign_from_start, check_access, consumer
+        from streamrec.kafka import assign_from_start, check_access, consumer, require_topics
 
         check_access(self.kafka)  # a refused login fails here, in one line
+        require_topics(self.kafka, ["examples"])
+        self.fs.exists(layout.EXAMPLES)  # a target that does not answer at start fails here (Unreachable)
         log.info("archiving topic %s from %s to %s", self.topic, self.kafka.bootstrap, self.fs.description)
         self.recover()
         c = consumer(self.kafka, group=self.cfg.group)
@@ -351,7 +358,7 @@ class Archiver:
             return
         if wm > self.watermark_ms:
             self.watermark_ms = wm
-            M_WATERMARK.set(wm)
+            M_WATERMARK.set(wm / 1000)
 
     def _dead_letter(self, m: Any, reason: str, detail: str) -> None:
         from streamrec.kafka import producer

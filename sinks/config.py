@@ -38,3 +38,5 @@ class ArchiveConfig(Section):
     retry_initial_s: float = Field(0.5, gt=0, description="first back-off when the target fails")
     retry_max_s: float = Field(10.0, gt=0, description="back-off cap; the dumper retries until the target is back")
     group: str = Field("streamrec-archive", description="consumer group id (offsets live in the archive)")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Prometheus endpoint on metrics.host: unset = off, 0 = a free port")

@@ -13,6 +13,7 @@ import posixpath
 from pathlib import Path
 from typing import Protocol
 
+from streamrec.errors import Unreachable
 from streamrec.files import fsync_dir
 
 
@@ -96,6 +97,7 @@ class HdfsFS:
                  auth: str = "simple"):
         self.root = root.rstrip("/") or "/"
         self.client = _webhdfs_client(url, user, timeout, auth)
+        self.url = url
         self.description = f"hdfs:{url}{self.root}"
 
     def _p(self, path: str) -> str:
@@ -104,6 +106,8 @@ class HdfsFS:
     def _call(self, what: str, fn, *args, **kwargs):
         """Run one client call; every target failure becomes an OSError naming the operation."""
         from hdfs.util import HdfsError
+        from requests.exceptions import ConnectionError as NoAnswer
+        from requests.exceptions import Timeout
 
         try:
             return fn(*args, **kwargs)
@@ -113,7 +117,10 @@ class HdfsFS:
                     or "does not exist" in msg:
                 raise FileNotFoundError(f"{what}: {msg}") from None
             raise OSError(f"HDFS {what} failed: {msg}") from None
-        except OSError as e:  # requests' errors are OSErrors: connection refused, timeouts, ...
+        except (NoAnswer, Timeout) as e:  # nothing answered (an OSError the archive retries: Unreachable is one)
+            raise Unreachable(f"archive.hdfs_url: HDFS at {self.url} did not answer ({what}: {type(e).__name__})") \
+                from None
+        except OSError as e:  # requests' other errors are OSErrors too
             raise OSError(f"HDFS {what} failed: {type(e).__name__}: {e}") from None
 
     def write_bytes(self, path: str, data: bytes) -> None:

@@ -24,9 +24,12 @@ from schemas.spec import FeatureSpec, SpecError, load_spec, merge, read_spec_dat
 from serving.config import ServingConfig
 from sinks.config import ArchiveConfig
 from streamrec import secrets
+from streamrec.errors import ConfigError
 from streamrec.kafka_security import KafkaSecurity, no_credentials
+from streamrec.logs import LogConfig
 from streamrec.section import Section
 from trainer.config import TrainerConfig
+from trainer.experiments.config import ExperimentsConfig
 
 DEFAULT_CONFIG_FILE = Path("streamrec.toml")
 # the feature spec when a config names none: the MovieLens demo's
@@ -43,6 +46,8 @@ class TopicsConfig(Section):
         default_factory=lambda: {"features": 2, "actions": 2, "examples": 2, "dead_letter": 1, "params": 1},
         description="partition count per topic role (features, actions, examples, dead_letter, params)",
     )
+    replication_factor: int = Field(
+        1, ge=1, description="replicas of each topic `streamrec topics create` makes (3 on a production cluster)")
 
     def by_role(self) -> dict[str, str]:
         return {"features": self.features, "actions": self.actions, "examples": self.examples,
@@ -64,7 +69,8 @@ class KafkaConfig(Section):
         default_factory=KafkaSecurity, description="protocol, SASL and TLS of every Kafka client, Flink's included"
     )
     connect_timeout_s: float = Field(
-        30.0, gt=0, description="a stage fails at start if no broker answered (or one refused it) within this"
+        5.0, gt=0, description="a command fails at start if no broker answered (or one refused it) within this "
+                               "(exit code 3)"
     )
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
     producer: dict[str, Any] = Field(
@@ -142,6 +148,7 @@ class Settings(Section):
     stack: StackConfig = Field(default_factory=StackConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     joiner: JoinerConfig = Field(default_factory=JoinerConfig)
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
@@ -149,10 +156,8 @@ class Settings(Section):
     flink: FlinkConfig = Field(default_factory=FlinkConfig)
     client: ClientConfig = Field(default_factory=ClientConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
-
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message names the field."""
+    experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig,
+                                           description="the offline experiments (streamrec experiment ...)")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -190,6 +195,8 @@ def _describe(err: ValidationError) -> str:
         shown = "input" in e and not isinstance(e["input"], dict | list) \
             and not any(s == field or s.startswith(field + ".") for s in secret)
         lines.append(f"  {field}: {e['msg']}" + (f" (got {e['input']!r})" if shown else ""))
+    if len(lines) == 1:  # the usual case: one line
+        return "invalid configuration: " + lines[0].strip()
     return "invalid configuration:\n" + "\n".join(lines)
 
 
@@ -256,7 +263,7 @@ def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str
     try:
         data["features"] = _feature_data(data.get("features"))
     except SpecError as e:
-        raise ConfigError(f"invalid configuration:\n  features.file: {e}") from None
+        raise ConfigError(f"invalid configuration: features.file: {e}") from None
     for keys, value in parsed:  # ... then every override on top of the whole spec
         if keys != ["features", "file"]:
             _apply(data, keys, value)

@@ -6,6 +6,7 @@ security block (``kafka.security``) reach the consumers, producers and admin cli
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -16,6 +17,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamrec.config import ConfigError, KafkaConfig
+from streamrec.errors import MissingInput, Unreachable
+
+# librdkafka's own log lines (connection refused, broker down, ...) go through Python logging, so
+# --log-level and --log-format apply to them; without this they go raw to stderr
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 
 
 def bootstrap_of(cfg: KafkaConfig) -> str:
@@ -29,9 +35,20 @@ class KafkaAccessError(ConfigError):
     """The brokers refused this client (authentication, TLS) or none answered: one line naming the setting."""
 
 
+class BrokerUnreachable(KafkaAccessError, Unreachable):
+    """No broker answered: the address may be right and the cluster down (exit code 3, not 2)."""
+
+    exit_code = Unreachable.exit_code
+
+
+class MissingTopic(MissingInput):
+    """A topic a stage reads does not exist (it is never created on read: a typo would go unnoticed)."""
+
+
 def client_config(cfg: KafkaConfig, **extra: Any) -> dict[str, Any]:
-    """librdkafka properties of any client: bootstrap servers and security, then ``extra``."""
-    return {"bootstrap.servers": bootstrap_of(cfg), **cfg.security.librdkafka(), **extra}
+    """librdkafka properties of any client: bootstrap servers, security, Python logging, then ``extra``."""
+    return {"bootstrap.servers": bootstrap_of(cfg), **cfg.security.librdkafka(), "logger": LIBRDKAFKA_LOG,
+            **extra}
 
 
 def admin(cfg: KafkaConfig, **extra: Any) -> AdminClient:
@@ -71,8 +88,19 @@ def check_access(cfg: KafkaConfig, timeout: float | None = None) -> None:
                                        f"{err.str()}")
         if time.monotonic() > deadline:
             last = f": {errors[-1].str()}" if errors else ""
-            raise KafkaAccessError(f"kafka: no broker at {cfg.bootstrap} answered within {timeout:.0f}s{last} "
+            raise BrokerUnreachable(f"kafka: no broker at {cfg.bootstrap} answered within {timeout:.0f}s{last} "
                                    f"(check kafka.bootstrap and kafka.security, now {sec.describe()})")
+
+
+def require_topics(cfg: KafkaConfig, roles: Iterable[str], timeout: float | None = None) -> None:
+    """Fail in one line naming the setting (``kafka.topics.<role>``) if a topic a stage reads is missing."""
+    names = cfg.topics.by_role()
+    md = admin(cfg, log_level=0).list_topics(timeout=cfg.connect_timeout_s if timeout is None else timeout)
+    for role in roles:
+        t = md.topics.get(names[role])
+        if t is None or t.error is not None:
+            raise MissingTopic(f"kafka.topics.{role}: topic {names[role]!r} does not exist on {cfg.bootstrap} "
+                               "(`streamrec topics create`, or set kafka.topics." + role + ")")
 
 
 def producer(cfg: KafkaConfig, **extra: Any) -> Producer:
@@ -116,12 +144,15 @@ def create_topics(
     """
     client = admin(cfg)
     conf = config if config is not None else {"retention.ms": "-1", "retention.bytes": "-1"}
-    new = [NewTopic(name, num_partitions=n, replication_factor=1, config=conf) for name, n in partitions.items()]
+    rf = cfg.topics.replication_factor
+    new = [NewTopic(name, num_partitions=n, replication_factor=rf, config=conf) for name, n in partitions.items()]
     futures = client.create_topics(new, operation_timeout=timeout)
     for fut in futures.values():
         try:
             fut.result(timeout)
         except KafkaException as e:
+            if e.args[0].code() == KafkaError.INVALID_REPLICATION_FACTOR:
+                raise ConfigError(f"kafka.topics.replication_factor: {e.args[0].str()}") from None
             if not (exist_ok and e.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS):
                 raise
     deadline = time.monotonic() + timeout
@@ -190,7 +221,8 @@ def partitions_of(client: Consumer | Producer, topic: str, timeout: float = 10.0
     md = client.list_topics(topic, timeout=timeout)
     t = md.topics.get(topic)
     if t is None or t.error is not None:
-        raise KafkaException(t.error if t else f"topic {topic} not found")
+        raise MissingTopic(f"topic {topic!r} does not exist"
+                           + (f" ({t.error.str()})" if t is not None else ""))
     return sorted(t.partitions)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from streamrec.cli import app
+from cli.main import app
 from streamrec.config import ConfigError, load_config, parse_override
 
 

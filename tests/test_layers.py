@@ -20,6 +20,7 @@ def loaded(*modules: str) -> set[str]:
 
 @pytest.mark.parametrize("modules,forbidden", [
     (["trainer.loop", "trainer.run", "trainer.sources", "trainer.synthetic"], {"joiner", "pyflink"}),
+    (["trainer.experiments.run"], {"joiner", "pyflink", "confluent_kafka"}),
     (["joiner.engine", "joiner.memory", "joiner.validate"], {"confluent_kafka", "pyflink", "trainer", "torch"}),
     (["serving.model_server", "serving.ps", "serving.delta"], {"joiner", "pyflink", "confluent_kafka"}),
     # a replica reads the trainer's snapshots and deltas, never the join or the archive (their config
@@ -28,3 +29,12 @@ def loaded(*modules: str) -> set[str]:
 ])
 def test_a_stage_does_not_load_what_it_must_not_use(modules: list[str], forbidden: set[str]) -> None:
     assert not loaded(*modules) & forbidden
+
+
+def test_nothing_imports_the_cli() -> None:
+    """The CLI is the top of the house: every stage and shared helper loads without it (and without typer)."""
+    stages = ["streamrec.config", "streamrec.kafka", "streamrec.metrics", "streamrec.logs", "streamrec.client",
+              "schemas.spec", "replay.events", "joiner.engine", "jobs.join_runner", "jobs.replay", "jobs.demo",
+              "sinks.archive", "sinks.reader", "trainer.run", "serving.model_server", "deploy.stack", "deploy.flink",
+              "deploy.hdfs"]
+    assert not loaded(*stages) & {"cli", "typer"}

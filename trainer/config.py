@@ -50,7 +50,7 @@ class TrainerConfig(Section):
     eval_lateness_ms: int = Field(600_000, ge=0, description="a window closes this long after its end")
     baseline_prior: float = Field(10.0, gt=0, description="popularity baseline smoothing (examples)")
     metrics_port: int | None = Field(None, ge=0, le=65535,
-                                     description="Prometheus endpoint on metrics.host (0 = a free port)")
+                                     description="Prometheus endpoint on metrics.host: unset = off, 0 = a free port")
     metrics_csv: Path | None = Path(".run/trainer/metrics.csv")
     plot: Path | None = Path(".run/trainer/auc.png")
 

@@ -158,8 +158,8 @@ class Trainer:
                             progress(len(fresh))
                 self.positions[source.name] = position  # the batch holding these records is queued
                 idle = stop_when_idle_s is not None and now - idle_since > stop_when_idle_s
-                if not records and (source.exhausted or idle or self.stop_requested):
-                    break
+                if self.stop_requested or (not records and (source.exhausted or idle)):
+                    break  # a stop request does not wait for a quiet stream: this batch is queued
                 self._periodic()
                 if max_examples is not None and self.examples >= max_examples:
                     break

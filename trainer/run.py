@@ -4,6 +4,7 @@ A batch run ends with a snapshot, and an online run starts from the newest snaps
 ``train --batch A..B`` followed by ``train --online`` continues from the same state (the dedup
 memory travels in the snapshot too, so examples seen in the archive are dropped online).
 ``--restore`` makes any run start from the newest snapshot and replay from its stream positions.
+SIGTERM or Ctrl-C stops a run cleanly: the batch in flight is trained on, then a final snapshot.
 Online runs publish every sync as a delta to the params topic (``serving.publish``), where serving
 replicas read them; each snapshot records the offset after the last delta.
 """
@@ -14,7 +15,8 @@ import logging
 from contextlib import nullcontext
 from typing import Any
 
-from trainer.loop import Trainer
+from streamrec.errors import ConfigError, MissingInput
+from streamrec.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +24,40 @@ log = logging.getLogger(__name__)
 def train(settings: Any, batch: str | None = None, online: bool = False, restore: bool = False,
           stop_when_idle_s: float | None = None, max_examples: int | None = None,
           progress: bool = True) -> dict[str, Any]:
-    """Run the requested modes in order (batch, then online) on one trainer; return the summary."""
+    """Run the requested modes in order (batch, then online) on one trainer; return the summary.
+
+    Fails before training (and before any snapshot) on an empty ``batch`` range: a snapshot of
+    nothing would look like a model to the next ``--online`` or serving."""
     from trainer.sources import ArchiveSource, KafkaSource, parse_range
 
     if not batch and not online:
-        raise ValueError("nothing to do: give --batch FROM..TO and/or --online")
+        raise ConfigError("nothing to do: give --batch FROM..TO and/or --online")
     cfg = settings.trainer
+    reader = start = end = None
+    total = 0
+    if batch:
+        from sinks.reader import open_archive
+
+        try:
+            start, end = parse_range(batch)
+            reader = open_archive(settings)
+            total = reader.count(start, end)
+        except ValueError as e:
+            raise ConfigError(str(e) if str(e).startswith("--batch") else f"--batch: {e}") from None
+        if total == 0:
+            raise MissingInput(f"--batch {batch}: no archived examples in that range under "
+                               f"{reader.fs.description} (`streamrec archive-ls` lists the hours)")
+    if online:  # before the model is built: a broker that is down or a missing topic fails in seconds
+        from streamrec.kafka import check_access, require_topics
+
+        check_access(settings.kafka)
+        require_topics(settings.kafka, ["examples"])
     if cfg.metrics_port is not None:
         from streamrec.metrics import serve_metrics
 
         serve_metrics(cfg.metrics_port, settings.metrics.host)
+    from trainer.loop import Trainer  # torch: seconds to import, so after the checks above
+
     publisher = None
     mode = settings.serving.publish
     if mode == "always" or (mode == "online" and online):
@@ -39,29 +65,24 @@ def train(settings: Any, batch: str | None = None, online: bool = False, restore
 
         publisher = DeltaPublisher(settings)  # syncs go to kafka.topics.params, for serving replicas
     trainer = Trainer(cfg, settings.features, serving=publisher)
-    _stop_on_sigterm(trainer)
     if restore or (online and not batch):
         got = trainer.restore()
         if got is None and restore:
-            raise FileNotFoundError(f"--restore: no snapshot under {cfg.snapshot_dir}")
+            raise MissingInput(f"--restore: no snapshot under trainer.snapshot_dir={cfg.snapshot_dir}")
         if got is not None:
             log.info("continuing from snapshot %s", got)
     bar = _progress() if progress else nullcontext(None)
-    with bar as prog:
+    with bar as prog, stop_on_signals(lambda: setattr(trainer, "stop_requested", True)):
         def tick(n: int, task: Any = None) -> None:
             if prog is not None and task is not None:
                 prog.advance(task, n)
 
         if batch:
-            from sinks.reader import open_archive
-
-            start, end = parse_range(batch)
-            reader = open_archive(settings)
             src = ArchiveSource(reader, start, end)
-            task = prog.add_task(f"batch {batch}", total=reader.count(start, end)) if prog else None
+            task = prog.add_task(f"batch {batch}", total=total) if prog else None
             trainer.run(src, max_examples=max_examples, progress=lambda n: tick(n, task))
             trainer.snapshot()
-        if online:
+        if online and not trainer.stop_requested:
             src = KafkaSource(settings.kafka, settings.kafka.topics.examples, cfg.consumer_group, cfg.online_start)
             trainer.on_snapshot = lambda _p: src.commit()
             task = prog.add_task("online", total=None) if prog else None
@@ -73,20 +94,13 @@ def train(settings: Any, batch: str | None = None, online: bool = False, restore
                 src.close()
     if publisher is not None:
         publisher.close()
-    return trainer.finish()
-
-
-def _stop_on_sigterm(trainer: Trainer) -> None:
-    """SIGTERM ends the run like idleness does: after the batch in hand, a final sync and snapshot."""
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: setattr(trainer, "stop_requested", True))
+    return {**trainer.finish(), "stopped_by_signal": trainer.stop_requested}
 
 
 def _progress() -> Any:
+    """On stderr: stdout carries the run's JSON summary."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    transient=False)
+                    console=Console(stderr=True), transient=False)

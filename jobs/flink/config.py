@@ -46,6 +46,11 @@ class FlinkConfig(Section):
         "", description="host:port of the JobManager's REST endpoint of an existing cluster for `flink submit/stop`; "
                         "empty = the local cluster `flink up` started"
     )
+    prometheus_ports: str = Field(
+        "", pattern=r"^(\d+(-\d+)?)?$",
+        description="the local cluster's Prometheus reporter (the job's counters, e.g. "
+                    "flink_taskmanager_job_task_operator_examples): a port or a range, one port per JobManager and "
+                    "TaskManager (9250-9260); empty = off. It binds every interface (Flink has no host option)")
     restart_attempts: int = Field(3, ge=0, description="fixed-delay restart strategy: attempts")
     restart_delay_ms: int = Field(1000, ge=0)
     bundle_size: int = Field(1000, ge=1, description="python.fn-execution.bundle.size")

@@ -8,29 +8,46 @@ takes. What it returns is never one the joiner dead-letters for its shape (``joi
 holds the same rules; tests check the two agree).
 
 Why it writes the bytes itself: fastavro's generic writer took ~45 us per feature log, more
-than producing the message. Here each slot caches raw value (or tuple of values) -> its FIDs
-and its whole encoded map entry (a feed logs the same users' and items' values all day), each
-cross its entry per pair of source FIDs, and a message is joined from cached pieces; the loops
-below are written for that (no call or string formatting per value unless something is wrong).
+than producing the message. A feed logs the same users' and items' values all day, so what is
+encoded is cached: an item's id and sparse map, its dense map and a user's sparse map, each
+keyed by ``marshal`` of its raw values (``_key``: exact types, the values as they are now, never
+the objects, which an application may mutate and reuse); each slot's entry per raw value and
+each cross's entry per pair of source entries (and its FID per pair of FIDs) for what misses.
+A cached item then costs no Python code of its own (``_items_fast``: C-level passes over the
+items), and values are checked one by one only on a miss. All caches are bounded
+(``client.fid_cache_size`` entries each).
 """
 
 from __future__ import annotations
 
 import operator
 import struct
+from itertools import chain, repeat
+from marshal import dumps
+from math import inf
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from schemas.avrobin import SMALL, SMALL_LONGS, long_bytes, string_bytes
 from schemas.codec import default_codec
 from schemas.fid import cross_fid, fid
 from schemas.spec import CrossSpec, FeatureSpec, SpecError
-from streamrec.client.logs import ActionLog, FeatureLog
+from streamrec.client.logs import ActionLog, FeatureLog, Item
 
 F32_MAX = 3.4028234663852886e38
 I32 = 1 << 31
 I64 = 1 << 63
 _F32 = struct.Struct("<f").pack
 Entry = tuple[tuple[int, ...], bytes]  # a slot's FIDs for one raw value (or tuple) and its encoded map entry
+# an item's cached id and sparse map: (item id, its varint, the count of its own sparse entries, those
+# entries, per item cross the entries of its item-side sources, the map up to its end when no cross
+# applies; for the one cross of ``LogEncoder._xfast``: that up to the cross's entry, the item-side
+# source's entry and its bytes)
+ItemEntry = tuple[int, bytes, int, bytes, tuple[tuple[Entry | None, Entry | None], ...], bytes, bytes,
+                  Entry | None, bytes | None]
+_KEY_FIELDS = attrgetter("item_id", "sparse")  # the raw values an item's ItemEntry is keyed by
+_DENSE, _POSITION = attrgetter("dense"), attrgetter("position")
+_IID, _IID_B, _PRE, _PRE_X, _XSRC_B = (itemgetter(i) for i in (0, 1, 5, 6, 8))
 
 
 def _path(j: int, part: str) -> str:
@@ -89,29 +106,39 @@ class _Slot:
 
 
 class _Cross:
-    """A cross slot: caches (entry of source a, entry of source b) -> its encoded map entry.
+    """A cross slot: caches (entry of source a, entry of source b) -> its encoded map entry, and
+    (FID a, FID b) -> the cross FID's varint, so a new combination of known values (a user and a
+    movie's list of genres, say) costs lookups, not hashes.
 
     The sources' entries stand for their FIDs (one entry per slot and values) and, being bytes,
     keep their hash: the key costs two lookups of cached hashes, not a walk over big ints."""
 
-    __slots__ = ("name", "number", "key", "a", "b", "cache", "fid_cache", "limit")
+    __slots__ = ("name", "number", "key", "a", "b", "cache", "pairs", "fid_cache", "limit")
 
     def __init__(self, name: str, c: CrossSpec, limit: int):
         self.name, self.number = name, c.number
         self.key = string_bytes(name)
         self.a, self.b = c.of
         self.cache: dict[tuple[bytes, bytes], bytes] = {}
-        self.fid_cache: dict[tuple[bytes, bytes], list[int]] = {}  # the same pairs -> FIDs (``fids``)
+        self.pairs: dict[tuple[int, int], bytes] = {}
+        self.fid_cache: dict[tuple[bytes, bytes], list[int]] = {}  # entries' pairs -> FIDs (``fids``)
         self.limit = limit
 
     def entry(self, ea: Entry, eb: Entry) -> bytes:
         key = (ea[1], eb[1])
         got = self.cache.get(key)
         if got is None:
-            got = _encoded(self.key, [cross_fid(self.number, x, y) for x in ea[0] for y in eb[0]])
-            if len(self.cache) >= self.limit:
-                self.cache.clear()
-            self.cache[key] = got
+            fids = []
+            pairs = self.pairs
+            for x in ea[0]:
+                for y in eb[0]:
+                    f = pairs.get((x, y))
+                    if f is None:
+                        f = long_bytes(cross_fid(self.number, x, y))
+                        _put(pairs, (x, y), f, self.limit)
+                    fids.append(f)
+            got = self.key + (long_bytes(len(fids)) + b"".join(fids) if fids else b"") + b"\x00"
+            _put(self.cache, key, got, self.limit)
         return got
 
 
@@ -124,7 +151,12 @@ class LogEncoder:
         codec = default_codec()
         self.fl_header = codec.current["FeatureLog"].header
         self.al_header = codec.current["ActionLog"].header
-        limit = max(1, fid_cache_size)
+        self.limit = limit = max(1, fid_cache_size)
+        # marshal of raw values (``_key``) -> encoded parts: items' ids and sparse maps, items' dense
+        # maps (after the end of the sparse map), users' sparse maps (with the entries of cross sources)
+        self.items: dict[bytes, ItemEntry] = {}
+        self.item_denses: dict[bytes, bytes] = {}
+        self.users: dict[bytes, tuple[bytes, dict[str, Entry]]] = {}
         sides: dict[str, dict[str, _Slot]] = {"user": {}, "item": {}}
         for name, s in spec.slots.items():
             if not s.retired:
@@ -140,7 +172,21 @@ class LogEncoder:
         self.user_dense = {n: string_bytes(n) for n in spec.dense_on("user")}
         self.item_dense = {n: string_bytes(n) for n in spec.dense_on("item")}
         self.actions = {a: string_bytes(a) for a in spec.known_actions}
-        self._rid = ("", b"")  # the last action's request id and its encoding
+        # the items' fast path (``_items_fast``) takes specs with no item cross, or one of a user-side
+        # and an item-side slot: (that cross, whether its user-side source is its first)
+        self._xfast: tuple[_Cross, bool] | None = None
+        self._fast = not self.item_crosses
+        if len(self.item_crosses) == 1:
+            c = self.item_crosses[0]
+            sides = spec.side(c.a), spec.side(c.b)
+            if sorted(sides) == ["item", "user"]:
+                self._xfast, self._fast = (c, sides[0] == "user"), True
+        # an action with a request id's part (header included) at most this long always fits: the
+        # rest is two longs, an action name and a float
+        longest = max(map(len, self.actions.values()))
+        self._fits = inf if max_message_bytes is None else max_message_bytes - 20 - longest - 5
+        # the last action's request id, the message's bytes up to the item id, whether it always fits
+        self._rid: tuple[Any, bytes, bool] = (None, b"", True)
 
     # ---- entry points ---------------------------------------------------------------------
     def encode(self, log: FeatureLog | ActionLog) -> bytes:
@@ -155,114 +201,183 @@ class LogEncoder:
         return default_codec().decode(self.encode(log))[1]
 
     def action_log(self, a: ActionLog) -> bytes:
+        """The usual action is checked in one test and joined from five pieces; its header and
+        request id are encoded once per request id (with whether any action of the request can
+        exceed the joiner's limit: nearly never), since consecutive actions often share it."""
         rid, iid, ts, v = a.request_id, a.item_id, a.ts_ms, a.value
         act = self.actions.get(a.action) if type(a.action) is str else None
         if act is None:
             raise SpecError("action", f"{a.action!r} is neither a label nor ignored in the feature spec "
                                       f"({sorted(self.actions)})")
-        if not (type(rid) is str and type(iid) is int and type(ts) is int and rid and len(rid) < SMALL
-                and -I64 <= iid < I64 and 0 <= ts < I64):  # the usual case in one test; else say what is wrong
-            rid_b = _request_id(rid)
-            iid, ts = _int(iid, "item_id"), _int(ts, "ts_ms", 0)
-        elif rid == self._rid[0]:
-            rid_b = self._rid[1]  # a request's actions come together: its id is encoded once
-        else:
-            rid_b = rid.encode()
-            rid_b = long_bytes(len(rid_b)) + rid_b
-            self._rid = (rid, rid_b)
-        value = b"\x00" if v is None else b"\x02" + _F32(_float(v, "value"))
-        data = b"".join((self.al_header, rid_b, long_bytes(iid), act, long_bytes(ts), value))
-        if self.max_bytes is not None and len(data) > self.max_bytes:
+        if not (type(rid) is str and type(iid) is int and type(ts) is int and rid
+                and -I64 <= iid < I64 and 0 <= ts < I64):  # the usual action, in one test; else check each
+            _request_id(rid)
+            iid, ts = _int(iid, "item_id"), _int(ts, "ts_ms", 0)  # raises, or converts a numpy int
+        last = self._rid
+        if rid != last[0]:
+            b = rid.encode()
+            head = self.al_header + (SMALL_LONGS[len(b)] if len(b) < SMALL else long_bytes(len(b))) + b
+            last = self._rid = (rid, head, len(head) <= self._fits)
+        data = b"".join((last[1], SMALL_LONGS[iid] if 0 <= iid < SMALL else long_bytes(iid), act, long_bytes(ts),
+                         b"\x00" if v is None else b"\x02" + _F32(_float(v, "value"))))
+        if not last[2] and len(data) > self.max_bytes:
             raise SpecError("request_id", f"the encoded action is {len(data)} bytes, more than the joiner takes "
                                           f"(joiner.max_message_bytes = {self.max_bytes})")
         return data
 
     def feature_log(self, log: FeatureLog) -> bytes:
-        """The user's maps, then each item's: the item loop is written out (no call per item or
-        per value), since a feature log lists many items and this is the client's hot path."""
+        """The user's maps, then each item's. An item's sparse map (with its id) and its dense
+        map are cached, each keyed by ``marshal`` of its raw values (``_key``), as is the user's
+        sparse map: a hit costs a C call and a lookup however many values it has. Only crosses
+        of a user and an item slot, which depend on both, are looked up per item."""
         rid = _request_id(log.request_id)
         items = log.items
         if not items:
             raise SpecError("items", "no shown item: a feature log lists the items it scored")
-        ufids: dict[str, Entry] = {}
-        parts = [self.fl_header, rid, long_bytes(_int(log.user_id, "user_id")),
-                 long_bytes(_int(log.ts_ms, "ts_ms", 0)),
-                 self._user_sparse(log.user, ufids),
-                 self._dense(log.user_dense, self.user_dense, -1), long_bytes(len(items))]
-        append = parts.append
-        slots, dense, small = self.item, self.item_dense, SMALL_LONGS
-        # the item crosses, with their user-side sources' entries looked up once per log
-        crosses = [(c, ufids.get(c.a), ufids.get(c.b)) for c in self.item_crosses]
-        shown: set[int] = set()
-        for j, it in enumerate(items):
-            iid, pos = it.item_id, it.position
-            if pos is None:
-                pos = j
-            if type(iid) is not int or not -I64 <= iid < I64:
-                iid = _int(iid, f"items[{j}].item_id")
-            if iid in shown:
-                raise SpecError(f"items[{j}].item_id", f"item {iid} is shown twice: each shown item makes one "
-                                                       "example, under an id of the request and the item")
-            shown.add(iid)
-            if type(pos) is int and 0 <= pos < SMALL:
-                append(long_bytes(iid) + small[pos])
-            else:
-                append(long_bytes(iid) + long_bytes(_int(pos, f"items[{j}].position", -I32, I32)))
-            # sparse map: one block of entries, its count written once known
-            raw = it.sparse
-            n = len(raw)
-            mark = len(parts)
-            append(b"")
-            fids = None
-            for name, v in raw.items():
-                s = slots.get(name)
-                if s is None:
-                    raise self._slot_error(name, "item", _path(j, "sparse"))
-                t = type(v)
-                got = None
-                if t is s.pytype:
-                    got = s.cache.get(v)
-                elif (t is list or t is tuple) and s.pytype is str:  # a tuple of strings equals only strings
-                    got = s.cache.get(v if t is tuple else tuple(v))
-                if got is None:
-                    got = s.entry(v, j)
-                append(got[1])
-                if s.crossed:
-                    if fids is None:
-                        fids = {}
-                    fids[name] = got
-            for c, ua, ub in crosses:
-                fa = ua if ua is not None else (fids.get(c.a) if fids else None)
-                fb = ub if ub is not None else (fids.get(c.b) if fids else None)
-                if fa is not None and fb is not None:
-                    append(c.entry(fa, fb))
-                    n += 1
-            if n:
-                parts[mark] = long_bytes(n)
-                append(b"\x00")
-            else:
-                parts[mark] = b"\x00"
-            d = it.dense
-            if not d:
-                append(b"\x00")
-            elif len(d) == 1:  # the usual single dense feature, inline
-                for name, v in d.items():
-                    key = dense.get(name)
-                    if key is not None and type(v) is float and -F32_MAX <= v <= F32_MAX:  # NaN fails it too
-                        append(b"\x02" + key + _F32(v) + b"\x00")
-                    else:
-                        append(self._dense(d, dense, j))  # raises, or converts an int
-            else:
-                append(self._dense(d, dense, j))
+        head = [self.fl_header, rid, long_bytes(_int(log.user_id, "user_id")), long_bytes(_int(log.ts_ms, "ts_ms", 0))]
+        user, ufids = self._user_sparse(log.user)
+        parts = head + [user, self._dense(log.user_dense, self.user_dense, -1), long_bytes(len(items))]
+        fast = self._items_fast(items, ufids) if self._fast else None
+        if fast is None:
+            self._items_loop(items, ufids, parts)
+        else:
+            parts += fast
         if type(log.source) is not str:
             raise SpecError("source", f"{log.source!r} is of type {type(log.source).__name__}, not a string")
-        append(b"\x00")
-        append(string_bytes(log.source))
+        parts.append(b"\x00")
+        parts.append(string_bytes(log.source))
         data = b"".join(parts)
         if self.max_bytes is not None and len(data) > self.max_bytes:
             raise SpecError("items", f"the encoded feature log is {len(data)} bytes, more than the joiner takes "
                                      f"(joiner.max_message_bytes = {self.max_bytes})")
         return data
+
+    def _items_fast(self, items: list[Item], ufids: dict[str, Entry]) -> list[bytes] | None:
+        """Every item's bytes (from its id on) by C-level passes over the list (``map``, ``zip``):
+        no Python code runs per cached item. None, and ``_items_loop`` (which checks and raises
+        in order) takes the log, when anything is not the usual: an item that fails a check, an
+        id shown twice, a position that is not a small int."""
+        n = len(items)
+        try:
+            keys = list(map(dumps, map(_KEY_FIELDS, items), repeat(2, n)))
+            dkeys = list(map(dumps, map(_DENSE, items), repeat(2, n)))
+        except (ValueError, AttributeError):
+            return None
+        es = list(map(self.items.get, keys))
+        ds = list(map(self.item_denses.get, dkeys))
+        try:
+            if None in es:
+                for j, e in enumerate(es):
+                    if e is None:
+                        es[j] = self._item(items[j], j, keys[j], set())
+            if None in ds:
+                for j, d in enumerate(ds):
+                    if d is None:
+                        ds[j] = self._item_dense(items[j].dense, j, dkeys[j])
+        except SpecError:
+            return None
+        if len(set(map(_IID, es))) < n:
+            return None
+        pos = list(map(_POSITION, items))
+        if pos.count(None) == n and n <= SMALL:
+            posb = SMALL_LONGS[:n]
+        else:
+            posb = [SMALL_LONGS[q] if type(q) is int and 0 <= q < SMALL else None
+                    for q in (j if p is None else p for j, p in enumerate(pos))]
+            if None in posb:
+                return None
+        xf = self._xfast
+        u = None if xf is None else ufids.get(xf[0].a if xf[1] else xf[0].b)
+        if u is None:  # no cross applies
+            return list(chain.from_iterable(zip(map(_IID_B, es), posb, map(_PRE, es), ds, strict=True)))
+        c, user_first = xf
+        us = repeat(u[1], n)  # the cross's key: its sources' entries' bytes, as in _Cross.entry
+        xs = list(map(c.cache.get, zip(us, map(_XSRC_B, es), strict=True) if user_first
+                      else zip(map(_XSRC_B, es), us, strict=True)))
+        if None in xs:  # a pair not seen yet, or an item without the cross's source
+            for j, x in enumerate(xs):
+                if x is None:
+                    i = es[j][7]
+                    xs[j] = b"" if i is None else c.entry(u, i) if user_first else c.entry(i, u)
+        return list(chain.from_iterable(zip(map(_IID_B, es), posb, map(_PRE_X, es), xs, ds, strict=True)))
+
+    def _items_loop(self, items: list[Item], ufids: dict[str, Entry], parts: list[bytes]) -> None:
+        """The items one by one, checked in the order the wire has them: any spec, any log."""
+        append = parts.append
+        # the item crosses, with their user-side sources' entries looked up once per log
+        crosses = [(c, ufids.get(c.a), ufids.get(c.b)) for c in self.item_crosses]
+        shown: set[int] = set()
+        for j, it in enumerate(items):
+            k = _key((it.item_id, it.sparse))
+            e = self.items.get(k)
+            if e is None:
+                e = self._item(it, j, k, shown)
+            iid = e[0]
+            if iid in shown:
+                raise SpecError(f"items[{j}].item_id", f"item {iid} is shown twice: each shown item makes one "
+                                                       "example, under an id of the request and the item")
+            shown.add(iid)
+            pos = it.position
+            if pos is None:
+                pos = j
+            append(e[1])
+            append(SMALL_LONGS[pos] if type(pos) is int and 0 <= pos < SMALL
+                   else long_bytes(_int(pos, f"items[{j}].position", -I32, I32)))
+            xs = []
+            for (c, ua, ub), (ia, ib) in zip(crosses, e[4], strict=True):
+                fa = ua if ua is not None else ia
+                fb = ub if ub is not None else ib
+                if fa is not None and fb is not None:
+                    xs.append(c.entry(fa, fb))
+            if xs:  # one block: the item's own entries, then its crosses
+                append(long_bytes(e[2] + len(xs)) + e[3] + b"".join(xs))
+            else:
+                append(e[5])
+            dk = _key(it.dense)
+            d = self.item_denses.get(dk)
+            append(d if d is not None else self._item_dense(it.dense, j, dk))
+
+    def _item(self, it: Item, j: int, k: bytes | None, shown: set[int]) -> ItemEntry:
+        """An item's id and sparse map, not in the cache: checked in the order the wire has them
+        (id, position, sparse), encoded, and cached under ``k`` if its values are plain (``_plain``)."""
+        iid = it.item_id
+        if type(iid) is not int or not -I64 <= iid < I64:
+            iid = _int(iid, f"items[{j}].item_id")
+        if iid in shown:
+            return (iid, b"", 0, b"", (), b"", b"", None, None)  # the caller raises: shown twice
+        pos = it.position
+        if pos is not None and not (type(pos) is int and 0 <= pos < SMALL):
+            _int(pos, f"items[{j}].position", -I32, I32)
+        slots = self.item
+        entries = []
+        fids: dict[str, Entry] = {}
+        for name, v in it.sparse.items():
+            s = slots.get(name)
+            if s is None:
+                raise self._slot_error(name, "item", _path(j, "sparse"))
+            got = s.entry(v, j)
+            entries.append(got[1])
+            if s.crossed:
+                fids[name] = got
+        srcs = tuple((fids.get(c.a), fids.get(c.b)) for c in self.item_crosses)
+        n, plain = len(entries), b"".join(entries)
+        pre = long_bytes(n) + plain if n else b""
+        xsrc = None
+        if self._xfast is not None:
+            xsrc = srcs[0][1] if self._xfast[1] else srcs[0][0]
+        pre_x = pre if xsrc is None else long_bytes(n + 1) + plain
+        e = (iid, long_bytes(iid), n, plain, srcs, pre, pre_x, xsrc, None if xsrc is None else xsrc[1])
+        if k is not None and type(it.item_id) is int and _plain(it.sparse):
+            _put(self.items, k, e, self.limit)
+        return e
+
+    def _item_dense(self, d: Any, j: int, k: bytes | None) -> bytes:
+        """An item's dense map, not in the cache, after the end of its sparse map: checked, encoded,
+        and cached under ``k`` if its values are plain."""
+        got = b"\x00" + self._dense(d, self.item_dense, j)
+        if k is not None and _plain(d):
+            _put(self.item_denses, k, got, self.limit)
+        return got
 
     def fids(self, log: FeatureLog) -> dict[str, Any]:
         """The FeatureLog record ``feature_log`` would encode (FIDs, crosses computed), as a dict.
@@ -326,27 +441,28 @@ class LogEncoder:
         return out
 
     # ---- maps -------------------------------------------------------------------------------
-    def _user_sparse(self, raw: Any, fids: dict[str, Entry]) -> bytes:
-        """The user's sparse map: the given slots, then the user-side crosses (``feature_log``
-        writes the items' maps the same way, inline). ``fids`` collects the entries of cross sources.
+    def _user_sparse(self, raw: Any) -> tuple[bytes, dict[str, Entry]]:
+        """The user's sparse map and the entries of its cross sources, cached like an item's
+        (a user's values change far less often than they are logged)."""
+        k = _key(raw)
+        got = self.users.get(k)
+        if got is None:
+            fids: dict[str, Entry] = {}
+            got = (self._user_sparse_checked(raw, fids), fids)
+            if k is not None and _plain(raw):
+                _put(self.users, k, got, self.limit)
+        return got
 
-        A cached entry is used as is when the value's type proves it valid: a value of the
-        slot's type, or a tuple of strings (equal only to strings) for a string slot; anything
-        else goes through ``_Slot.entry``, which checks every value."""
+    def _user_sparse_checked(self, raw: Any, fids: dict[str, Entry]) -> bytes:
+        """The given slots, then the user-side crosses, every value checked (``_Slot.entry``);
+        ``fids`` collects the entries of cross sources."""
         entries = []
         slots = self.user
         for name, v in raw.items():
             s = slots.get(name)
             if s is None:
                 raise self._slot_error(name, "user", "user")
-            t = type(v)
-            got = None
-            if t is s.pytype:
-                got = s.cache.get(v)
-            elif (t is list or t is tuple) and s.pytype is str:
-                got = s.cache.get(v if t is tuple else tuple(v))
-            if got is None:
-                got = s.entry(v, -1)
+            got = s.entry(v, -1)
             entries.append(got[1])
             if s.crossed:
                 fids[name] = got
@@ -417,3 +533,35 @@ def _float(v: Any, where: str) -> float:
     if not (v - v == 0.0 and -F32_MAX <= v <= F32_MAX):
         raise SpecError(where, f"{v!r} is not a finite float32")
     return v
+
+
+def _key(x: Any) -> bytes | None:
+    """The cache key of raw values, or None: ``marshal`` (version 2: no back-references, so equal
+    values give equal bytes) tags each value with its exact type, so ``1``, ``1.0`` and ``True``,
+    or a list and a tuple, never share a key, and mutating a dict changes its key."""
+    try:
+        return dumps(x, 2)
+    except ValueError:  # a numpy int, a Mapping that is not a dict ...: not cached
+        return None
+
+
+def _plain(x: Any) -> bool:
+    """Only dicts, ints, strings, floats, lists and tuples of them: what may be cached under ``_key``.
+
+    marshal writes anything with the buffer protocol (a numpy int too) as bytes, so such a value
+    could share a key with a bytes value the checks refuse; a value like that is encoded, never cached."""
+    t = type(x)
+    if t is int or t is str or t is float:
+        return True
+    if t is list or t is tuple:
+        return all(_plain(y) for y in x)
+    if t is dict:
+        return all(type(k) is str and _plain(v) for k, v in x.items())
+    return False
+
+
+def _put(cache: dict[Any, Any], key: Any, value: Any, limit: int) -> None:
+    """Store in a bounded cache: when full it is emptied (the hot values come back at once)."""
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = value

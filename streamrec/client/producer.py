@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -67,9 +68,12 @@ class Client:
         self.all_reports = c.delivery_reports == "all"
         self.block_timeout_s = c.block_timeout_s
         self._m = ClientMetrics()
-        self._counts = [0, 0, 0]  # feature logs, actions, bytes: the hot path's counters
+        # feature logs, actions, bytes, sends since the last poll: the hot path's counters
+        self._counts = [0, 0, 0, 0]
+        self._action_log, self._encode = self.encoder.action_log, self.encoder.encode  # bound once: send's hot path
         conf = {
             "bootstrap.servers": settings.kafka.bootstrap,
+            **settings.kafka.security.librdkafka(),  # kafka.security reaches applications' clients too
             "linger.ms": c.linger_ms,
             "batch.num.messages": c.batch_messages,
             "queue.buffering.max.messages": c.queue_max_messages,
@@ -79,12 +83,13 @@ class Client:
             "retry.backoff.ms": c.retry_backoff_ms,
             "delivery.report.only.error": not self.all_reports,
             "on_delivery": self._delivered,
+            "logger": logging.getLogger("librdkafka"),  # librdkafka's lines through the application's logging
             **({"statistics.interval.ms": c.stats_interval_ms, "stats_cb": self._stats} if c.stats_interval_ms else {}),
             **settings.kafka.producer,
             **producer_conf,
         }
         self._producer = Producer(conf)
-        self._since_poll = 0
+        self._produce = self._producer.produce
         self._key = ("", b"")  # the last request id and its bytes
 
     @classmethod
@@ -101,12 +106,12 @@ class Client:
         failed for good, and, with ``client.delivery_reports = "all"``, once it is acknowledged."""
         counts = self._counts
         try:
-            if type(log) is ActionLog:
-                data = self.encoder.action_log(log)
+            if type(log) is ActionLog:  # actions outnumber feature logs: tested first
+                data = self._action_log(log)
                 topic = self._actions_topic
                 counts[1] += 1
             else:
-                data = self.encoder.encode(log)
+                data = self._encode(log)
                 topic = self._features_topic
                 counts[0] += 1
         except SpecError:
@@ -114,23 +119,23 @@ class Client:
             raise
         counts[2] += len(data)
         rid = log.request_id
-        if rid == self._key[0]:
-            key = self._key[1]  # a request's logs come together: its key is encoded once
+        last = self._key
+        if rid == last[0]:
+            key = last[1]  # a request's logs come together: its key is encoded once
         else:
             key = rid.encode()
             self._key = (rid, key)
-        p = self._producer
         try:
             if on_delivery is None:
-                p.produce(topic, data, key, timestamp=log.ts_ms)
+                self._produce(topic, data, key, timestamp=log.ts_ms)
             else:
-                p.produce(topic, data, key, on_delivery=self._both(on_delivery), timestamp=log.ts_ms)
+                self._produce(topic, data, key, on_delivery=self._both(on_delivery), timestamp=log.ts_ms)
         except BufferError:
             self._wait_and_produce(topic, data, key, on_delivery, log.ts_ms)
-        self._since_poll += 1
-        if self._since_poll >= POLL_EVERY:
-            self._since_poll = 0
-            p.poll(0)
+        counts[3] += 1
+        if counts[3] >= POLL_EVERY:
+            counts[3] = 0
+            self._producer.poll(0)
 
     def send_encoded(self, data: bytes, request_id: str, ts_ms: int,
                      on_delivery: DeliveryCallback | None = None) -> None:
@@ -193,7 +198,7 @@ class Client:
         """Counters since the start (``ClientMetrics``); ``in_flight`` and, when only failures are
         reported, ``delivered`` (= sent - failed - in flight) are as of now."""
         m = self._m
-        m.feature_logs, m.actions, m.bytes = self._counts
+        m.feature_logs, m.actions, m.bytes = self._counts[:3]
         sent = m.feature_logs + m.actions
         if self.all_reports:
             m.in_flight = sent - m.delivered - m.failed

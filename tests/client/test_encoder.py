@@ -170,6 +170,7 @@ def test_what_the_client_sends_the_joiner_accepts_as_is(log: FeatureLog, tmp_pat
         event("refused")
         return  # refused: nothing sent
     event("sent")
+    assert data == reference(log)  # the bytes of the record built straight from the spec
     rec = codec.decode(data, expect="FeatureLog")[1]
     verdict = Validator(SPEC).features(rec)
     assert verdict.reason == "" and verdict.dropped == [] and verdict.record is rec
@@ -194,3 +195,130 @@ def test_what_the_client_sends_as_an_action_the_joiner_accepts(rid: str, iid: An
         return
     rec = codec.decode(data, expect="ActionLog")[1]
     assert Validator(SPEC).action(rec).record is rec
+
+
+# ---- the caches (items, users, crosses, action headers) never change a byte ---------------------
+def reference(log: FeatureLog, spec: FeatureSpec = SPEC) -> bytes:
+    """``log`` as the codec (fastavro) encodes the record built straight from the spec: no cache."""
+    def fids(name: str, v: Any) -> list[int]:
+        return [spec.fid(name, int(x) if spec.slots[name].type == "int" else x)
+                for x in (v if isinstance(v, list | tuple) else [v])]
+
+    def crosses(side: str, own: dict[str, list[int]], user: dict[str, list[int]]) -> dict[str, list[int]]:
+        out = {}
+        for name, c in spec.crosses.items():
+            a, b = (own.get(s, user.get(s)) for s in c.of)
+            if not c.retired and spec.side(name) == side and a is not None and b is not None:
+                out[name] = [spec.cross_fid(name, x, y) for x in a for y in b]
+        return out
+
+    user = {n: fids(n, v) for n, v in log.user.items()}
+    items = []
+    for j, it in enumerate(log.items):
+        own = {n: fids(n, v) for n, v in it.sparse.items()}
+        items.append({"item_id": int(it.item_id), "position": j if it.position is None else it.position,
+                      "sparse": own | crosses("item", own, user), "dense": {n: float(v) for n, v in it.dense.items()}})
+    return codec.encode("FeatureLog", {
+        "request_id": log.request_id, "user_id": log.user_id, "ts_ms": log.ts_ms,
+        "user_sparse": user | crosses("user", user, {}), "user_dense": dict(log.user_dense), "items": items,
+        "source": log.source})
+
+
+def test_a_log_reused_and_mutated_between_sends_is_encoded_as_it_is_now() -> None:
+    """An application may keep one dict and change it: every send is keyed on the values it has
+    then (never on the objects), and a value equal to a cached one but of another type is refused."""
+    enc = LogEncoder(SPEC, max_message_bytes=4096)
+    log = good_log()
+    first = enc.encode(log)
+    assert first == reference(log) == enc.encode(log)  # a miss, then a hit
+    sparse, user = log.items[0].sparse, log.user
+    for change in (lambda: sparse.update(i_category="bags"), lambda: sparse.update(i_category=["bags"]),
+                   lambda: sparse["i_category"].append("x"), lambda: sparse.update(i_category=("bags", "shoes")),
+                   lambda: sparse.pop("i_category"), lambda: sparse.update(i_category="shoes"),
+                   lambda: log.items[0].dense.update(i_price=-0.0), lambda: log.items[0].dense.update(i_price=0),
+                   lambda: log.items[0].dense.update(i_price=0.0), lambda: log.items[0].dense.clear(),
+                   lambda: user.update(u_country="fr"), lambda: user["u_tags"].append("c"), lambda: user.pop("u_hash"),
+                   lambda: setattr(log.items[0], "position", 3), lambda: setattr(log.items[0], "item_id", 13),
+                   lambda: log.items.reverse(), lambda: log.items.reverse()):
+        change()
+        assert enc.encode(log) == reference(log)
+    assert enc.encode(log) != first
+    # cached values, of another type: refused as before any cache (1 == 1.0 == True, same hash)
+    for field, mutate in [
+        ("items[0].sparse.i_hash", lambda g: g.items[0].sparse.update(i_hash=float(g.items[0].sparse["i_hash"]))),
+        ("items[0].sparse.i_hash", lambda g: g.items[0].sparse.update(i_hash=np.int64(11).tobytes())),
+        ("items[1].sparse.i_hash", lambda g: g.items[1].sparse.update(i_hash=np.int64(12).tobytes())),
+        ("user.u_hash", lambda g: g.user.update(u_hash=True)),
+        ("items[0].item_id", lambda g: setattr(g.items[0], "item_id", 11.0)),
+        ("items[0].dense.i_price", lambda g: g.items[0].dense.update(i_price=True)),
+    ]:
+        log = good_log()
+        log.user["u_hash"] = 1
+        enc.encode(log)  # cached first
+        mutate(log)
+        with pytest.raises(SpecError) as e:
+            enc.encode(log)
+        assert e.value.field.startswith(field), e.value
+
+
+def test_values_that_are_not_plain_are_encoded_never_cached() -> None:
+    """A numpy int, a mapping that is not a dict: encoded as their values say, kept out of the caches."""
+    from types import MappingProxyType
+
+    enc = LogEncoder(SPEC, max_message_bytes=4096)
+    log = good_log()  # its second item carries a numpy int
+    log.add_item(np.int32(14), MappingProxyType({"i_hash": np.int64(14), "i_category": "x"}),
+                 MappingProxyType({"i_price": np.float32(2.5).item()}))
+    for _ in range(2):
+        assert enc.encode(log) == reference(log)
+    assert len(enc.items) == 1 and len(enc.item_denses) == 2  # plain: the first item, the first two dense maps
+
+
+# the items' fast path takes no item cross or one user x item cross (SPEC); these take the loop
+CROSSES = {"no item cross": {"hash_x_country": SPEC.crosses["hash_x_country"]},
+           "item x item, user x item": {**SPEC.crosses, "hash_x_cat": {"number": 303, "of": ["i_hash", "i_category"]}},
+           "item first": {"cat_x_country": {"number": 304, "of": ["i_category", "u_country"]}}}
+
+
+@pytest.mark.parametrize("size,crosses", [(1, None), (2, None), (5, None), (1000, None),
+                                          *((3, c) for c in CROSSES), *((1000, c) for c in CROSSES)])
+def test_bounded_caches_evict_without_changing_a_byte(size: int, crosses: str | None) -> None:
+    """Logs drawn from a few values (hits), past the cache size (evictions), against the codec."""
+    rng = np.random.default_rng(size)
+    spec = SPEC if crosses is None else FeatureSpec.model_validate(
+        {**SPEC.model_dump(exclude={"crosses", "file"}), "crosses": {
+            n: c if isinstance(c, dict) else c.model_dump() for n, c in CROSSES[crosses].items()}})
+    enc = LogEncoder(spec, max_message_bytes=4096, fid_cache_size=size)
+    countries, cats = ["de", "fr", "it", "ü"], ["shoes", "bags", "hats", "socks", "🧦"]
+    for n in range(300):
+        log = FeatureLog(f"r{n % 7}", int(rng.integers(0, 5)), 1_700_000_000_000 + n,
+                         {"u_hash": int(rng.integers(0, 4)), "u_country": str(rng.choice(countries)),
+                          "u_tags": [str(t) for t in rng.choice(cats, int(rng.integers(0, 3)))]},
+                         {"u_score": float(rng.integers(0, 3))} if n % 2 else {})
+        for i in rng.choice(12, int(rng.integers(1, 6)), replace=False):
+            sparse: dict[str, Any] = {"i_hash": int(i)}
+            if i % 3:
+                sparse["i_category"] = [str(c) for c in rng.choice(cats, int(i % 3))] if i % 2 else str(cats[i % 5])
+            log.add_item(int(i), sparse, {"i_price": float(rng.integers(0, 3)) / 2} if i % 4 else {})
+        assert enc.encode(log) == reference(log, spec), n
+        assert max(len(enc.items), len(enc.item_denses), len(enc.users)) <= size
+        assert all(len(c.cache) <= size and len(c.pairs) <= size for c in enc.item_crosses + enc.user_crosses)
+        for k in rng.choice(len(log.items), int(rng.integers(1, 4))):
+            it = log.items[k]
+            a = ActionLog(log.request_id, it.item_id, str(rng.choice(["click", "like", "view"])), log.ts_ms + 9,
+                          None if k % 2 else float(k))
+            assert enc.encode(a) == codec.encode("ActionLog", a.record())
+
+
+def test_an_action_is_refused_exactly_when_its_bytes_exceed_the_limit() -> None:
+    """The per-request check of the action header: around the limit, refused iff the codec's bytes are longer."""
+    enc = LogEncoder(SPEC, max_message_bytes=100)
+    for n in range(60, 90):
+        for a in (ActionLog("r" * n, 3, "view", 5), ActionLog("r" * n, 2**40, "click", 2**50, 1.5),
+                  ActionLog("r" * n, 3, "view", 5)):
+            size = len(codec.encode("ActionLog", a.record()))
+            if size > 100:
+                with pytest.raises(SpecError, match="more than the joiner takes"):
+                    enc.encode(a)
+            else:
+                assert enc.encode(a) == codec.encode("ActionLog", a.record())

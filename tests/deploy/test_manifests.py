@@ -168,7 +168,7 @@ def cli() -> Any:
     """The click command behind `streamrec` (typer), to look subcommands and options up."""
     import typer.main
 
-    from streamrec.cli import app
+    from cli.main import app
 
     return typer.main.get_command(app)
 

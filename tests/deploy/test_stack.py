@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploy import stack
-from deploy.procs import pid_alive, port_open, read_pid
+from deploy.procs import free_port, pid_alive, port_open, read_pid
 from streamrec.config import load_config
 from streamrec.kafka import consumer, count_messages, partitions_of, producer
 
@@ -40,3 +40,25 @@ def test_up_status_down_restart(tmp_path: Path, capsys) -> None:
     finally:
         stack.down(s)
     assert not (tmp_path / "kafka" / "broker.pid").exists()
+
+
+def test_a_kept_port_taken_meanwhile_moves_the_broker(tmp_path: Path) -> None:
+    """The demo's broker keeps its port across runs; if another process took it meanwhile, up moves."""
+    import json
+    import socket
+
+    s = load_config(None, [f'stack.run_dir="{tmp_path}"'])
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        kept = tmp_path / "kafka" / "ports.json"
+        kept.parent.mkdir(parents=True)
+        kept.write_text(json.dumps({"port": taken, "controller_port": free_port()}))
+        try:
+            broker = stack.up(s)
+            assert broker.port != taken and port_open(broker.port)
+            assert json.loads(kept.read_text())["port"] == broker.port  # later commands find it there
+            assert load_config(None, [f'stack.run_dir="{tmp_path}"']).kafka.bootstrap == broker.bootstrap
+        finally:
+            stack.down(s)

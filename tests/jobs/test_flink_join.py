@@ -12,9 +12,11 @@ requests themselves are left out of the comparison.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -22,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from deploy.hdfs import Hdfs
+from deploy.procs import free_port
 from jobs.flink.feed import produce_recorded, write_offsets
 from jobs.replay import encode_events
 from replay.events import build_events
@@ -188,9 +191,16 @@ def test_flink_run_on_standalone_cluster(feed: Feed, flink_clean: Output) -> Non
 
     s, ov = feed.settings("standalone")
     cfg = s.flink
+    first = free_port()
+    cfg.prometheus_ports = f"{first}-{first + 4}"  # one each for the JobManager and the TaskManager
     cluster = flink.up(cfg)
     try:
         assert flink.status(cfg)["taskmanagers"] == 1
+        scraped = ""
+        for port in range(first, first + 5):  # Flink's Prometheus reporter, as a scraper sees it
+            with contextlib.suppress(OSError):
+                scraped += urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3).read().decode()
+        assert "flink_jobmanager_numRegisteredTaskManagers" in scraped and "flink_taskmanager_Status" in scraped
         r = flink.submit(cfg, [*(a for o in ov for a in ("--set", o)), "--stop-offsets", str(feed.offsets)],
                          timeout=300)
         assert r.returncode == 0, f"flink run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"

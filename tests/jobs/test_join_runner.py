@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import time
 import urllib.request
@@ -88,17 +89,22 @@ def test_bad_input_goes_to_dead_letter_and_the_runner_keeps_going(settings: Sett
     result: dict[str, Any] = {}
     th = threading.Thread(target=lambda: result.update(st=runner.run(stop_when_idle=1.5)))
     th.start()
-    text = ""
+    text, health = "", b""
     while th.is_alive() and 'reason="oversize"' not in text:  # scrape the Prometheus endpoint live
         if runner.metrics_port:
             url = f"http://127.0.0.1:{runner.metrics_port}/metrics"
             with contextlib.suppress(OSError):
                 text = urllib.request.urlopen(url, timeout=2).read().decode()
+                health = urllib.request.urlopen(url.replace("/metrics", "/healthz"), timeout=2).read()
         time.sleep(0.05)
     th.join(60)
     st = result["st"]
     assert 'streamrec_join_dead_letters_total{reason="oversize"} 1.0' in text
-    assert "streamrec_join_state{what=\"cache_hit_rate\"}" in text
+    assert re.search(r"^streamrec_join_cache_misses_total [1-9]", text, re.M)  # one meaning per metric, _total
+    wm = re.search(r"^streamrec_join_watermark_seconds (\S+)", text, re.M)
+    assert wm and 0 < float(wm.group(1)) < 5.0  # seconds: the input's event times end at 5000 ms
+    assert "streamrec_join_state" not in text and "_ms" not in text
+    assert health == b"ok\n"
     assert "malformed=2" in runner.metrics.line() and "dropped_unknown[share=1]" in runner.metrics.line()
     dead = read(s, t.dead_letter)
     reasons = Counter(d["reason"] for d in dead)

@@ -52,9 +52,9 @@ def joiner(ov: list[str], log: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 
 
-def metric(port: int, what: str) -> float:
+def metric(port: int, name: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return float(re.search(re.escape(f'streamrec_join_state{{what="{what}"}}') + r" (\S+)", text).group(1))
+    return float(re.search(rf"^{name} (\S+)", text, re.M).group(1))
 
 
 @pytest.mark.slow
@@ -100,8 +100,9 @@ def test_sustained_load_keeps_memory_and_rocksdb_flat(kafka_bootstrap: str, tmp_
     while replay.is_alive():
         time.sleep(2.0)
         with contextlib.suppress(OSError, AttributeError):
-            samples.append((time.monotonic() - t0, proc.memory_info().rss, metric(port, "rocksdb_bytes"),
-                            metric(port, "consumer_lag")))
+            samples.append((time.monotonic() - t0, proc.memory_info().rss,
+                            metric(port, "streamrec_join_rocksdb_bytes"),
+                            metric(port, "streamrec_join_consumer_lag_messages")))
     took = time.monotonic() - t0
     log = (tmp_path / "sustain.log").read_text
     assert p.poll() is None, "the joiner stopped before the load did:\n" + log()[-2000:]

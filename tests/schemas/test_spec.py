@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from cli.main import app
 from schemas.spec import FeatureSpec, SpecError, compatibility, load_spec, merge
-from streamrec.cli import app
 from streamrec.config import ConfigError, load_config
 from tests.conftest import MOVIELENS_SPEC
 

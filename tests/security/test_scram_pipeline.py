@@ -249,3 +249,20 @@ def test_an_untrusted_certificate_fails_at_start_in_one_line(secure_broker: Brok
             {**os.environ, PASSWORD_ENV: secret})
     line = one_line_failure(r)
     assert "kafka.security" in line and "TLS" in line and "certificate verify failed" in line, line
+
+
+def test_replay_logs_through_the_client_over_scram(secure_broker: Broker, secret: str, tmp_path: Path) -> None:
+    """`streamrec replay` produces through ``streamrec.client``, which takes kafka.security like every
+    other client (it once connected in PLAINTEXT whatever the config said)."""
+    tag = uuid.uuid4().hex[:8]
+    topics = {"features": f"r{tag}-features", "actions": f"r{tag}-actions"}
+    create_topics(KafkaConfig(bootstrap=secure_broker.bootstrap), {topics["features"]: 2, topics["actions"]: 2})
+    cfg = tmp_path / "replay.toml"
+    cfg.write_text(toml({"stack": {"run_dir": str(tmp_path / "run")},
+                         "kafka": {"bootstrap": secure_broker.sasl_bootstrap, "connect_timeout_s": 20},
+                         "kafka.security": security(secure_broker, tls=False), "kafka.topics": topics}))
+    r = run([STREAMREC, "--config", str(cfg), *STAGES["replay"]], tmp_path / "replay.log",
+            {**os.environ, PASSWORD_ENV: secret})
+    assert r.returncode == 0, r.output[-3000:]
+    got = drain(KafkaConfig.model_validate(secure_broker.client_config("alice")), list(topics.values()), idle_s=1.0)
+    assert sum(1 for _ in got) > 50  # 50 requests and their actions

@@ -65,7 +65,7 @@ def dumper_cmd(settings, *args: str, roll_age: float = 0.2) -> list[str]:
         f'archive.hdfs_url="{a.hdfs_url}"', f'archive.hdfs_root="{a.hdfs_root}"',
         "archive.retry_initial_s=0.2", "archive.retry_max_s=1.0",
     ]
-    cmd = [sys.executable, "-c", "from streamrec.cli import main; main()"]
+    cmd = [sys.executable, "-c", "from cli.main import main; main()"]
     for s in sets:
         cmd += ["--set", s]
     return [*cmd, "archive", "--roll-age", str(roll_age), *args]

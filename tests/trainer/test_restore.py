@@ -50,7 +50,7 @@ def cli(settings, tmp_path: Path, *args: str) -> list[str]:
         "trainer.eval_window_ms": "60000",
         "trainer.eval_lateness_ms": "0",
     }
-    cmd = [sys.executable, "-c", "from streamrec.cli import main; main()"]
+    cmd = [sys.executable, "-c", "from cli.main import main; main()"]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]
     return cmd + ["train", *args]

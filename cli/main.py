@@ -2,24 +2,34 @@
 
 Global options come first (``streamrec --config my.toml --set joiner.window_ms=60000 join``);
 each subcommand's own flags override the config file. Heavy imports stay inside the commands
-so ``--help`` is instant.
+so ``--help`` is instant. A failure ends in one line on stderr and an exit code of
+``streamrec.errors`` (the README's table); ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from sinks import cli as sinks_cli
+from cli import archive as sinks_cli
+from cli.preflight import preflight
+from cli.progress import live, waiting
+from streamrec import errors
 from streamrec.config import ConfigError, Settings, load_config
+from trainer.experiments import cli as experiments_cli
 
 app = typer.Typer(
     help="Real-time recommendation training pipeline: replay logs, join, archive, train, serve.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    epilog="Exit codes: " + "; ".join(f"{code} {what.split(':')[0]}" for code, what in errors.EXIT_CODES.items()),
 )
 stack_app = typer.Typer(help="The local stack: an Apache Kafka broker (KRaft) and the topics.", no_args_is_help=True)
 replay_app = typer.Typer(help="Turn a dataset into the feature log and the action log on Kafka.", no_args_is_help=True)
@@ -32,10 +42,36 @@ flink_app = typer.Typer(help="The join on Flink: a local standalone cluster and 
                         no_args_is_help=True)
 app.add_typer(flink_app, name="flink")
 sinks_cli.register(app)  # archive, archive-ls, hdfs up|down|status
+experiments_cli.register(app)  # experiment collisionless | sync-interval
+
+
+topics_app = typer.Typer(help="The pipeline's topics on any Kafka cluster (kafka.bootstrap).", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+
+@dataclass
+class _Options:
+    """Root options that ``main`` needs after the command has returned or raised."""
+
+    debug: bool = False
+
+
+OPTIONS = _Options()
 
 
 def settings(ctx: typer.Context) -> Settings:
     return ctx.find_root().obj
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"streamrec {version('streamrec')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("streamrec (not installed)")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -48,18 +84,61 @@ def _root(
         list[str] | None,
         typer.Option("--set", "-s", help="override one setting, e.g. --set joiner.window_ms=60000 (repeatable)"),
     ] = None,
+    log_level: Annotated[str | None, typer.Option(
+        "--log-level", help="DEBUG | INFO | WARNING | ERROR (default log.level)")] = None,
+    log_format: Annotated[str | None, typer.Option(
+        "--log-format", help="text | json: one JSON object per line (default log.format)")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="on a failure, show the traceback")] = False,
+    _: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                    help="print the version and exit")] = False,
 ) -> None:
+    from streamrec.logs import setup_logging
+
+    OPTIONS.debug = debug
+    flags = [f"log.level={json.dumps(log_level.upper())}"] if log_level else []
+    flags += [f"log.format={json.dumps(log_format)}"] if log_format else []
     try:
-        ctx.obj = load_config(config, set_ or [])
+        ctx.obj = load_config(config, [*(set_ or []), *flags])
     except ConfigError as e:
-        typer.secho(str(e), fg="red", err=True)
-        raise typer.Exit(2) from None
+        typer.secho(f"streamrec: {errors.one_line(e)}", fg="red", err=True)
+        raise typer.Exit(errors.CONFIG) from None
+    setup_logging(ctx.obj.log)
+
+
+def print_json(value: Any) -> None:
+    """A result on stdout as strict JSON (RFC 8259): NaN and infinities, which json.dumps would write as
+    bare NaN / Infinity that other parsers refuse, become null."""
+
+    def strict(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: strict(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [strict(x) for x in v]
+        return v
+
+    typer.echo(json.dumps(strict(value), default=str, allow_nan=False))
 
 
 @app.command("config")
 def show_config(ctx: typer.Context) -> None:
     """Print the effective configuration (file + --set overrides + defaults) as JSON."""
     typer.echo(settings(ctx).model_dump_json(indent=2))
+
+
+@topics_app.command("create")
+def topics_create(ctx: typer.Context) -> None:
+    """Create the four topics on kafka.bootstrap (partitions from kafka.topics.partitions, replicas from
+    kafka.topics.replication_factor); topics that exist are left as they are."""
+    from streamrec.kafka import check_access, create_topics
+
+    s = settings(ctx)
+    check_access(s.kafka)
+    counts = s.kafka.topics.partition_counts()
+    create_topics(s.kafka, counts)
+    typer.echo(f"topics on {s.kafka.bootstrap}: " + ", ".join(f"{n}({p})" for n, p in counts.items())
+               + f", replication factor {s.kafka.topics.replication_factor}")
 
 
 # ---- features ---------------------------------------------------------------------------------
@@ -75,7 +154,7 @@ def features_check(
         before, after = load_spec(old), load_spec(new)
     except SpecError as e:
         typer.secho(str(e), fg="red", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(errors.CONFIG) from None
     problems, notes = compatibility(before, after)
     for p in problems:
         typer.secho(f"incompatible: {p}", fg="red")
@@ -83,7 +162,7 @@ def features_check(
         typer.echo(f"note: {n}")
     if problems:
         typer.secho(f"{new} is NOT compatible with {old} ({len(problems)} problem(s))", fg="red")
-        raise typer.Exit(1)
+        raise typer.Exit(errors.VERDICT)
     typer.secho(f"{new} is compatible with {old}", fg="green")
 
 
@@ -100,7 +179,7 @@ def stack_up(ctx: typer.Context) -> None:
     """Start the broker on 127.0.0.1:<stack.broker_port> and create the topics (idempotent)."""
     from deploy.stack import up
 
-    up(settings(ctx))
+    up(settings(ctx))  # prints each step itself
 
 
 @stack_app.command("down")
@@ -113,10 +192,11 @@ def stack_down(ctx: typer.Context) -> None:
 
 @stack_app.command("status")
 def stack_status(ctx: typer.Context) -> None:
-    """Show whether the broker runs, and each topic's message count."""
+    """Show whether the broker runs, and each topic's message count; exit 3 if it does not run."""
     from deploy.stack import status
 
-    status(settings(ctx))
+    if not status(settings(ctx)):
+        raise typer.Exit(errors.UNREACHABLE)
 
 
 # ---- replay ---------------------------------------------------------------------------------
@@ -147,6 +227,7 @@ def replay_synthetic(
 
 def _replay(s: Settings, source: str) -> None:
     """Run a replay; its logs carry MovieLens's features, which another feature spec refuses (said clearly)."""
+    preflight(s, ["features", "actions"])
     from jobs.replay import run_replay
     from schemas.spec import SpecError
 
@@ -172,7 +253,8 @@ def join(
     drain: Annotated[bool, typer.Option(
         help="the input is complete: on stop, close every window and fire every timer before the last "
              "checkpoint (like `flink stop --drain`; the drained state then only dead-letters new input)")] = False,
-    metrics_port: Annotated[int | None, typer.Option(help="Prometheus endpoint on metrics.host (0 = free port)")]
+    metrics_port: Annotated[int | None, typer.Option(
+        help="Prometheus endpoint on metrics.host (0 = a free port; default joiner.metrics_port, unset = off)")]
     = None,
     cache_mb: Annotated[float | None, typer.Option(help="in-memory join cache bound, MB")] = None,
     state_dir: Annotated[Path | None, typer.Option(help="RocksDB state directory")] = None,
@@ -181,14 +263,22 @@ def join(
 
     Resumes from the offsets saved with its state; SIGTERM stops it cleanly after a checkpoint.
     """
-    import logging
-
-    from jobs.join_runner import run_join
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cache = int(cache_mb * (1 << 20)) if cache_mb is not None else None
     s = _with(settings(ctx), "joiner", metrics_port=metrics_port, cache_bytes=cache, state_dir=state_dir)
-    st = run_join(s, from_start=from_start, stop_when_idle=stop_when_idle, max_seconds=max_seconds, drain=drain)
+    preflight(s, ["features", "actions"])
+    from jobs.join_runner import run_join
+
+    current: list[Any] = []  # the runner of the moment (a new one after a rewind)
+
+    def reading() -> tuple[int, str] | None:
+        if not current:
+            return None
+        c = current[-1].engine.counts
+        return c.get("events", 0), f"events; {c.get('joined', 0):,} examples, lag {current[-1].lag:,}"
+
+    with live("join", reading):
+        st = run_join(s, from_start=from_start, stop_when_idle=stop_when_idle, max_seconds=max_seconds,
+                      drain=drain, on_runner=current.append)
     typer.echo(f"join: {st.events} events -> {st.examples} examples, {st.dead_letters} dead letters "
                f"{st.dead_reasons} in {st.seconds:.1f}s")
 
@@ -202,6 +292,9 @@ def demo(
     hdfs: Annotated[bool, typer.Option("--hdfs", help="archive to a local HDFS (started on free ports)")] = False,
     flink: Annotated[bool, typer.Option("--flink", help="join on a PyFlink mini cluster instead of the embedded runner")
                      ] = False,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", "-s", help="override one setting, as the global --set (so `make demo ARGS=\"--set k=v\"` works)")
+    ] = None,
 ) -> None:
     """The whole loop: stack up, MovieLens replay, joiner + archive + online trainer together, then a report.
 
@@ -210,9 +303,13 @@ def demo(
     """
     from jobs.demo import run_demo
 
-    report = run_demo(_with(settings(ctx), "replay", limit=limit), down=down, hdfs=hdfs, flink=flink)
+    s = settings(ctx)
+    if set_:
+        root = ctx.find_root().params
+        s = load_config(root.get("config"), [*(root.get("set_") or []), *set_])
+    report = run_demo(_with(s, "replay", limit=limit), down=down, hdfs=hdfs, flink=flink)
     if not all(c["ok"] for c in report["checks"].values()):
-        raise typer.Exit(1)
+        raise typer.Exit(errors.VERDICT)
 
 
 # ---- train ----------------------------------------------------------------------------------
@@ -230,18 +327,16 @@ def train(
     metrics_csv: Annotated[Path | None, typer.Option(help="per-window AUC / log loss CSV")] = None,
     plot: Annotated[Path | None, typer.Option(help="PNG of the AUC curve, written at the end")] = None,
 ) -> None:
-    """Embedded async DeepFM trainer: progressive AUC, touched-key sync to serving, snapshots."""
-    import json
+    """Embedded async DeepFM trainer: progressive AUC, touched-key sync to serving, snapshots.
 
+    Prints its summary as one strict JSON object on stdout (progress and logs go to stderr).
+    SIGTERM / Ctrl-C: the batch in flight is trained on, a final snapshot is written, exit 0."""
+    s = _with(settings(ctx), "trainer", metrics_csv=metrics_csv, plot=plot)
+    if online:
+        preflight(s, ["examples"])
     from trainer.run import train as run_train
 
-    s = _with(settings(ctx), "trainer", metrics_csv=metrics_csv, plot=plot)
-    try:
-        summary = run_train(s, batch=batch, online=online, restore=restore, stop_when_idle_s=stop_when_idle)
-    except (ValueError, FileNotFoundError) as e:
-        typer.secho(str(e), fg="red", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(json.dumps(summary, default=str))
+    print_json(run_train(s, batch=batch, online=online, restore=restore, stop_when_idle_s=stop_when_idle))
 
 
 # ---- serve ----------------------------------------------------------------------------------
@@ -261,13 +356,11 @@ def serve(
 
     Any number of replicas may run; each reads every delta. See README "Serving".
     """
-    import logging
-
-    from serving.run import serve as run_serve
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     s = _with(settings(ctx), "serving", port=port, host=host, replica_id=replica_id,
               log_features=False if no_log else None)
+    preflight(s, ["features"] if s.serving.log_features else [])  # the params topic is created if missing
+    from serving.run import serve as run_serve
+
     run_serve(s, port_file)
 
 
@@ -290,7 +383,8 @@ def flink_up(ctx: typer.Context) -> None:
     flink.run_dir."""
     from deploy.flink import up
 
-    c = up(settings(ctx).flink)
+    with waiting("starting the Flink JobManager and TaskManagers"):
+        c = up(settings(ctx).flink)
     typer.echo(f"Flink cluster up: {c.rest_url} (conf {c.conf_dir}, logs {c.log_dir})")
 
 
@@ -305,11 +399,9 @@ def flink_down(ctx: typer.Context) -> None:
 @flink_app.command("status")
 def flink_status(ctx: typer.Context) -> None:
     """Whether the cluster runs, its REST address, task slots and jobs."""
-    import json
-
     from deploy.flink import status
 
-    typer.echo(json.dumps(status(settings(ctx).flink)))
+    print_json(status(settings(ctx).flink))
 
 
 @flink_app.command("submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -381,14 +473,26 @@ def _with(s: Settings, section: str, **values: object) -> Settings:
                 setattr(sec, k, v)
     except ValueError as e:
         typer.secho(f"invalid --{k}: {e}", fg="red", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(errors.CONFIG) from None
     return s
 
 
 def main() -> None:
-    """The console script: a bad setting (a refused Kafka login included) ends in one line, exit code 2."""
+    """The console script: every failure ends in one line on stderr and its exit code
+    (``streamrec.errors``); ``--debug`` lets the traceback through instead."""
+    from confluent_kafka import KafkaException
+
     try:
         app()
-    except ConfigError as e:
-        typer.secho(str(e), fg="red", err=True)
-        raise SystemExit(2) from None
+    except Exception as e:
+        if OPTIONS.debug:
+            raise
+        if isinstance(e, errors.StreamrecError):
+            code, line = e.exit_code, errors.one_line(e)
+        elif isinstance(e, KafkaException | ConnectionError | TimeoutError):
+            code, line = errors.UNREACHABLE, f"{type(e).__name__}: {errors.one_line(e)}"
+        else:
+            code, line = errors.INTERNAL, (f"unexpected error, {type(e).__name__}: {errors.one_line(e)} "
+                                           "(rerun with --debug for the traceback)")
+        print(f"streamrec: {line}", file=sys.stderr)
+        raise SystemExit(code) from None

@@ -1,6 +1,6 @@
 """`streamrec archive`, `streamrec archive-ls` and `streamrec hdfs up|down|status`.
 
-Registered on the root app by ``streamrec.cli``; heavy imports stay inside the commands.
+Registered on the root app by ``cli.main``; heavy imports stay inside the commands.
 """
 
 from __future__ import annotations
@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from cli.preflight import preflight
+from cli.progress import live, waiting
+from streamrec.errors import CONFIG
 
 hdfs_app = typer.Typer(
     help="A local test HDFS (Hadoop 3 NameNode + DataNode, WebHDFS) on free 127.0.0.1 ports, "
@@ -47,9 +51,9 @@ def archive(
     lateness_ms: Annotated[
         int | None, typer.Option(help="an hour is complete once the watermark passes its end + this")
     ] = None,
-    metrics_port: Annotated[
-        int, typer.Option(help="serve Prometheus metrics on <metrics.host>:<port> (0 = off)")
-    ] = 0,
+    metrics_port: Annotated[int | None, typer.Option(
+        help="Prometheus endpoint on metrics.host (0 = a free port; default archive.metrics_port, unset = off)")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings only")] = False,
 ) -> None:
     """Archive the examples topic as Parquet under examples/dt=YYYY-MM-DD/hour=HH/, exactly once.
@@ -61,9 +65,6 @@ def archive(
     commit what was read and exit.
     """
     from rich.console import Console
-    from rich.logging import RichHandler
-
-    from sinks.archive import Archiver
 
     s = _settings(ctx)
     a = s.archive
@@ -81,25 +82,30 @@ def archive(
                 setattr(a, field, value)
         if roll_mb is not None:
             a.roll_bytes = int(roll_mb * (1 << 20))
+        if metrics_port is not None:
+            a.metrics_port = metrics_port
     except ValueError as e:
         typer.secho(f"invalid option: {e}", fg="red", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(CONFIG) from None
     console = Console(stderr=True)
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False)])
-    logging.getLogger("hdfs").setLevel(logging.WARNING)  # it logs every WebHDFS call at INFO
+    if quiet:
+        logging.getLogger().setLevel(logging.WARNING)
+    preflight(s, ["examples"])
+    from sinks.archive import Archiver
+
     try:
         arch = Archiver(s)
     except ValueError as e:
         typer.secho(str(e), fg="red", err=True)
-        raise typer.Exit(2) from None
-    if metrics_port:
+        raise typer.Exit(CONFIG) from None
+    if a.metrics_port is not None:
         from streamrec.metrics import serve_metrics
 
-        serve_metrics(metrics_port, s.metrics.host)
+        serve_metrics(a.metrics_port, s.metrics.host, health=lambda: not arch.stopping)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: arch.stop())
-    st = arch.run(idle_s=stop_when_idle, max_s=max_seconds)
+    with live("archive", lambda: (arch.stats.archived, f"examples committed; {arch.stats.commits} commits")):
+        st = arch.run(idle_s=stop_when_idle, max_s=max_seconds)
     console.print(
         f"archived {st.archived:,} examples ({st.late:,} late), dropped {st.duplicates:,} duplicates, "
         f"{st.dead_letters:,} dead letters; {st.commits} commits, {st.files} files; "
@@ -140,7 +146,8 @@ def hdfs_up(ctx: typer.Context) -> None:
     """Start NameNode + DataNode (formatted at first start; ports kept in the run dir)."""
     from deploy.hdfs import up
 
-    h = up(_hdfs_dir(ctx))
+    with waiting("starting the HDFS NameNode and DataNode"):
+        h = up(_hdfs_dir(ctx))
     typer.echo(f"hdfs up: WebHDFS {h.url}, {h.fs_uri}, run dir {h.run_dir}")
 
 

@@ -1,0 +1,1 @@
+"""The command line, at the top of the house: it imports every stage, and nothing imports it."""
