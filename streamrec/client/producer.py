@@ -146,17 +146,21 @@ class Client:
         what the joiner joins. The key and timestamp contract is the same as ``send``'s."""
         if type(request_id) is not str or not request_id:
             raise SpecError("request_id", f"missing: got {request_id!r}")
-        self._counts[0] += 1
-        self._counts[2] += len(data)
+        counts = self._counts
+        counts[0] += 1
+        counts[2] += len(data)
         key = request_id.encode()
-        cb = self._delivered if on_delivery is None else self._both(on_delivery)
+        topic = self._features_topic
         try:
-            self._producer.produce(self._features_topic, data, key, on_delivery=cb, timestamp=ts_ms)
+            if on_delivery is None:
+                self._produce(topic, data, key, timestamp=ts_ms)
+            else:
+                self._produce(topic, data, key, on_delivery=self._both(on_delivery), timestamp=ts_ms)
         except BufferError:
-            self._wait_and_produce(self._features_topic, data, key, on_delivery, ts_ms)
-        self._since_poll += 1
-        if self._since_poll >= POLL_EVERY:
-            self._since_poll = 0
+            self._wait_and_produce(topic, data, key, on_delivery, ts_ms)
+        counts[3] += 1
+        if counts[3] >= POLL_EVERY:
+            counts[3] = 0
             self._producer.poll(0)
 
     def _wait_and_produce(self, topic: str, data: bytes, key: bytes, on_delivery: DeliveryCallback | None,

@@ -208,7 +208,8 @@ def test_trainer_joiner_and_two_replicas_close_the_loop(tmp_path: Path, make_top
         assert stats_b["bootstrapped_from"] is not None  # a snapshot, then the deltas after its offset
 
         # ---- let the joiner and the trainer catch up, then stop the trainer (final sync + snapshot) -------
-        wait_until(lambda: metric(jm, 'streamrec_join_events_total{kind="events"}') >= SENT["events"], 180,
+        wait_until(lambda: metric(jm, 'streamrec_join_input_messages_total{role="features"}')
+                   + metric(jm, 'streamrec_join_input_messages_total{role="actions"}') >= SENT["events"], 180,
                    f"joiner read all {SENT['events']} events", procs)
         time.sleep(2 * s.joiner.checkpoint_interval_ms / 1000 + 1)  # its last checkpoint's transaction commits
         examples = examples_of(s)
