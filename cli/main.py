@@ -357,6 +357,31 @@ def train(
         print_json(summary)
 
 
+# ---- serve ----------------------------------------------------------------------------------
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    port: Annotated[int | None, typer.Option(help="HTTP port (0 = a free one, printed) [serving.port]")] = None,
+    host: Annotated[str | None, typer.Option(help="bind address [serving.host]")] = None,
+    replica_id: Annotated[str | None, typer.Option(help="name in logs [serving.replica_id]")] = None,
+    port_file: Annotated[Path | None, typer.Option(help="write the bound port here once listening")] = None,
+    no_log: Annotated[bool, typer.Option("--no-log", help="do not log FeatureLogs of served requests")] = False,
+) -> None:
+    """A serving replica: bootstraps from the newest trainer snapshot, applies the trainer's deltas
+    from kafka.topics.params, and answers POST /score, /score/batch; GET /metrics, /healthz,
+    /readyz, /stats. Every served request's FeatureLog goes to the features topic (what it scored),
+    so actions logged with the returned request_id join back to exactly those features.
+
+    Any number of replicas may run; each reads every delta. See README "Serving".
+    """
+    s = _with(settings(ctx), "serving", port=port, host=host, replica_id=replica_id,
+              log_features=False if no_log else None)
+    preflight(s, ["features"] if s.serving.log_features else [])  # the params topic is created if missing
+    from serving.run import serve as run_serve
+
+    run_serve(s, port_file)
+
+
 # ---- flink ----------------------------------------------------------------------------------
 def _config_args(ctx: typer.Context) -> list[str]:
     """The global --config/--set flags again, for a job process that loads the config itself; without

@@ -12,7 +12,7 @@ t0=$(date +%s)
 stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
-  without_index_noise .venv/bin/pip install -q --disable-pip-version-check -e ".[pipeline,dev]"
+  without_index_noise .venv/bin/pip install -q --disable-pip-version-check -e ".[pipeline,serving,dev]"
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 

@@ -63,6 +63,7 @@ def prepare(s: Settings, tag: str) -> Path:
     t = s.kafka.topics
     t.features, t.actions = f"demo-{tag}-features", f"demo-{tag}-actions"
     t.examples, t.dead_letter = f"demo-{tag}-examples", f"demo-{tag}-dead-letter"
+    t.params = f"demo-{tag}-params"
     s.joiner.state_dir = run / "joiner"
     if s.archive.target == "local":
         s.archive.root = run / "archive"
@@ -128,7 +129,7 @@ def run_demo(s: Settings, down: bool = False, hdfs: bool = False, flink: bool = 
     ctx = mp.get_context("spawn")
     settings_json = s.model_dump_json()  # secrets redacted: they travel apart, through a pipe (not argv)
     secrets = secret_env(s)
-    stages = {name: Stage(name, run / f"{name}.json") for name in ("join", "archive", "train")}
+    stages = {name: Stage(name, run / f"{name}.json") for name in ("join", "archive", "train", "serve")}
     join_runtime = "flink" if flink else "join"
 
     def start(st: Stage, runtime: str) -> None:
@@ -209,7 +210,7 @@ def _interrupt() -> None:
 
 def _advance_stops(replay: dict[str, Any], stages: dict[str, Stage]) -> None:
     """Stop each stage once its input is complete and fully consumed."""
-    join, archive, train = stages["join"], stages["archive"], stages["train"]
+    join, archive, train, serve = stages["join"], stages["archive"], stages["train"], stages["serve"]
     if replay.get("done") and join.status.get("consumed", 0) >= replay["summary"].messages:
         join.stop()
     if join.done:
@@ -217,3 +218,5 @@ def _advance_stops(replay: dict[str, Any], stages: dict[str, Stage]) -> None:
         for st in (archive, train):
             if st.status.get("consumed", 0) >= produced:
                 st.stop()
+    if train.done and serve.status.get("version", -1) >= train.status.get("params_version", 0):
+        serve.stop()  # the replica applied the trainer's last delta

@@ -68,6 +68,7 @@ def build_report(s: Settings, replay: ReplaySummary, st: dict[str, dict[str, Any
                   "auc": ts.get("auc"), "baseline_auc": ts.get("baseline_auc"), "rows": ts.get("rows"),
                   "freshness_p50_s": (ts.get("freshness_p50_ms") or 0) / 1000,
                   "freshness_p99_s": (ts.get("freshness_p99_ms") or 0) / 1000},
+        "serving": _serving(st.get("serve", {})),
         "throughput_per_s": {
             "replay messages": _rate(replay.messages, replay.seconds),
             "join events": _rate(join.get("consumed", 0), join.get("run_seconds")),
@@ -79,6 +80,14 @@ def build_report(s: Settings, replay: ReplaySummary, st: dict[str, dict[str, Any
         "wall_s": wall_s,
         "freshness": train.get("freshness", []),
     }
+
+
+def _serving(serve: dict[str, Any]) -> dict[str, Any]:
+    st = serve.get("stats") or {}
+    ms = (st.get("freshness_p50_ms"), st.get("freshness_p99_ms"))
+    return {"freshness_p50_s": None if ms[0] is None else ms[0] / 1000,
+            "freshness_p99_s": None if ms[1] is None else ms[1] / 1000,
+            "deltas": st.get("freshness_samples", 0), "rows": st.get("rows"), "version": st.get("version")}
 
 
 def plot_freshness(samples: list[list[int]], path: Path) -> bool:
@@ -143,12 +152,20 @@ def render_markdown(r: dict[str, Any], run: Path) -> str:
           for k, v in r["checks"].items()), "",
         "## Quality and freshness", "",
         f"- progressive click AUC **{_fmt(t['auc'])}** vs popularity baseline {_fmt(t['baseline_auc'])}",
-        f"- freshness p50 {t['freshness_p50_s']:.2f} s, p99 {t['freshness_p99_s']:.2f} s", "",
+        f"- freshness at the trainer's sync p50 {t['freshness_p50_s']:.2f} s, p99 {t['freshness_p99_s']:.2f} s",
+        f"- freshness at the serving replica (example ingest -> its delta applied there) p50 "
+        f"{_secs(r['serving']['freshness_p50_s'])} s, p99 {_secs(r['serving']['freshness_p99_s'])} s over "
+        f"{r['serving']['deltas']} deltas; the replica holds {r['serving']['rows']} rows at version "
+        f"{r['serving']['version']}", "",
         "## Throughput", "",
         *(f"- {k}: {v:,.0f}/s" for k, v in r["throughput_per_s"].items()), "",
         "![AUC over event time](auc.png)", "", "![freshness](freshness.png)", "",
     ]
     return "\n".join(lines)
+
+
+def _secs(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 def _fmt(x: float | None) -> str:

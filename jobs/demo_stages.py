@@ -125,11 +125,13 @@ def run_archive(s: Settings, status_path: Path, on_stop: _StopSignal) -> None:
 
 
 def run_train(s: Settings, status_path: Path, on_stop: _StopSignal) -> None:
+    from serving.transport import DeltaPublisher
     from trainer.loop import Trainer
     from trainer.sources import KafkaSource
 
     cfg = s.trainer
-    trainer = Trainer(cfg, s.features)
+    publisher = DeltaPublisher(s)  # every sync goes to the params topic, where the serve stage reads it
+    trainer = Trainer(cfg, s.features, serving=publisher)
     src = KafkaSource(s.kafka, s.kafka.topics.examples, cfg.consumer_group, "earliest")
     trainer.on_snapshot = lambda _p: src.commit()
 
@@ -148,8 +150,27 @@ def run_train(s: Settings, status_path: Path, on_stop: _StopSignal) -> None:
         trainer.snapshot()
     finally:
         src.close()
+        publisher.close()
     summary = trainer.finish()
-    rep.finish(summary=summary, run_seconds=run_s, freshness=trainer.freshness)
+    rep.finish(summary=summary, run_seconds=run_s, freshness=trainer.freshness,
+               params_version=publisher.version - 1)
+
+
+def run_serve(s: Settings, status_path: Path, on_stop: _StopSignal) -> None:
+    """A serving replica (no HTTP: the delta loop is what the demo measures): bootstraps like
+    `streamrec serve`, applies the trainer's deltas and measures freshness where it is applied."""
+    from serving.replica import Replica
+
+    r = Replica(s)
+    stop = threading.Event()
+    on_stop(stop.set)
+    rep = _Reporter(status_path, lambda: {"version": r.version, "rows": r.ps.num_rows(), "ready": r.ready})
+    r.start()
+    while not stop.wait(0.5):
+        if r.error:
+            raise RuntimeError(r.error)
+    r.stop()
+    rep.finish(stats=r.stats(), freshness=[list(x) for x in r.freshness])
 
 
 def run_flink(s: Settings, status_path: Path, on_stop: _StopSignal) -> None:
@@ -219,6 +240,7 @@ STAGES: dict[str, Callable[[Settings, Path, _StopSignal], None]] = {
     "join": run_join,
     "archive": run_archive,
     "train": run_train,
+    "serve": run_serve,
     "flink": run_flink,
 }
 

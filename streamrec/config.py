@@ -21,6 +21,7 @@ from jobs.flink.config import FlinkConfig
 from joiner.config import JoinerConfig
 from replay.config import ReplayConfig
 from schemas.spec import FeatureSpec, SpecError, load_spec, merge, read_spec_data
+from serving.config import ServingConfig
 from sinks.config import ArchiveConfig
 from streamrec import secrets
 from streamrec.errors import ConfigError
@@ -40,16 +41,17 @@ class TopicsConfig(Section):
     actions: str = "actions"
     examples: str = "examples"
     dead_letter: str = "dead-letter"
+    params: str = Field("params", description="parameter deltas, trainer -> serving replicas (one partition)")
     partitions: dict[str, int] = Field(
-        default_factory=lambda: {"features": 2, "actions": 2, "examples": 2, "dead_letter": 1},
-        description="partition count per topic role (features, actions, examples, dead_letter)",
+        default_factory=lambda: {"features": 2, "actions": 2, "examples": 2, "dead_letter": 1, "params": 1},
+        description="partition count per topic role (features, actions, examples, dead_letter, params)",
     )
     replication_factor: int = Field(
         1, ge=1, description="replicas of each topic `streamrec topics create` makes (3 on a production cluster)")
 
     def by_role(self) -> dict[str, str]:
         return {"features": self.features, "actions": self.actions, "examples": self.examples,
-                "dead_letter": self.dead_letter}
+                "dead_letter": self.dead_letter, "params": self.params}
 
     def names(self) -> list[str]:
         return list(self.by_role().values())
@@ -153,6 +155,7 @@ class Settings(Section):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     flink: FlinkConfig = Field(default_factory=FlinkConfig)
     client: ClientConfig = Field(default_factory=ClientConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
     experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig,
                                            description="the offline experiments (streamrec experiment ...)")
 

@@ -22,7 +22,10 @@ def loaded(*modules: str) -> set[str]:
     (["trainer.loop", "trainer.run", "trainer.sources", "trainer.synthetic"], {"joiner", "pyflink"}),
     (["trainer.experiments.run"], {"joiner", "pyflink", "confluent_kafka"}),
     (["joiner.engine", "joiner.memory", "joiner.validate"], {"confluent_kafka", "pyflink", "trainer", "torch"}),
-    (["serving.model_server"], {"joiner", "pyflink", "confluent_kafka"}),
+    (["serving.model_server", "serving.ps", "serving.delta"], {"joiner", "pyflink", "confluent_kafka"}),
+    # a replica reads the trainer's snapshots and deltas, never the join or the archive (their config
+    # sections load with the one config object; their code, state stores and engines do not)
+    (["serving.app", "serving.replica", "serving.run"], {"pyflink", "rocksdict", "pyarrow", "hdfs"}),
 ])
 def test_a_stage_does_not_load_what_it_must_not_use(modules: list[str], forbidden: set[str]) -> None:
     assert not loaded(*modules) & forbidden

@@ -89,10 +89,10 @@ class PopularityBaseline:
     """
 
     def __init__(self, prior_strength: float = 10.0) -> None:
-        from serving.ps import RowMap
+        from serving.table import ServingTable
 
         self.prior_strength = prior_strength
-        self.counts = RowMap(dim=2)
+        self.counts = ServingTable(dim=2)
         self.gpos = 0.0
         self.gtot = 0.0
 

@@ -70,8 +70,10 @@ class Trainer:
     What it learns from and predicts is the feature spec's: a table per slot it uses, its dense
     features, one head per label (the first is the evaluated one)."""
 
-    def __init__(self, cfg: TrainerConfig, spec: FeatureSpec, serving: ServingPS | None = None,
+    def __init__(self, cfg: TrainerConfig, spec: FeatureSpec, serving: Any = None,
                  ps: TrainingPS | None = None) -> None:
+        """``serving``: a ServingPS (default: a new one) or a sink with its push methods (DeltaPublisher);
+        ``ps``: the training PS (default: this process's; a shard of it when distributed)."""
         self.cfg = cfg
         self.spec = spec
         self.slots = spec.model_slots
@@ -94,6 +96,7 @@ class Trainer:
         self._last_sparse = self._last_dense = self._last_snap = self._last_evict = time.monotonic()
         self._examples_at_snap = 0
         self._same_dim = len({spec.settings(s).dim for s in self.slots}) == 1
+        self._deletes: dict[int, list[np.ndarray]] = {}  # slot number -> ids evicted since the last sync
 
     # ---- restore ----------------------------------------------------------------------------
     def restore(self, path: Path | None = None) -> Path | None:
@@ -109,6 +112,8 @@ class Trainer:
         st = snap["state"]
         self.ps.dense_version = st["dense_version"]
         self.ps.keep_rate = st["keep_rate"]
+        if "neg_kept" in st:
+            self.ps.neg_kept[:], self.ps.neg_total[:] = st["neg_kept"], st["neg_total"]
         self.ps.applied_event_ms = st["applied_event_ms"]
         self.positions = st["positions"]
         self.resumed_from = {"snapshot": str(path), "positions": dict(st["positions"]), "examples": st["examples"]}
@@ -118,8 +123,14 @@ class Trainer:
         self.dedup.load(snap["dedup"])
         self.last_snapshot = path
         self._examples_at_snap = self.examples
-        # serving restarts from the restored weights: everything the snapshot holds is "touched"
-        self.full_sync()
+        if getattr(self.serving, "needs_full_sync", True):
+            # an in-process serving PS restarts from the restored weights: everything is "touched"
+            self.full_sync()
+        else:
+            # replicas bootstrap from snapshots and hold what the deltas since carried: no full copy,
+            # only the dense weights (touched rows follow as the replayed stream touches them)
+            self.ps.touched()
+            self.sync_dense()
         log.info("restored %s: %d examples, positions %s", path, self.examples, self.positions)
         return path
 
@@ -155,6 +166,7 @@ class Trainer:
                 if max_examples is not None and self.examples >= max_examples:
                     break
             self._drain()
+            self.evict()  # what the final snapshot leaves out (expired rows), serving drops too
             self.sync_sparse()
             self.sync_dense()
         finally:
@@ -211,20 +223,31 @@ class Trainer:
         if now - self._last_dense >= self.cfg.dense_sync_interval_s:
             self.sync_dense()
         if now - self._last_evict >= self.cfg.evict_interval_s:
-            self._last_evict = now
-            evicted = self.ps.store.evict_expired()
-            if evicted:
-                log.info("evicted expired rows: %s", evicted)
+            self.evict()
+
+    def evict(self) -> None:
+        """Evict rows past their slot's TTL; serving is told at the next sparse sync."""
+        self._last_evict = time.monotonic()
+        evicted = self.ps.store.evict_expired_ids()
+        for name, ids in evicted.items():
+            if len(ids):
+                self._deletes.setdefault(self.ps.store.numbers[name], []).append(ids)
+        if any(len(v) for v in evicted.values()):
+            log.info("evicted expired rows: %s", {k: len(v) for k, v in evicted.items()})
 
     def sync_sparse(self) -> int:
         """Push the rows touched since the last sync (embeddings only) to the serving PS."""
         self._last_sparse = time.monotonic()
         event_ms, ingest_ms = self.ps.applied_event_ms, self.ps.applied_ingest_ms
+        oldest_ms = self.ps.take_oldest_ingest()
+        deletes, self._deletes = self._deletes, {}
+        for slot, parts in deletes.items():  # before the rows: an id evicted, then trained again, is live
+            self.serving.delete_rows(slot, np.concatenate(parts))
         n = 0
         for slot, ids, rows in self.ps.touched():
             self.serving.push_slot(slot, ids, rows)
             n += len(ids)
-        self.serving.mark_synced(event_ms, ingest_ms)
+        self.serving.mark_synced(event_ms, ingest_ms, oldest_ms)
         metrics.SYNCED_ROWS.inc(n)
         now_ms = int(time.time() * 1000)
         if ingest_ms:
@@ -245,6 +268,7 @@ class Trainer:
         c = self.cfg
         return {"spec": self.spec.model_dump(mode="json"), "model": model_shape(c, self.spec),
                 "keep_rate": self.ps.keep_rate if c.loss_weighting == "none" else 1.0,
+                "keep_rates": self.ps.keep_rates() if c.loss_weighting == "none" else [1.0] * len(self.spec.labels),
                 "dense_version": self.ps.dense_version}
 
     def _check_model(self, path: Path, saved: dict[str, Any] | None) -> None:
@@ -268,6 +292,7 @@ class Trainer:
     def snapshot(self) -> Path:
         """Quiesce the workers, then write an atomic snapshot with the matching stream positions."""
         self._drain()
+        self.evict()  # a snapshot never saves expired rows: evict them here too, so serving matches it
         self._last_snap = time.monotonic()
         self._examples_at_snap = self.examples
         state = {
@@ -275,7 +300,12 @@ class Trainer:
             "keep_rate": self.ps.keep_rate, "applied_event_ms": self.ps.applied_event_ms,
             "stream_event_ms": self.stream_event_ms, "written_at_ms": int(time.time() * 1000),
             "model": self.spec.model_signature(),
+            "neg_kept": self.ps.neg_kept.tolist(), "neg_total": self.ps.neg_total.tolist(),
+            "serving": self.serving_meta(),
         }
+        position = getattr(self.serving, "position", None)
+        if position is not None:  # deltas published so far are all in this state: replicas resume after them
+            state["params"] = position()
         dense = {"model": self.ps.model.state_dict(), "optimizer": self.ps.opt.state_dict()}
         path = snapshot.write(self.cfg.snapshot_dir, self.ps.store, dense, self.evaluator,
                               self.dedup.state(), state, self.cfg.snapshot_keep)
@@ -384,6 +414,7 @@ class Trainer:
         self.ps.push_batch(slots, uniqs, per_slot, now_s)
         self.ps.push_dense([q.grad for q in replica.parameters()])
         if n:
+            self.ps.count_negatives(batch.labels, batch.sample_rate)
             self.ps.applied(int(batch.ts_ms.max()), batch.ingest_ms, keep_rate)
         metrics.EXAMPLES.inc(n)
         metrics.STEPS.inc()

@@ -50,9 +50,13 @@ class TrainingPS:
         self.opt = make_optimizer(cfg, self.model.parameters())
         self.params = list(self.model.parameters())
         self.dense_version = 0
-        self.keep_rate = 1.0  # negative keep rate seen in the stream, for log-odds correction
+        self.keep_rate = 1.0  # the first head's negative keep rate in the last batch (progressive eval)
+        # per head: negatives kept, and negatives before sampling (sum of 1/sample_rate) -> its keep rate
+        self.neg_kept = np.zeros(len(spec.labels))
+        self.neg_total = np.zeros(len(spec.labels))
         self.applied_event_ms = 0  # newest event time whose gradients were applied
         self.applied_ingest_ms = 0  # newest ingest time whose gradients were applied
+        self.oldest_pending_ingest_ms = 0  # oldest ingest time applied since the last sync (0: none)
         self._dense_lock = threading.Lock()
         self._meta_lock = threading.Lock()
 
@@ -108,8 +112,35 @@ class TrainingPS:
         with self._meta_lock:
             self.applied_event_ms = max(self.applied_event_ms, event_ms)
             self.applied_ingest_ms = max(self.applied_ingest_ms, ingest_ms)
+            if ingest_ms and (not self.oldest_pending_ingest_ms or ingest_ms < self.oldest_pending_ingest_ms):
+                self.oldest_pending_ingest_ms = ingest_ms
             if keep_rate is not None:
                 self.keep_rate = keep_rate
+
+    def take_oldest_ingest(self) -> int:
+        """The oldest ingest time applied since the last call (0: none), for per-sync freshness."""
+        with self._meta_lock:
+            out, self.oldest_pending_ingest_ms = self.oldest_pending_ingest_ms, 0
+        return out
+
+    def count_negatives(self, labels: np.ndarray, sample_rate: np.ndarray) -> None:
+        """Count each head's negatives, kept and before sampling, for its own keep rate.
+
+        The joiner keeps an example with no positive at all with rate r; a negative of one head
+        may be a positive of another (a click that was not liked), kept always. So each head's
+        negatives were kept at their own overall rate, ``kept / sum(1 / sample_rate)``: the click
+        rate applied to every head over-corrects the others."""
+        neg = labels == 0
+        inv = (1.0 / sample_rate.astype(np.float64))[:, None]
+        with self._meta_lock:
+            self.neg_kept += neg.sum(0)
+            self.neg_total += (neg * inv).sum(0)
+
+    def keep_rates(self) -> list[float]:
+        """Each head's negative keep rate so far (1.0 before any negative)."""
+        with self._meta_lock:
+            r = np.divide(self.neg_kept, self.neg_total, out=np.ones_like(self.neg_kept), where=self.neg_total > 0)
+        return [float(min(x, 1.0)) for x in r]
 
     def touched(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """(slot number, ids, embeddings) of rows updated since the last call, per slot."""

@@ -5,6 +5,8 @@ A batch run ends with a snapshot, and an online run starts from the newest snaps
 memory travels in the snapshot too, so examples seen in the archive are dropped online).
 ``--restore`` makes any run start from the newest snapshot and replay from its stream positions.
 SIGTERM or Ctrl-C stops a run cleanly: the batch in flight is trained on, then a final snapshot.
+Online runs publish every sync as a delta to the params topic (``serving.publish``), where serving
+replicas read them; each snapshot records the offset after the last delta.
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ def train(settings: Any, batch: str | None = None, online: bool = False, restore
         from trainer.distributed.launch import restarted
         from trainer.distributed.loop import DistributedTrainer
 
+        if settings.serving.publish == "always":  # per-shard deltas would need shard-aware replicas: not built
+            raise ConfigError("serving.publish = \"always\": a distributed trainer does not publish deltas to "
+                              "serving yet; use a single-process trainer for serving")
         faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <rank>`: where is it waiting?
         comm = Comm.from_env(cfg.distributed.backend, cfg.distributed.timeout_s)
         rank, world = comm.rank, comm.world
@@ -71,7 +76,13 @@ def train(settings: Any, batch: str | None = None, online: bool = False, restore
         # host, so the ranks decide together (restore is a collective)
         restore_any = any(comm.all_objects(restarted()))
     else:
-        trainer = Trainer(cfg, settings.features)
+        publisher = None
+        mode = settings.serving.publish
+        if mode == "always" or (mode == "online" and online):
+            from serving.transport import DeltaPublisher
+
+            publisher = DeltaPublisher(settings)  # syncs go to kafka.topics.params, for serving replicas
+        trainer = Trainer(cfg, settings.features, serving=publisher)
     if cfg.metrics_port is not None:
         from streamrec.metrics import serve_metrics
 
@@ -108,6 +119,8 @@ def train(settings: Any, batch: str | None = None, online: bool = False, restore
     summary = {**trainer.finish(), "stopped_by_signal": trainer.stop_requested}
     if distributed:
         comm.close()
+    elif publisher is not None:
+        publisher.close()
     return summary if rank == 0 else None
 
 

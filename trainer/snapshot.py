@@ -94,3 +94,11 @@ def read(path: Path) -> dict[str, Any]:
         "state": json.loads((path / "state.json").read_text()),
         "embedding": path / "embedding",
     }
+
+
+def read_for_serving(path: Path) -> dict[str, Any]:
+    """What a serving replica needs of a snapshot: its state (positions, the params offset, the
+    serving meta), the dense weights without optimizer state, and where the tables are."""
+    dense = torch.load(path / "dense.pt", weights_only=False)
+    return {"state": json.loads((path / "state.json").read_text()), "dense": dense["model"],
+            "embedding": path / "embedding"}

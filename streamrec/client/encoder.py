@@ -113,7 +113,7 @@ class _Cross:
     The sources' entries stand for their FIDs (one entry per slot and values) and, being bytes,
     keep their hash: the key costs two lookups of cached hashes, not a walk over big ints."""
 
-    __slots__ = ("name", "number", "key", "a", "b", "cache", "pairs", "limit")
+    __slots__ = ("name", "number", "key", "a", "b", "cache", "pairs", "fid_cache", "limit")
 
     def __init__(self, name: str, c: CrossSpec, limit: int):
         self.name, self.number = name, c.number
@@ -121,6 +121,7 @@ class _Cross:
         self.a, self.b = c.of
         self.cache: dict[tuple[bytes, bytes], bytes] = {}
         self.pairs: dict[tuple[int, int], bytes] = {}
+        self.fid_cache: dict[tuple[bytes, bytes], list[int]] = {}  # entries' pairs -> FIDs (``fids``)
         self.limit = limit
 
     def entry(self, ea: Entry, eb: Entry) -> bytes:
@@ -377,6 +378,67 @@ class LogEncoder:
         if k is not None and _plain(d):
             _put(self.item_denses, k, got, self.limit)
         return got
+
+    def fids(self, log: FeatureLog) -> dict[str, Any]:
+        """The FeatureLog record ``feature_log`` would encode (FIDs, crosses computed), as a dict.
+
+        For the model server: it scores with these FIDs and logs ``feature_log``'s bytes of the
+        same raw values, both from the same per-slot caches, with the same checks (errors name
+        the field), without an Avro write and read in between."""
+        _request_id(log.request_id)
+        if not log.items:
+            raise SpecError("items", "no shown item: a feature log lists the items it scored")
+        user, ue = self._side_fids(log.user, self.user, "user", -1, {})
+        for c in self.user_crosses:
+            self._cross_fids(c, ue.get(c.a), ue.get(c.b), user)
+        items, shown = [], set()
+        for j, it in enumerate(log.items):
+            iid = _int(it.item_id, f"items[{j}].item_id")
+            if iid in shown:
+                raise SpecError(f"items[{j}].item_id", f"item {iid} is shown twice")
+            shown.add(iid)
+            sp, ie = self._side_fids(it.sparse, self.item, "item", j, ue)
+            for c in self.item_crosses:
+                self._cross_fids(c, ue.get(c.a) or ie.get(c.a), ue.get(c.b) or ie.get(c.b), sp)
+            items.append({"item_id": iid, "position": j if it.position is None else it.position, "sparse": sp,
+                          "dense": self._dense_values(it.dense, self.item_dense, j)})
+        return {"request_id": log.request_id, "user_id": _int(log.user_id, "user_id"),
+                "ts_ms": _int(log.ts_ms, "ts_ms", 0), "user_sparse": user,
+                "user_dense": self._dense_values(log.user_dense, self.user_dense, -1), "items": items,
+                "source": log.source}
+
+    def _side_fids(self, raw: Any, slots: dict[str, _Slot], side: str, j: int,
+                   user: dict[str, Entry]) -> tuple[dict[str, list[int]], dict[str, Entry]]:
+        out, entries = {}, {}
+        for name, v in raw.items():
+            s = slots.get(name)
+            if s is None:
+                raise self._slot_error(name, side, _path(j, "sparse"))
+            e = s.entry(v, j)
+            out[name], entries[name] = list(e[0]), e
+        return out, entries
+
+    @staticmethod
+    def _cross_fids(c: _Cross, ea: Entry | None, eb: Entry | None, into: dict[str, list[int]]) -> None:
+        if ea is None or eb is None:
+            return
+        key = (ea[1], eb[1])
+        got = c.fid_cache.get(key)
+        if got is None:
+            if len(c.fid_cache) >= c.limit:
+                c.fid_cache.clear()
+            got = c.fid_cache[key] = [cross_fid(c.number, x, y) for x in ea[0] for y in eb[0]]
+        into[c.name] = got
+
+    @staticmethod
+    def _dense_values(raw: Any, names: dict[str, bytes], j: int) -> dict[str, float]:
+        out = {}
+        for name, v in raw.items():
+            if name not in names:
+                raise SpecError(f"{_path(j, 'dense')}.{name}", f"unknown dense feature {name!r} (the spec's "
+                                f"{'user' if j < 0 else 'item'}-side ones: {sorted(names)})")
+            out[name] = _float(v, f"{_path(j, 'dense')}.{name}")
+        return out
 
     # ---- maps -------------------------------------------------------------------------------
     def _user_sparse(self, raw: Any) -> tuple[bytes, dict[str, Entry]]:

@@ -137,6 +137,32 @@ class Client:
             counts[3] = 0
             self._producer.poll(0)
 
+    def send_encoded(self, data: bytes, request_id: str, ts_ms: int,
+                     on_delivery: DeliveryCallback | None = None) -> None:
+        """Queue a FeatureLog already encoded under this client's spec (``encoder`` or the codec).
+
+        For the model server, which encodes a request once to learn the FIDs it scores with and
+        logs those very bytes (or the codec's encoding of the same record): what it scored is
+        what the joiner joins. The key and timestamp contract is the same as ``send``'s."""
+        if type(request_id) is not str or not request_id:
+            raise SpecError("request_id", f"missing: got {request_id!r}")
+        counts = self._counts
+        counts[0] += 1
+        counts[2] += len(data)
+        key = request_id.encode()
+        topic = self._features_topic
+        try:
+            if on_delivery is None:
+                self._produce(topic, data, key, timestamp=ts_ms)
+            else:
+                self._produce(topic, data, key, on_delivery=self._both(on_delivery), timestamp=ts_ms)
+        except BufferError:
+            self._wait_and_produce(topic, data, key, on_delivery, ts_ms)
+        counts[3] += 1
+        if counts[3] >= POLL_EVERY:
+            counts[3] = 0
+            self._producer.poll(0)
+
     def _wait_and_produce(self, topic: str, data: bytes, key: bytes, on_delivery: DeliveryCallback | None,
                           ts: int) -> None:
         """The local queue is full: serve delivery reports (which frees room) until it takes the message."""

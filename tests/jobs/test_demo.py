@@ -38,6 +38,10 @@ def test_demo_report_is_consistent(tmp_path: Path) -> None:
     assert negatives > 0 and abs(j["negatives_kept"] / negatives - s.joiner.negative_keep_rate) < 0.01
     assert j["late"] > 0  # the heavy delay tail produced late positives
     assert report["train"]["auc"] > report["train"]["baseline_auc"]
+    # a serving replica applied the trainer's deltas: it holds every row training holds, and measured freshness
+    sv = report["serving"]
+    assert sv["rows"] == report["train"]["rows"] and sv["deltas"] > 0
+    assert 0 <= sv["freshness_p50_s"] <= sv["freshness_p99_s"] < 120
     run = sorted((tmp_path / "demo").glob("2*"))[-1]
     for f in ("report.md", "report.json", "auc.png", "freshness.png"):
         assert (run / f).stat().st_size > 0, f

@@ -51,7 +51,7 @@ def test_sync_ships_touched_rows_exactly_and_leaves_the_rest(tmp_path):
     # embeddings only: serving rows are exactly dim wide and hold no optimizer state
     for s in SLOTS_USED:
         table = t.serving.tables[SPEC.number(s)]
-        assert table.buf.shape[1] == SPEC.settings(s).dim
+        assert table.dim == table.lookup([0]).shape[1] == SPEC.settings(s).dim
     assert not hasattr(t.serving, "opt") and set(vars(t.serving)) >= {"tables", "dense_state"}
     state_keys = set(t.serving.dense_state)
     assert state_keys == set(t.ps.model.state_dict())  # dense weights, not the optimizer's moments

@@ -186,6 +186,27 @@ def index_put(keys, rows, nb, seed, key, row, meta, path):
 
 
 @njit(cache=True, inline="always")
+def claim_row(keys, rows, nb, seed, key, meta, cap, max_live, path):
+    """Index a key known to be absent on a free row: the free list's head, else the arena's next.
+
+    Returns the row, or ``-NEED_INDEX`` / ``-NEED_ARENA`` (nothing changed) when the index or the
+    arena must grow first. The caller then takes the row: ``meta[M_FREE]`` := the head's link
+    (the free list's links live in the caller's arrays) if ``row == meta[M_FREE]``, else
+    ``meta[M_HIGH] += 1``; and ``meta[M_LIVE] += 1``. Shared with the serving table's kernels."""
+    if meta[M_LIVE] >= max_live:
+        return -NEED_INDEX
+    if meta[M_FREE] >= 0:
+        r = meta[M_FREE]
+    elif meta[M_HIGH] < cap:
+        r = meta[M_HIGH]
+    else:
+        return -NEED_ARENA
+    if not index_put(keys, rows, nb, seed, key, np.int32(r), meta, path):
+        return -NEED_INDEX
+    return r
+
+
+@njit(cache=True, inline="always")
 def _init_emb(key, seed, init_std, out, i):
     """Deterministic per-(seed, key) initializer: Irwin-Hall(4) ~ normal with std ``init_std``."""
     dim = out.shape[1]
@@ -265,18 +286,10 @@ def insert(ids, start, keys, rows, nb, seed, emb, st, tc, meta, max_live, now,
         if s >= 0:
             out_rows[i] = rows[s]
             continue
-        if meta[M_LIVE] >= max_live:
-            return i, NEED_INDEX
-        from_free = meta[M_FREE] >= 0
-        if from_free:
-            r = meta[M_FREE]
-        elif meta[M_HIGH] < cap:
-            r = meta[M_HIGH]
-        else:
-            return i, NEED_ARENA
-        if not index_put(keys, rows, nb, seed, key, np.int32(r), meta, path):
-            return i, NEED_INDEX
-        if from_free:
+        r = claim_row(keys, rows, nb, seed, key, meta, cap, max_live, path)
+        if r < 0:
+            return i, -r
+        if r == meta[M_FREE]:
             meta[M_FREE] = np.int64(tc[r, 1]) - 1
         else:
             meta[M_HIGH] += 1

@@ -7,6 +7,7 @@ API (batched; every method thread-safe)::
     emb, has_row = store.lookup(fids, train=True, now=ts, with_mask=True)
     store.apply_gradients(fids, grads, now=ts)                   # -> ids applied
     store.evict_expired(now=None)                                # {slot: rows evicted}
+    store.evict_expired_ids(now=None)                            # {slot: evicted ids}
     store.drain_touched()                                        # {slot: (ids, rows)}
     store.save(dir, now=None); store.load(dir)                   # atomic, versioned, with filters
     store.num_rows()                                             # {slot: live rows}
@@ -188,8 +189,12 @@ class EmbeddingStore:
 
     def evict_expired(self, now: int | None = None) -> dict[str, int]:
         """Evict rows past their slot's TTL at ``now`` (default: the store's clock)."""
+        return {name: len(ids) for name, ids in self.evict_expired_ids(now).items()}
+
+    def evict_expired_ids(self, now: int | None = None) -> dict[str, np.ndarray]:
+        """Evict rows past their slot's TTL; per slot with a TTL, the evicted ids (for serving)."""
         now = self._clock if now is None else int(now)
-        return {name: sum(t.evict_expired(now, self.slot_cfg[name].ttl_s) for t in tables)
+        return {name: np.concatenate([t.evict_expired_ids(now, self.slot_cfg[name].ttl_s) for t in tables])
                 for name, tables in self.tables.items() if self.slot_cfg[name].ttl_s > 0}
 
     def drain_touched(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -297,3 +302,18 @@ def _read_manifest(d: Path) -> dict | None:
     if not p.exists():
         return None
     return json.loads(p.read_text())
+
+
+def saved_rows(directory: str | Path):
+    """Yield (slot name, ids, embeddings) of a saved store, shard by shard, without optimizer state.
+
+    What a serving replica bootstraps from: it reads only the ids and embedding arrays of each
+    table file (``np.load`` of an ``.npz`` reads members lazily), never building training tables."""
+    d = Path(directory)
+    manifest = _read_manifest(d)
+    if manifest is None:
+        raise FileNotFoundError(f"{d / MANIFEST}: no embedding store saved here")
+    for name, saved in manifest["slots"].items():
+        for entry in saved["shards"]:
+            with np.load(d / entry["table"], allow_pickle=False) as z:
+                yield name, z["ids"], z["emb"]

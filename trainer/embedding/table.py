@@ -11,6 +11,7 @@ API (all batched over numpy arrays; every method is thread-safe)::
     t.insert(ids, now=ts)                     # insert-or-init without copying rows out
     t.apply_gradients(ids, grads, now=ts)     # Adagrad / FTRL step inside the table
     t.delete(ids); t.evict_expired(now, ttl)  # eviction; freed rows are reused
+    gone = t.evict_expired_ids(now, ttl)      # the same, returning the evicted ids
     ids, rows = t.drain_touched()             # ids updated since the last drain + their embeddings
     t.save(path); t2 = CuckooTable.load(path, capacity=None)
     ids, rows = t.items()                     # every live id and its embedding (copies)
@@ -327,6 +328,17 @@ class CuckooTable:
         with self._lock:
             now = self.clock if now is None else int(now)
             return int(K.evict_before(now - int(ttl), self._rows, self._tc, self._meta))
+
+    def evict_expired_ids(self, now: int | None = None, ttl: int = 0) -> np.ndarray:
+        """Like ``evict_expired``, returning the evicted ids (serving is told to drop them)."""
+        if ttl <= 0:
+            return np.empty(0, np.int64)
+        with self._lock:
+            now = self.clock if now is None else int(now)
+            ids, rows = self._collect(-1)
+            gone = ids[self._tc[rows, 0].astype(np.int64) < now - int(ttl)]
+            K.delete(gone, self._keys, self._rows, self._nb, self._useed, self._tc, self._meta)
+            return gone
 
     def drain_touched(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, embeddings) of rows updated since the last drain (live rows only); clears the marks."""
