@@ -14,6 +14,7 @@ import typer
 
 from sinks import cli as sinks_cli
 from streamrec.config import ConfigError, Settings, load_config
+from trainer.experiments import cli as experiments_cli
 
 app = typer.Typer(
     help="Real-time recommendation training pipeline: replay logs, join, archive, train, serve.",
@@ -32,6 +33,7 @@ flink_app = typer.Typer(help="The join on Flink: a local standalone cluster and 
                         no_args_is_help=True)
 app.add_typer(flink_app, name="flink")
 sinks_cli.register(app)  # archive, archive-ls, hdfs up|down|status
+experiments_cli.register(app)  # experiment collisionless | sync-interval
 
 
 def settings(ctx: typer.Context) -> Settings:

@@ -27,6 +27,7 @@ from streamrec import secrets
 from streamrec.kafka_security import KafkaSecurity, no_credentials
 from streamrec.section import Section
 from trainer.config import TrainerConfig
+from trainer.experiments.config import ExperimentsConfig
 
 DEFAULT_CONFIG_FILE = Path("streamrec.toml")
 # the feature spec when a config names none: the MovieLens demo's
@@ -149,6 +150,8 @@ class Settings(Section):
     flink: FlinkConfig = Field(default_factory=FlinkConfig)
     client: ClientConfig = Field(default_factory=ClientConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig,
+                                           description="the offline experiments (streamrec experiment ...)")
 
 
 class ConfigError(ValueError):

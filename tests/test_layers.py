@@ -20,6 +20,7 @@ def loaded(*modules: str) -> set[str]:
 
 @pytest.mark.parametrize("modules,forbidden", [
     (["trainer.loop", "trainer.run", "trainer.sources", "trainer.synthetic"], {"joiner", "pyflink"}),
+    (["trainer.experiments.run"], {"joiner", "pyflink", "confluent_kafka"}),
     (["joiner.engine", "joiner.memory", "joiner.validate"], {"confluent_kafka", "pyflink", "trainer", "torch"}),
     (["serving.model_server", "serving.ps", "serving.delta"], {"joiner", "pyflink", "confluent_kafka"}),
     # a replica reads the trainer's snapshots and deltas, never the join or the archive (their config

@@ -16,9 +16,21 @@ Raw values become FIDs as the spec says, crosses are computed, the message is ke
 (``pip install 'streamrec[client]'``): it imports only confluent-kafka, fastavro and pydantic.
 """
 
+from typing import Any
+
 from schemas.spec import SpecError
 from streamrec.client.encoder import LogEncoder
 from streamrec.client.logs import ActionLog, FeatureLog, Item
-from streamrec.client.producer import Client, ClientMetrics
+
+
+def __getattr__(name: str) -> Any:
+    """The producer (Kafka, the pipeline's config) loads on first use: encoding logs needs neither,
+    so a stage that only encodes (the replay, the trainer's experiments) does not load the joiner's config."""
+    if name in ("Client", "ClientMetrics"):
+        from streamrec.client import producer
+
+        return getattr(producer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["ActionLog", "Client", "ClientMetrics", "FeatureLog", "Item", "LogEncoder", "SpecError"]

@@ -75,7 +75,8 @@ def test_a_message_that_cannot_be_delivered_is_reported_not_lost_silently(settin
 
 def test_the_client_imports_nothing_of_the_pipeline() -> None:
     """Importing the client (and reading a config) loads no torch, Flink, numba, numpy, pyarrow or RocksDB."""
-    code = ("import json, sys\nimport streamrec.client\nfrom streamrec.config import load_config\nload_config()\n"
+    code = ("import json, sys\nimport streamrec.client\nstreamrec.client.Client  # the producer loads on first use\n"
+            "from streamrec.config import load_config\nload_config()\n"
             "print(json.dumps(sorted(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     loaded = {m.split(".")[0] for m in json.loads(out.stdout)}
