@@ -70,6 +70,16 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, out
 
 
+def difference(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> tuple[float, float, float]:
+    """(p1 - p2, lower, upper): the normal (Wald) interval of a difference of two independent rates,
+    fine at these counts (thousands of impressions, rates well inside (0, 1))."""
+    if n1 <= 0 or n2 <= 0:
+        return math.nan, math.nan, math.nan
+    p1, p2 = k1 / n1, k2 / n2
+    half = z * math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
+    return p1 - p2, p1 - p2 - half, p1 - p2 + half
+
+
 def totals(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each arm over the whole run, and over its second half (after the online model had time to learn)."""
     out: dict[str, dict[str, Any]] = {}
@@ -80,6 +90,12 @@ def totals(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
             out.setdefault(arm, {})[part] = {"impressions": n, **{lb: dict(zip(
                 ("rate", "lo", "hi"), wilson(sum(w["arms"][arm][lb] for w in ws), n), strict=True))
                 for lb in report["labels"]}}
+    for part, ws in (("all", report["windows"]), ("second half", report["windows"][half:])):
+        n = {arm: sum(w["arms"][arm]["impressions"] for w in ws) for arm in ARMS}
+        k = {lb: {arm: sum(w["arms"][arm][lb] for w in ws) for arm in ARMS} for lb in report["labels"]}
+        out.setdefault("online − frozen", {})[part] = {"impressions": n["online"] + n["frozen"], **{lb: dict(zip(
+            ("rate", "lo", "hi"), difference(k[lb]["online"], n["online"], k[lb]["frozen"], n["frozen"]),
+            strict=True)) for lb in report["labels"]}}
     return out
 
 
@@ -102,10 +118,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"{cfg['candidates']} candidates and shows the top {cfg['show']}. Users are split by a hash of their id: "
         f"{len(report['users']['online'])} online, {len(report['users']['frozen'])} frozen. Both arms started from "
         f"the same model, batch-trained on the first {100 * cfg['batch_share']:.0f} % of MovieLens-100K by time; "
-        "the online arm's replica applies the trainer's deltas, the frozen arm's never does. Users click an item they "
-        "rated later (never seen by any model) at rating ≥ " + ", ".join(
-            f"{lb} at ≥ {cfg['min_rating'][lb]:g}" for lb in report["labels"]) + "; unrated items: " + ", ".join(
-            f"{lb} {cfg['base_rate'][lb]:g}" for lb in report["labels"]) + ".", "",
+        "the online arm's replica applies the trainer's deltas, the frozen arm's never does. A shown item the user "
+        "rated later (a rating no model saw) earns " + ", ".join(
+            f"{lb} at rating ≥ {cfg['min_rating'][lb]:g}" for lb in report["labels"]) + "; an unrated one " + ", ".join(
+            f"{lb} with probability {cfg['base_rate'][lb]:g}" for lb in report["labels"]) + ".", "",
         "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows), "",
         "## Whole run", "",
         "| arm | part | impressions | " + " | ".join(f"{lb} rate [95 % CI]" for lb in report["labels"]) + " |",
@@ -116,7 +132,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {arm} | {part} | {t['impressions']} | " + " | ".join(
                 f"{t[lb]['rate']:.4f} [{t[lb]['lo']:.4f}, {t[lb]['hi']:.4f}]" for lb in report["labels"]) + " |")
     pm = report["probe_moves"]
-    lines += ["", "## Did the models move?", "",
+    lines += ["", "Rates: Wilson 95 % intervals; online − frozen: the normal interval of a difference of rates.",
+              "", "## Did the models move?", "",
               f"A fixed probe request (user {report['probe']['user_id']}, {len(report['probe']['item_ids'])} popular "
               "items, not logged) was scored by both replicas at each window's end.", ""]
     for arm in ARMS:
@@ -124,7 +141,8 @@ def markdown(report: dict[str, Any]) -> str:
                      f"change {pm[arm]['max_abs_change']:.4f}); model versions {pm[arm]['versions']}")
     lines += ["", "## Every served impression joined?", "",
               f"{j['examples']:,} examples on the examples topic for {j['impressions']:,} shown items "
-              f"(negatives kept at joiner.negative_keep_rate = {report['settings']['joiner.negative_keep_rate']}).", "",
+              f"(negatives kept at joiner.negative_keep_rate = {report['settings']['joiner.negative_keep_rate']}; "
+              "a request whose shown items were all dropped negatives has no example).", "",
               "| arm | requests served | requests joined | impressions | examples | " + " | ".join(
                   f"{lb} sent / joined" for lb in report["labels"]) + " |", "|---|---|---|---|---|" +
               "---|" * len(report["labels"])]

@@ -311,6 +311,9 @@ def simulate(
         raise typer.Exit(2) from None
     console = Console()
     console.print(rich_table(report))
+    for part, d in report["totals"]["online − frozen"].items():
+        console.print(f"online − frozen, {part}: " + ", ".join(
+            f"{lb} {d[lb]['rate']:+.4f} [{d[lb]['lo']:+.4f}, {d[lb]['hi']:+.4f}]" for lb in report["labels"]))
     console.print(f"report: {run / 'report.md'} (report.json, plot.png beside it)")
 
 

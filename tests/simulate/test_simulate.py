@@ -76,6 +76,10 @@ out_dir = "{tmp_path / 'sim'}"
         for lb in labels:
             lo, hi = r[lb]["ci95"]
             assert 0 <= lo <= r[lb]["rate"] <= hi <= 1 and hi - lo < 0.2, r
+    for parts in rep["totals"].values():  # each arm, and online − frozen
+        for part in parts.values():
+            for lb in labels:
+                assert part[lb]["lo"] <= part[lb]["rate"] <= part[lb]["hi"], parts
     clicks = sum(w["arms"][arm][labels[0]] for w in rep["windows"] for arm in ARMS)
     assert 0 < clicks < sim["requests"] * show  # users react, and not to everything
 
