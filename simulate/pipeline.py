@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ def _streamrec() -> str:
 class Process:
     """One stage: ``streamrec --set ... <args>``, output in ``<logs>/<name>.log``."""
 
-    def __init__(self, name: str, settings: Settings, args: list[str], logs: Path, extra: list[str] = ()) -> None:
+    def __init__(self, name: str, settings: Settings, args: list[str], logs: Path, extra: Sequence[str] = ()) -> None:
         self.name, self.log = name, logs / f"{name}.log"
         sets = [a for o in [*to_overrides(settings), *extra] for a in ("--set", o)]
         self.cmd = [_streamrec(), *sets, *args]
@@ -66,7 +67,7 @@ class Process:
 class Server(Process):
     """`streamrec serve` on a free port, with one keep-alive HTTP connection to it."""
 
-    def __init__(self, name: str, settings: Settings, logs: Path, extra: list[str] = ()) -> None:
+    def __init__(self, name: str, settings: Settings, logs: Path, extra: Sequence[str] = ()) -> None:
         self.port_file = logs / f"{name}.port"
         super().__init__(name, settings, ["serve", "--port", "0", "--replica-id", name, "--port-file",
                                           str(self.port_file)], logs, extra)

@@ -113,9 +113,8 @@ def simulate(settings: Settings, quick: bool = False, out: Path | None = None,
     logs = run / "logs"
     stages: list[Process] = [Process("joiner", s, ["join"], logs), Process("trainer", s, ["train", "--online"], logs)]
     # each arm's FeatureLogs name it in `source`, so the logs themselves show who was served by which
-    frozen = ["serving.follow_deltas=false", f'serving.snapshot_dir="{frozen_dir}"']
-    servers = {arm: Server(arm, s, logs, [f'serving.source="{s.serving.source}-{arm}"', *(frozen if arm == FROZEN
-                                                                                         else [])]) for arm in ARMS}
+    own = {ONLINE: [], FROZEN: ["serving.follow_deltas=false", f'serving.snapshot_dir="{frozen_dir}"']}
+    servers = {arm: Server(arm, s, logs, [f'serving.source="{s.serving.source}-{arm}"', *own[arm]]) for arm in ARMS}
     procs = [*stages, *servers.values()]
     try:
         for p in procs:

@@ -281,7 +281,7 @@ def simulate(
     out: Annotated[Path | None, typer.Option(help="report folder (default: simulate.out_dir/<time>)")] = None,
 ) -> None:
     """A live closed loop with an A/B test. Simulated MovieLens users ask model servers for a feed
-    (50 candidates they were not shown yet, top 10 shown) and click what they rated >= 4 and like
+    (by default 50 candidates they were not shown yet, the top 10 shown) and click what they rated >= 4 and like
     what they rated 5, by ratings no model ever saw (unrated items: simulate.base_rate). Users are
     split by a hash of their id between two arms that start from the same model, batch-trained on
     the first half of the ratings: ONLINE, a replica that applies the deltas of a trainer learning
@@ -292,7 +292,7 @@ def simulate(
 
     Writes report.md, report.json and plot.png: click and like rates per window and arm with 95 % Wilson intervals.
 
-    Settings: section simulate, e.g. --set simulate.requests=3000. About 5 min with the defaults on 2 busy cores.
+    Settings: section simulate, e.g. --set simulate.requests=3000. Defaults: 6,000 requests at 40/s, about 3 min.
     """
     import sys
 
