@@ -33,5 +33,8 @@ class ServingConfig(Section):
         7 * 86_400_000, description="retention of the params topic when `train` creates it (> snapshot age)")
     snapshot_dir: Path | None = Field(
         None, description="where replicas find the trainer's snapshots (default: trainer.snapshot_dir)")
+    follow_deltas: bool = Field(
+        True, description="apply the trainer's deltas after the bootstrap; false: serve the newest snapshot "
+        "unchanged for the process's life (a frozen model, e.g. the control arm of an A/B test)")
     poll_timeout_s: float = Field(0.2, gt=0, description="delta consumer poll timeout")
     freshness_window: int = Field(10_000, gt=0, description="freshness samples kept for /stats percentiles")

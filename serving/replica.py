@@ -9,6 +9,9 @@ read from its start (the whole history, as long as retention keeps it).
 
 A delta position that retention has deleted (a replica down longer than
 ``serving.params_retention_ms``) is not skipped over: the replica bootstraps again.
+
+With ``serving.follow_deltas = false`` the replica stops after the bootstrap: it serves that
+snapshot unchanged (a frozen model to compare the live one with).
 """
 
 from __future__ import annotations
@@ -115,6 +118,9 @@ class Replica:
         try:
             while not self._stop.is_set():
                 self.bootstrap()
+                if not self.s.serving.follow_deltas:
+                    self._freeze()
+                    return
                 if self._follow():  # True: the position is gone (retention): bootstrap again
                     continue
                 return
@@ -152,6 +158,16 @@ class Replica:
         finally:
             c.close()
         return False
+
+    def _freeze(self) -> None:
+        """Serve the bootstrapped snapshot as it is until stopped (``serving.follow_deltas = false``)."""
+        if self.bootstrapped_from is None or self.ps.dense_state is None:
+            raise RuntimeError(f"serving.follow_deltas = false needs a snapshot with a params offset under "
+                               f"{self.snapshot_dir}; found none")
+        self.ready = True
+        self.metrics.ready.set(1)
+        log.info("frozen: serving %s at version %d, deltas not applied", self.bootstrapped_from, self.version)
+        self._stop.wait()
 
     def _lag(self, c: Any, tp: TopicPartition) -> None:
         hi = c.get_watermark_offsets(tp, timeout=5, cached=False)[1]

@@ -22,6 +22,7 @@ from joiner.config import JoinerConfig
 from replay.config import ReplayConfig
 from schemas.spec import FeatureSpec, SpecError, load_spec, merge, read_spec_data
 from serving.config import ServingConfig
+from simulate.config import SimulateConfig
 from sinks.config import ArchiveConfig
 from streamrec import secrets
 from streamrec.errors import ConfigError
@@ -158,6 +159,8 @@ class Settings(Section):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig,
                                            description="the offline experiments (streamrec experiment ...)")
+    simulate: SimulateConfig = Field(default_factory=SimulateConfig,
+                                     description="the live loop with an online vs frozen A/B (streamrec simulate)")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -26,6 +26,8 @@ def loaded(*modules: str) -> set[str]:
     # a replica reads the trainer's snapshots and deltas, never the join or the archive (their config
     # sections load with the one config object; their code, state stores and engines do not)
     (["serving.app", "serving.replica", "serving.run"], {"pyflink", "rocksdict", "pyarrow", "hdfs"}),
+    # the simulator is an application: it talks to the stages over HTTP and Kafka, never runs their code
+    (["simulate.run", "simulate.users", "simulate.report"], {"pyflink", "rocksdict", "pyarrow", "hdfs"}),
 ])
 def test_a_stage_does_not_load_what_it_must_not_use(modules: list[str], forbidden: set[str]) -> None:
     assert not loaded(*modules) & forbidden
