@@ -19,7 +19,7 @@ GROUPS = {  # one table each, with the rows that measured any of its columns
     "kills and outages": ("kills", "outages", "examples", "lost", "duplicates", "identical", "equals_clean_run"),
     "hostile input": ("inputs", "crashes"),
     "sustained load": ("seconds", "achieved_rate", "rss_start_mb", "rss_end_mb", "rocksdb_start_mb",
-                       "rocksdb_end_mb", "max_lag"),
+                       "rocksdb_end_mb", "rocksdb_peak_first_half_mb", "rocksdb_peak_second_half_mb", "max_lag"),
 }
 
 

@@ -110,17 +110,24 @@ def test_sustained_load_keeps_memory_and_rocksdb_flat(kafka_bootstrap: str, tmp_
     warm = [x for x in samples if x[0] >= took * 0.25]
     assert len(warm) >= 3, f"{len(samples)} samples of the joiner's metrics in {took:.0f}s"
     start, end = warm[0], warm[-1]
+    # RocksDB's size is a sawtooth (flushes, then compactions): flat = the peak of the second half
+    # of the run is not above the peak of the first
+    half = len(warm) // 2
+    db_first, db_second = max(x[2] for x in warm[:half]), max(x[2] for x in warm[half:])
     mb = 1 << 20
     achieved = summary.messages / summary.seconds
     reliability.record("sustained load (embedded joiner)", seconds=round(took), max_rate=round(max_rate),
                        target_rate=round(rate), achieved_rate=round(achieved),
                        rss_start_mb=round(start[1] / mb), rss_end_mb=round(end[1] / mb),
                        rocksdb_start_mb=round(start[2] / mb, 1), rocksdb_end_mb=round(end[2] / mb, 1),
+                       rocksdb_peak_first_half_mb=round(db_first / mb, 1),
+                       rocksdb_peak_second_half_mb=round(db_second / mb, 1),
                        max_lag=max(x[3] for x in warm))
     print(f"\nsustained {took:.0f}s at {achieved:,.0f}/s (target {rate:,.0f}/s, max {max_rate:,.0f}/s): "
-          f"RSS {start[1] / mb:.0f} -> {end[1] / mb:.0f} MB, RocksDB {start[2] / mb:.1f} -> {end[2] / mb:.1f} MB, "
+          f"RSS {start[1] / mb:.0f} -> {end[1] / mb:.0f} MB, RocksDB {start[2] / mb:.1f} -> {end[2] / mb:.1f} MB "
+          f"(peaks {db_first / mb:.1f}, {db_second / mb:.1f}), "
           f"max lag {max(x[3] for x in warm):,.0f}")
     assert end[1] <= start[1] * 1.25 + 32 * mb  # RSS flat
-    assert end[2] <= start[2] * 1.5 + 16 * mb  # RocksDB flat (compactions come and go)
+    assert db_second <= db_first * 1.25 + 16 * mb  # RocksDB flat
     assert achieved >= 0.85 * rate  # the load was what it says
     assert max(x[3] for x in warm) < rate * 10  # it kept up: never 10 s behind
