@@ -279,7 +279,7 @@ class JoinRunner:
 
         try:
             while not self.stop:
-                busy = self._take_in(c.consume(jc.consume_batch, timeout=0.1), seq, on_error)
+                busy = self._take_in(c, c.consume(jc.consume_batch, timeout=0.1), seq, on_error)
                 while (batch := seq.take()) is not None:  # rounds: see joiner.sequencer
                     busy += 1  # working through input taken earlier is not idle
                     engine.process_batch(batch, on_error)
@@ -341,21 +341,36 @@ class JoinRunner:
         self._produce(p, self.s.kafka.topics.examples, self.s.kafka.topics.dead_letter)
 
     @staticmethod
-    def _take_in(msgs: list[Any], seq: Sequencer, on_error: Any) -> int:
-        """Consumed messages into the sequencer, errors (end of partition) in their place among them."""
+    def _take_in(c: Consumer, msgs: list[Any], seq: Sequencer, on_error: Any) -> int:
+        """Consumed messages into the sequencer, errors (end of partition) in their place among them.
+
+        A partition whose last message reaches the high watermark its fetch carried is at its end
+        for now: librdkafka reports end-of-partition only after a fetch comes back empty, which
+        under steady traffic never happens, and rounds would wait for ``round_size`` messages
+        (seconds to minutes at the live head). Over a backlog this is true only at the input's
+        end, where end-of-partition would say the same: the rounds stay those of the input."""
         good = [m for m in msgs if m.error() is None]
         if len(good) == len(msgs):
             seq.add(good)
-            return len(good)
-        run: list[Any] = []
-        for m in msgs:
-            if m.error() is None:
-                run.append(m)
-            else:
-                seq.add(run)
-                run = []
-                on_error(m)
-        seq.add(run)
+        else:
+            run: list[Any] = []
+            for m in msgs:
+                if m.error() is None:
+                    run.append(m)
+                else:
+                    seq.add(run)
+                    run = []
+                    on_error(m)
+            seq.add(run)
+        last: dict[tuple[str, int], int] = {}
+        for m in reversed(good):
+            last.setdefault((m.topic(), m.partition()), m.offset())
+            if len(last) == len(seq.order):
+                break
+        for (topic, part), off in last.items():
+            _, high = c.get_watermark_offsets(TopicPartition(topic, part), cached=True)
+            if off + 1 >= high >= 0:
+                seq.end_of((topic, part))
         return len(good)
 
     def _throttle(self, c: Consumer, seq: Sequencer, paused: set[tuple[str, int]]) -> None:
