@@ -362,12 +362,9 @@ class JoinRunner:
                     run = []
                     on_error(m)
             seq.add(run)
-        last: dict[tuple[str, int], int] = {}
-        for m in reversed(good):
-            last.setdefault((m.topic(), m.partition()), m.offset())
-            if len(last) == len(seq.order):
-                break
-        for (topic, part), off in last.items():
+        if not good:
+            return 0
+        for (topic, part), off in seq.newest_offsets().items():
             _, high = c.get_watermark_offsets(TopicPartition(topic, part), cached=True)
             if off + 1 >= high >= 0:
                 seq.end_of((topic, part))

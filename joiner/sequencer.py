@@ -80,6 +80,10 @@ class Sequencer:
             self._heads[tp] = h
         return out
 
+    def newest_offsets(self) -> dict[Partition, int]:
+        """The offset of each partition's newest message added (partitions with none waiting left out)."""
+        return {tp: q[-1].offset() for tp, q in self._queues.items() if len(q) > self._heads[tp]}
+
     def drained(self, tp: Partition) -> bool:
         """At its end and nothing of it waits: the partition does not hold the watermark back."""
         return tp in self._ended and not self.waiting(tp)
