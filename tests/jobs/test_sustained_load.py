@@ -59,6 +59,7 @@ def metric(port: int, name: str) -> float:
 
 @pytest.mark.slow
 @pytest.mark.reliability
+@pytest.mark.timeout(SUSTAIN_S + 600)  # the maximum phase, warm-up and shutdown beside the load
 def test_sustained_load_keeps_memory_and_rocksdb_flat(kafka_bootstrap: str, tmp_path: Path, reliability) -> None:
     # the maximum: drain a backlog
     s, ov = settings(kafka_bootstrap, tmp_path, "max")
