@@ -182,14 +182,21 @@ def _find(b: np.ndarray, i: int, n: int, blob: np.ndarray, off: np.ndarray) -> i
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=True)
+def _block(b: np.ndarray, i: int) -> tuple[int, int]:
+    """An Avro block's item count at ``b[i]`` (a negative count is followed by the block's size)."""
+    count, i = _varint(b, i)
+    if count < 0:
+        count = -count
+        _, i = _varint(b, i)
+    return count, i
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=True)
 def _sparse_ok(b: np.ndarray, s: int, e: int, blob: np.ndarray, off: np.ndarray, num: np.ndarray) -> bool:
     """Every key of the map<array<long>> blocks ``b[s:e]`` is a known slot whose FIDs carry its number."""
     i = s
     while i < e:
-        count, i = _varint(b, i)
-        if count < 0:
-            count = -count
-            _, i = _varint(b, i)
+        count, i = _block(b, i)
         for _ in range(count):
             klen, i = _varint(b, i)
             t = _find(b, i, klen, blob, off)
@@ -198,12 +205,9 @@ def _sparse_ok(b: np.ndarray, s: int, e: int, blob: np.ndarray, off: np.ndarray,
             i += klen
             want = num[t]
             while True:
-                n, i = _varint(b, i)
+                n, i = _block(b, i)
                 if n == 0:
                     break
-                if n < 0:
-                    n = -n
-                    _, i = _varint(b, i)
                 for _ in range(n):
                     f, i = _varint(b, i)
                     if (f >> HASH_BITS) != want:
@@ -216,10 +220,7 @@ def _dense_ok(b: np.ndarray, s: int, e: int, blob: np.ndarray, off: np.ndarray) 
     """Every key of the map<float> blocks ``b[s:e]`` is a known dense feature with a finite value."""
     i = s
     while i < e:
-        count, i = _varint(b, i)
-        if count < 0:
-            count = -count
-            _, i = _varint(b, i)
+        count, i = _block(b, i)
         for _ in range(count):
             klen, i = _varint(b, i)
             if _find(b, i, klen, blob, off) < 0:
