@@ -44,7 +44,9 @@ def bare_loop(p: Producer, msgs: list[tuple[str, bytes, bytes, int]]) -> None:
     for n, (topic, key, value, ts) in enumerate(msgs):
         while True:
             try:
-                p.produce(topic, value, key, timestamp=ts)
+                # positional (partition, callback, on_delivery, timestamp), as the client: keywords
+                # cost the C call's argument parsing ~0.3 us per message
+                p.produce(topic, value, key, -1, None, None, ts)
                 break
             except BufferError:
                 p.poll(0.05)

@@ -22,10 +22,11 @@ def long_slow(n: int) -> bytes:
 SMALL = 1 << 13
 SMALL_LONGS = [long_slow(i) for i in range(SMALL)]
 # a varint's first two bytes hold the low 14 bits (continuation bits set), the rest is the varint
-# of what is left: for timestamps that rest changes every ~8 s, so it is cached
-_LOW2 = [bytes(((i & 0x7F) | 0x80, (i >> 7) | 0x80)) for i in range(1 << 14)]
-_HIGH: dict[int, bytes] = {}
-_HIGH_MAX = 1 << 16
+# of what is left: for timestamps that rest changes every ~8 s, so it is cached (HIGH: zig-zagged
+# value >> 14 -> that rest; the client's action path reads both tables inline)
+LOW2 = [bytes(((i & 0x7F) | 0x80, (i >> 7) | 0x80)) for i in range(1 << 14)]
+HIGH: dict[int, bytes] = {}
+HIGH_MAX = 1 << 16
 
 
 def long_bytes(n: int) -> bytes:
@@ -36,13 +37,13 @@ def long_bytes(n: int) -> bytes:
     if z < 1 << 14:
         return long_slow(n)
     hi = z >> 14
-    b = _HIGH.get(hi)
+    b = HIGH.get(hi)
     if b is None:
         b = long_slow(hi >> 1 if hi & 1 == 0 else ~(hi >> 1))  # the varint of hi (zig-zag undone first)
-        if len(_HIGH) >= _HIGH_MAX:
-            _HIGH.clear()
-        _HIGH[hi] = b
-    return _LOW2[z & 0x3FFF] + b
+        if len(HIGH) >= HIGH_MAX:
+            HIGH.clear()
+        HIGH[hi] = b
+    return LOW2[z & 0x3FFF] + b
 
 
 def string_bytes(s: str | bytes) -> bytes:

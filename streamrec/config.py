@@ -141,6 +141,9 @@ class ClientConfig(Section):
     fid_cache_size: int = Field(
         1_000_000, ge=0, description="raw values whose FIDs are kept per slot (hashing is most of a log's cost)")
     stats_interval_ms: int = Field(5_000, ge=0, description="librdkafka statistics (retries, queue) this often")
+    request_cache_size: int = Field(
+        65_536, ge=1, description="request ids whose Kafka key and action header are kept (a request's actions "
+        "follow its feature log within seconds, interleaved with other requests')")
 
 
 class Settings(Section):

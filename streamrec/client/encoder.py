@@ -28,7 +28,7 @@ from math import inf
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from schemas.avrobin import SMALL, SMALL_LONGS, long_bytes, string_bytes
+from schemas.avrobin import HIGH, LOW2, SMALL, SMALL_LONGS, long_bytes, string_bytes
 from schemas.codec import default_codec
 from schemas.fid import cross_fid, fid
 from schemas.spec import CrossSpec, FeatureSpec, SpecError
@@ -145,7 +145,8 @@ class _Cross:
 class LogEncoder:
     """Encodes ``FeatureLog`` / ``ActionLog`` under one feature spec (see the module docstring)."""
 
-    def __init__(self, spec: FeatureSpec, max_message_bytes: int | None = None, fid_cache_size: int = 1_000_000):
+    def __init__(self, spec: FeatureSpec, max_message_bytes: int | None = None, fid_cache_size: int = 1_000_000,
+                 request_cache_size: int = 1 << 16):
         self.spec = spec
         self.max_bytes = max_message_bytes
         codec = default_codec()
@@ -157,6 +158,7 @@ class LogEncoder:
         self.items: dict[bytes, ItemEntry] = {}
         self.item_denses: dict[bytes, bytes] = {}
         self.users: dict[bytes, tuple[bytes, dict[str, Entry]]] = {}
+        self.user_denses: dict[bytes, bytes] = {}
         sides: dict[str, dict[str, _Slot]] = {"user": {}, "item": {}}
         for name, s in spec.slots.items():
             if not s.retired:
@@ -185,8 +187,11 @@ class LogEncoder:
         # rest is two longs, an action name and a float
         longest = max(map(len, self.actions.values()))
         self._fits = inf if max_message_bytes is None else max_message_bytes - 20 - longest - 5
-        # the last action's request id, the message's bytes up to the item id, whether it always fits
-        self._rid: tuple[Any, bytes, bool] = (None, b"", True)
+        # request id -> (its Kafka key, an action's bytes up to the item id), for the request ids whose
+        # actions always fit: a request's actions come within seconds of its feature log (which adds
+        # it), interleaved with other requests', so the last one alone would rarely match
+        self.heads: dict[str, tuple[bytes, bytes]] = {}
+        self.heads_limit = max(1, request_cache_size)
 
     # ---- entry points ---------------------------------------------------------------------
     def encode(self, log: FeatureLog | ActionLog) -> bytes:
@@ -201,42 +206,75 @@ class LogEncoder:
         return default_codec().decode(self.encode(log))[1]
 
     def action_log(self, a: ActionLog) -> bytes:
-        """The usual action is checked in one test and joined from five pieces; its header and
-        request id are encoded once per request id (with whether any action of the request can
-        exceed the joiner's limit: nearly never), since consecutive actions often share it."""
+        return self.action_message(a)[1]
+
+    def action_message(self, a: ActionLog) -> tuple[bytes, bytes]:
+        """(Kafka key, message) of an action. The usual action (its request id in ``heads``, a
+        small item id, a timestamp whose varint's high part is cached, no value) is checked in one
+        test and joined from six cached pieces with no call: actions are most of the messages.
+        Anything else takes ``_action_checked``, which checks each field and raises."""
+        rid, iid, ts = a.request_id, a.item_id, a.ts_ms
+        head = self.heads.get(rid) if type(rid) is str else None
+        act = self.actions.get(a.action) if type(a.action) is str else None
+        hi = HIGH.get(ts >> 13) if type(ts) is int and SMALL <= ts < I64 else None  # ts >> 13: (ts << 1) >> 14
+        if head is None or act is None or hi is None or a.value is not None or type(iid) is not int \
+                or not 0 <= iid < SMALL:
+            return self._action_checked(a)
+        return head[0], b"".join((head[1], SMALL_LONGS[iid], act, LOW2[(ts << 1) & 0x3FFF], hi, b"\x00"))
+
+    def _action_checked(self, a: ActionLog) -> tuple[bytes, bytes]:
+        """Any action, each field checked; its request id's head is remembered (``_head``)."""
         rid, iid, ts, v = a.request_id, a.item_id, a.ts_ms, a.value
         act = self.actions.get(a.action) if type(a.action) is str else None
         if act is None:
             raise SpecError("action", f"{a.action!r} is neither a label nor ignored in the feature spec "
                                       f"({sorted(self.actions)})")
-        if not (type(rid) is str and type(iid) is int and type(ts) is int and rid
-                and -I64 <= iid < I64 and 0 <= ts < I64):  # the usual action, in one test; else check each
-            _request_id(rid)
-            iid, ts = _int(iid, "item_id"), _int(ts, "ts_ms", 0)  # raises, or converts a numpy int
-        last = self._rid
-        if rid != last[0]:
-            b = rid.encode()
-            head = self.al_header + (SMALL_LONGS[len(b)] if len(b) < SMALL else long_bytes(len(b))) + b
-            last = self._rid = (rid, head, len(head) <= self._fits)
-        data = b"".join((last[1], SMALL_LONGS[iid] if 0 <= iid < SMALL else long_bytes(iid), act, long_bytes(ts),
+        _request_id(rid)
+        iid, ts = _int(iid, "item_id"), _int(ts, "ts_ms", 0)  # raises, or converts a numpy int
+        got = self.heads.get(rid)
+        if got is None:
+            key = rid.encode()
+            got = self._head(rid, key, (SMALL_LONGS[len(key)] if len(key) < SMALL else long_bytes(len(key))) + key)
+        key, head = got
+        data = b"".join((head, long_bytes(iid), act, long_bytes(ts),
                          b"\x00" if v is None else b"\x02" + _F32(_float(v, "value"))))
-        if not last[2] and len(data) > self.max_bytes:
+        if self.max_bytes is not None and len(data) > self.max_bytes:
             raise SpecError("request_id", f"the encoded action is {len(data)} bytes, more than the joiner takes "
                                           f"(joiner.max_message_bytes = {self.max_bytes})")
-        return data
+        return key, data
+
+    def _head(self, rid: str, key: bytes, rid_bytes: bytes) -> tuple[bytes, bytes]:
+        """(key, an action's bytes up to the item id) of a request id, kept in ``heads`` if any
+        action of the request fits the joiner's limit (nearly always: ``_action_checked`` checks
+        the others one by one)."""
+        got = (key, self.al_header + rid_bytes)
+        if len(got[1]) <= self._fits:
+            _put(self.heads, rid, got, self.heads_limit)
+        return got
 
     def feature_log(self, log: FeatureLog) -> bytes:
-        """The user's maps, then each item's. An item's sparse map (with its id) and its dense
-        map are cached, each keyed by ``marshal`` of its raw values (``_key``), as is the user's
-        sparse map: a hit costs a C call and a lookup however many values it has. Only crosses
-        of a user and an item slot, which depend on both, are looked up per item."""
-        rid = _request_id(log.request_id)
+        return self.feature_message(log)[1]
+
+    def feature_message(self, log: FeatureLog) -> tuple[bytes, bytes]:
+        """(Kafka key, message): the user's maps, then each item's. An item's sparse map (with
+        its id) and its dense map are cached, each keyed by ``marshal`` of its raw values
+        (``_key``), as are the user's maps: a hit costs a C call and a lookup however many values
+        it has. Only crosses of a user and an item slot, which depend on both, are looked up per
+        item. The request id's action head is remembered for the actions that follow."""
+        rid = log.request_id
+        if type(rid) is not str or not rid:
+            _request_id(rid)  # raises
+        key = rid.encode()
+        rid_bytes = (SMALL_LONGS[len(key)] if len(key) < SMALL else long_bytes(len(key))) + key
         items = log.items
         if not items:
             raise SpecError("items", "no shown item: a feature log lists the items it scored")
-        head = [self.fl_header, rid, long_bytes(_int(log.user_id, "user_id")), long_bytes(_int(log.ts_ms, "ts_ms", 0))]
+        uid, ts = log.user_id, log.ts_ms
+        if not (type(uid) is int and type(ts) is int and 0 <= uid < SMALL and 0 <= ts < I64):
+            uid, ts = _int(uid, "user_id"), _int(ts, "ts_ms", 0)
         user, ufids = self._user_sparse(log.user)
-        parts = head + [user, self._dense(log.user_dense, self.user_dense, -1), long_bytes(len(items))]
+        parts = [self.fl_header, rid_bytes, long_bytes(uid), long_bytes(ts), user, self._user_dense(log.user_dense),
+                 long_bytes(len(items))]
         fast = self._items_fast(items, ufids) if self._fast else None
         if fast is None:
             self._items_loop(items, ufids, parts)
@@ -250,7 +288,9 @@ class LogEncoder:
         if self.max_bytes is not None and len(data) > self.max_bytes:
             raise SpecError("items", f"the encoded feature log is {len(data)} bytes, more than the joiner takes "
                                      f"(joiner.max_message_bytes = {self.max_bytes})")
-        return data
+        if rid not in self.heads:
+            self._head(rid, key, rid_bytes)
+        return key, data
 
     def _items_fast(self, items: list[Item], ufids: dict[str, Entry]) -> list[bytes] | None:
         """Every item's bytes (from its id on) by C-level passes over the list (``map``, ``zip``):
@@ -473,6 +513,16 @@ class LogEncoder:
         if not entries:
             return b"\x00"
         return long_bytes(len(entries)) + b"".join(entries) + b"\x00"
+
+    def _user_dense(self, raw: Any) -> bytes:
+        """The user's dense map, cached like an item's: the values (counts, rates) recur across users."""
+        k = _key(raw)
+        got = self.user_denses.get(k)
+        if got is None:
+            got = self._dense(raw, self.user_dense, -1)
+            if k is not None and _plain(raw):
+                _put(self.user_denses, k, got, self.limit)
+        return got
 
     @staticmethod
     def _dense(raw: Any, names: dict[str, bytes], j: int) -> bytes:

@@ -322,3 +322,39 @@ def test_an_action_is_refused_exactly_when_its_bytes_exceed_the_limit() -> None:
                     enc.encode(a)
             else:
                 assert enc.encode(a) == codec.encode("ActionLog", a.record())
+
+
+@pytest.mark.parametrize("heads", [1, 3, 1 << 16])
+def test_the_action_fast_path_gives_the_codecs_bytes_and_key(heads: int) -> None:
+    """Actions across the fast path's edges (request ids remembered or evicted, item ids and
+    timestamps around the cached varint tables, values, a request id near the size limit),
+    interleaved as a feed's are: the same key and bytes as the codec's, or refused by both rules."""
+    rng = np.random.default_rng(heads)
+    enc = LogEncoder(SPEC, max_message_bytes=100, request_cache_size=heads)
+    rids = [f"r{i}" for i in range(6)] + ["ü" * 30, "x" * 71, "x" * 72]  # the last two: around the limit
+    iids = [0, 1, 8191, 8192, -1, 2**40, -2**63, 2**63 - 1]
+    tss = [0, 1, 8191, 8192, 16383, 16384, 1_700_000_000_000, 2**63 - 1]
+    fast = 0
+    for n in range(3000):
+        rid = str(rng.choice(rids))
+        if n % 50 == 0:  # a feature log remembers its request id for the actions that follow
+            log = FeatureLog(rid, 1, 5, items=[]).add_item(3, {"i_hash": 3})
+            if len(reference(log)) > 100:
+                with pytest.raises(SpecError, match="more than the joiner takes"):
+                    enc.feature_message(log)
+            else:
+                assert enc.feature_message(log) == (rid.encode(), reference(log))
+        a = ActionLog(rid, int(rng.choice(iids)) if n % 3 else int(rng.integers(0, 9000)),
+                      str(rng.choice(["click", "like", "view"])),
+                      int(rng.choice(tss)) if n % 4 else 1_700_000_000_000 + int(rng.integers(0, 10**9)),
+                      None if n % 5 else float(rng.integers(-3, 3)))
+        want = codec.encode("ActionLog", a.record())
+        fast += rid in enc.heads
+        if len(want) > 100:
+            with pytest.raises(SpecError) as e:
+                enc.action_message(a)
+            assert e.value.field == "request_id"
+        else:
+            assert enc.action_message(a) == (rid.encode(), want), a
+        assert len(enc.heads) <= heads
+    assert fast > 100  # the fast path was taken (and gave the same bytes)
