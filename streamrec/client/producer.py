@@ -146,10 +146,7 @@ class Client:
         key = request_id.encode()
         topic = self._features_topic
         try:
-            if on_delivery is None:
-                self._produce(topic, data, key, timestamp=ts_ms)
-            else:
-                self._produce(topic, data, key, on_delivery=self._both(on_delivery), timestamp=ts_ms)
+            self._produce(topic, data, key, -1, None if on_delivery is None else self._both(on_delivery), None, ts_ms)
         except BufferError:
             self._wait_and_produce(topic, data, key, on_delivery, ts_ms)
         counts[3] += 1
