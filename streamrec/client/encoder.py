@@ -9,13 +9,15 @@ holds the same rules; tests check the two agree).
 
 Why it writes the bytes itself: fastavro's generic writer took ~45 us per feature log, more
 than producing the message. A feed logs the same users' and items' values all day, so what is
-encoded is cached: an item's id and sparse map, its dense map and a user's sparse map, each
+encoded is cached: an item's id and sparse map, its dense map and a user's two maps, each
 keyed by ``marshal`` of its raw values (``_key``: exact types, the values as they are now, never
 the objects, which an application may mutate and reuse); each slot's entry per raw value and
 each cross's entry per pair of source entries (and its FID per pair of FIDs) for what misses.
 A cached item then costs no Python code of its own (``_items_fast``: C-level passes over the
-items), and values are checked one by one only on a miss. All caches are bounded
-(``client.fid_cache_size`` entries each).
+items), and values are checked one by one only on a miss. An action is joined from its request
+id's Kafka key and header (kept per request id: a request's actions follow its feature log,
+interleaved with other requests') and cached varints. All caches are bounded
+(``client.fid_cache_size`` entries each, ``client.request_cache_size`` request ids).
 """
 
 from __future__ import annotations

@@ -238,6 +238,8 @@ def test_a_log_reused_and_mutated_between_sends_is_encoded_as_it_is_now() -> Non
                    lambda: log.items[0].dense.update(i_price=-0.0), lambda: log.items[0].dense.update(i_price=0),
                    lambda: log.items[0].dense.update(i_price=0.0), lambda: log.items[0].dense.clear(),
                    lambda: user.update(u_country="fr"), lambda: user["u_tags"].append("c"), lambda: user.pop("u_hash"),
+                   lambda: log.user_dense.update(u_score=-0.0), lambda: log.user_dense.update(u_score=0),
+                   lambda: log.user_dense.update(u_score=0.0), lambda: log.user_dense.clear(),
                    lambda: setattr(log.items[0], "position", 3), lambda: setattr(log.items[0], "item_id", 13),
                    lambda: log.items.reverse(), lambda: log.items.reverse()):
         change()
@@ -249,6 +251,7 @@ def test_a_log_reused_and_mutated_between_sends_is_encoded_as_it_is_now() -> Non
         ("items[0].sparse.i_hash", lambda g: g.items[0].sparse.update(i_hash=np.int64(11).tobytes())),
         ("items[1].sparse.i_hash", lambda g: g.items[1].sparse.update(i_hash=np.int64(12).tobytes())),
         ("user.u_hash", lambda g: g.user.update(u_hash=True)),
+        ("user_dense.u_score", lambda g: g.user_dense.update(u_score=True)),
         ("items[0].item_id", lambda g: setattr(g.items[0], "item_id", 11.0)),
         ("items[0].dense.i_price", lambda g: g.items[0].dense.update(i_price=True)),
     ]:
