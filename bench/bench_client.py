@@ -15,8 +15,8 @@ best of each is kept: on a shared machine a neighbour's burst slows a run, never
 Usage: python bench/bench_client.py [--limit RATINGS] [--repeat N]
 
 Measured on the shared 2-core machine (load 5-13 from neighbours; 30,000 ratings, 369,379
-messages, best of 5): the client 0.29-0.37x the baseline by wall clock, 0.24-0.27x per CPU-second,
-82-104 K msg/s, 1.18-1.28x main's client of 2026-12-02 in the same run (1.12-1.14x per
+messages, best of 5): the client 0.29-0.37x the baseline by wall clock, 0.24-0.29x per CPU-second,
+82-137 K msg/s, 1.18-1.28x main's client of 2026-12-02 in the same run (1.12-1.14x per
 CPU-second; the goal, 0.5x, is not met). Where a client message's time goes: producing it
 ~0.6 us plus ~0.2 us for the delivery callback's per-message state (failures must reach a
 callback), plus librdkafka's threads ~1 us, as the baseline; an action's encoding ~0.4 us; a
