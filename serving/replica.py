@@ -226,6 +226,8 @@ class Replica:
             self.freshness.append((now, fresh))
             self.metrics.freshness.observe(fresh / 1000)
             self.metrics.freshness_now.set(fresh / 1000)
+        if int(h.get("rank", 0)):  # a shard's commit: dense parts come from rank 0, whose own commits prune them
+            return
         for old in [v for v in self._dense if v < d.version]:  # parts of a version that never completed
             del self._dense[old]
             self._dense_meta.pop(old, None)
