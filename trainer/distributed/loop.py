@@ -70,29 +70,18 @@ class DistributedTrainer(Trainer):
     # ---- the loop -------------------------------------------------------------------------------
     def run(self, source: ExampleSource, stop_when_idle_s: float | None = None,
             max_examples: int | None = None, progress: Any = None) -> dict[str, Any]:
+        """Train in lockstep until every rank is done. A step is three exchanges (``ShardedPS``); while
+        its last one (gradients) is in flight, the next batch is read and built, so a rank that is
+        ahead does that work instead of waiting for the others."""
         cfg, comm = self.cfg, self.comm
         if source.name in self.positions:
             source.seek(self.positions[source.name])
         torch.set_num_threads(cfg.torch_threads)
         replica = make_model(cfg, self.spec)
-        idle_since = time.monotonic()
-        busy = enough = False
+        self._idle_since = time.monotonic()
+        self._enough = False
+        batch, done = self._next(source, False, stop_when_idle_s, max_examples)
         while True:
-            records: list[dict[str, Any]] = []
-            ingest_ms = 0
-            if not enough:  # a busy job polls without waiting: the others should not wait for an idle rank
-                records, ingest_ms = source.read(cfg.batch_size, 0.0 if busy else cfg.poll_timeout_s)
-            fresh = self.dedup.filter(records)
-            metrics.DUPLICATES.inc(len(records) - len(fresh))
-            batch = build_batch(fresh, self.spec, ingest_ms)
-            now = time.monotonic()
-            if records:
-                idle_since = now
-            idle = stop_when_idle_s is not None and now - idle_since > stop_when_idle_s
-            # idle is not final: a rank that is idle while others train goes on reading its partitions
-            enough = enough or self.stop_requested or (
-                max_examples is not None and self.examples + len(batch) >= max_examples)
-            done = enough or (not records and (source.exhausted or idle or self.stop_requested))
             req = routing.requests([batch.bags[s][0] for s in self.slots], comm.world)
             row = np.zeros(COUNTS + comm.world, np.int64)
             row[N_EXAMPLES], row[DONE] = len(batch), done
@@ -100,29 +89,58 @@ class DistributedTrainer(Trainer):
             row[NOW_S] = int(batch.ts_ms.max() // 1000) if len(batch) else 0
             row[SYNC] = self._sync_due() if comm.rank == 0 else 0
             row[COUNTS:] = req.counts
-            ctrl = self._ctrl = comm.gather_control(row)
+            ctrl = self._ctrl = self.ps.open_step(row, req, COUNTS, N_EXAMPLES, NOW_S)
             total = int(ctrl[:, N_EXAMPLES].sum())
             if total:
-                self.ps.prepare(req, ctrl[:, COUNTS + comm.rank], ctrl[:, N_EXAMPLES], int(ctrl[:, NOW_S].max()))
-                self.step(replica, batch)
-                self._evaluate(self.ps.eval_rows)
+                self.step(replica, batch)  # returns with the gradient exchange in flight
                 self.examples += total
                 self.local_examples += len(batch)
                 if len(batch):
                     self.stream_event_ms = max(self.stream_event_ms, int(batch.ts_ms.max()))
+            trained, last = batch, bool(ctrl[:, DONE].all())
+            # a snapshot holds the dedup memory and positions of exactly what was trained: no read ahead then
+            snap = bool(ctrl[:, SNAPSHOT].any()) or self._snapshot_due_by_count()
+            if not (last or snap):
+                batch, done = self._next(source, total > 0, stop_when_idle_s, max_examples)
+            self.ps.finish_step()
+            if total:
+                self._evaluate(self.ps.eval_rows)
                 if progress:
                     progress(total)
             self._count_partitions(source)
-            self.positions[source.name] = source.position()
-            busy = total > 0
-            if ctrl[:, SNAPSHOT].any() or self._snapshot_due_by_count():
+            self.positions[source.name] = trained.position[source.name]
+            if snap:
                 self.snapshot()
             self._sync(int(ctrl[0, SYNC]))
-            if ctrl[:, DONE].all():
+            if last:
                 break
+            if snap:
+                batch, done = self._next(source, total > 0, stop_when_idle_s, max_examples)
         self.sync_sparse()
         self.sync_dense()
         return self.summary()
+
+    def _next(self, source: ExampleSource, busy: bool, stop_when_idle_s: float | None,
+              max_examples: int | None) -> tuple[ExampleBatch, bool]:
+        """This rank's next batch (its source position after it in ``batch.position``) and whether it is its last."""
+        cfg = self.cfg
+        records: list[dict[str, Any]] = []
+        ingest_ms = 0
+        if not self._enough:  # a busy job polls without waiting: the others should not wait for an idle rank
+            records, ingest_ms = source.read(cfg.batch_size, 0.0 if busy else cfg.poll_timeout_s)
+        fresh = self.dedup.filter(records)
+        metrics.DUPLICATES.inc(len(records) - len(fresh))
+        batch = build_batch(fresh, self.spec, ingest_ms)
+        batch.position = {source.name: source.position()}
+        now = time.monotonic()
+        if records:
+            self._idle_since = now
+        idle = stop_when_idle_s is not None and now - self._idle_since > stop_when_idle_s
+        # idle is not final: a rank that is idle while others train goes on reading its partitions
+        self._enough = self._enough or self.stop_requested or (
+            max_examples is not None and self.examples + len(batch) >= max_examples)
+        done = self._enough or (not records and (source.exhausted or idle or self.stop_requested))
+        return batch, done
 
     def _sync_due(self) -> int:
         """On rank 0: which syncs to serving are due (the ranks' deltas share versions, so all sync together)."""
