@@ -78,13 +78,11 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def latency(comm, rounds: int = 200) -> dict[str, float]:
-    """Seconds per control all_gather and per small all_to_all, nothing else running in the ranks."""
-    row = np.zeros(6, np.int64)
+    """Seconds per small all_to_all (a step's sync point), nothing else running in the ranks."""
     one = np.ones(comm.world, np.int64)
     send = np.zeros((comm.world, 16), np.float32)
     out = {}
-    for kind, call in (("all_gather", lambda: comm.gather_control(row)),
-                       ("all_to_all", lambda: comm.exchange(send, one, one))):
+    for kind, call in (("all_to_all", lambda: comm.exchange(send, one, one)),):
         call()
         t0 = time.perf_counter()
         for _ in range(rounds):
@@ -154,8 +152,8 @@ def throughput(args: argparse.Namespace) -> None:
     # latency of its 3 collectives (measured in the same ranks, apart from training)
     lat = r0["latency"]
     alpha = 3 * lat["all_to_all"]
-    print(f"collective latency on loopback: all_gather {1e3 * lat['all_gather']:.2f} ms, small all_to_all "
-          f"{1e3 * lat['all_to_all']:.2f} ms; CPU-bound projection (a core per rank, cost model): "
+    print(f"collective latency on loopback: small all_to_all {1e3 * lat['all_to_all']:.2f} ms; "
+          "CPU-bound projection (a core per rank, cost model): "
           f"2 ranks / 1 rank = {2 * cpu1 / (cpu2 + alpha):.2f}x")
 
 

@@ -2,8 +2,9 @@
 
 Every call is a collective: all ranks make the same calls in the same order (the loop in
 ``trainer.distributed.loop`` keeps them in lockstep). Variable-size exchanges use
-``all_to_all_single`` with split sizes that every rank already knows from the step's control
-``all_gather``, so no extra round trip is spent on sizes. World size 1 short-cuts every call.
+``all_to_all_single`` with split sizes that every rank already knows from the control rows it
+received in the step's first exchange, so no extra round trip is spent on sizes. World size 1
+short-cuts every call.
 """
 
 from __future__ import annotations
@@ -46,17 +47,6 @@ class Comm:
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
-
-    def gather_control(self, row: np.ndarray) -> np.ndarray:
-        """int64[world, k]: every rank's control row."""
-        if self.world == 1:
-            return row[None, :].copy()
-        t0 = time.perf_counter()
-        t = torch.from_numpy(np.ascontiguousarray(row, np.int64))
-        out = [torch.empty(len(row), dtype=torch.int64) for _ in range(self.world)]
-        dist.all_gather(out, t)
-        self._count("all_gather", t0, t.numel() * 8)
-        return torch.stack(out).numpy()
 
     def exchange(self, send: np.ndarray, send_counts: np.ndarray, recv_counts: np.ndarray) -> np.ndarray:
         """All-to-all of rows: ``send_counts[r]`` rows to rank r (send is ordered by rank)."""

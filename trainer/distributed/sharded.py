@@ -4,13 +4,17 @@ Each rank's ``EmbeddingStore`` holds the FIDs it owns (``routing.owner_of``) of 
 the slot's frequency filter, TTL and in-table optimizer, exactly as one process holds all of them.
 A step is three exchanges, in lockstep on every rank:
 
-1. ids: each rank sends (fid, occurrences, slot) of its batch's unique FIDs to their owners;
+1. ids: each rank sends (fid, occurrences, slot) of its batch's unique FIDs to their owners, and
+   with them its control row to every rank (``open_step``: one all-to-all instead of a control
+   all-gather followed by the requests, so a step has three sync points, not four);
 2. rows: each owner looks them up (``train=True``: every occurrence from every rank counts in the
    filter, as if the ranks' batches were one) and sends the rows back;
 3. gradients: after backward, each rank sends the gradient of each row to its owner, which
    applies them all in one ``apply_gradients`` (duplicates from several ranks are summed first,
    then one optimizer step per id: the single-process semantics of the union of the batches).
    The same all-to-all carries the dense gradient to every rank and the step's scores to rank 0.
+   It runs in gloo's background thread (``push_dense`` starts it, ``finish_step`` waits) while the
+   loop reads and builds the next batch: a rank that is ahead works instead of waiting.
 
 The dense part is data-parallel: every rank sums the ranks' dense gradients in rank order and
 applies the same optimizer step to its identical copy. (Gathering the dense gradient costs
