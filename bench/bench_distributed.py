@@ -16,7 +16,10 @@
    vs libcuckoo (``bench/libcuckoo/concurrent.cc``, 2 std::threads, per-key find_fn + update_fn).
    Wall time of the concurrent phase, best of ``--rounds``. Goal: >= 1.0x libcuckoo.
 
-Wall-clock numbers on a shared 2-core machine: the load average is printed beside them.
+Wall-clock numbers on a shared 2-core machine: the load average is printed beside them. Measured
+(load 6-10, README "The trainer on several processes or hosts"): 2 ranks / 1 rank 0.71x at 256
+examples a step (0.53x before the 3-sync-point step, same run), 1.18-1.36x at 1024 (0.65x before);
+goal not met: the busier rank's CPU per example is 25-40 % above one rank's.
 Usage: python bench/bench_distributed.py [--ratings 20000] [--batch 256] [--keys 2000000]
 """
 
