@@ -7,6 +7,10 @@ the deltas from that offset. Overwrites and deletes are idempotent, so the rows 
 already holds and a delta sends again end the same. No snapshot with an offset yet: the topic is
 read from its start (the whole history, as long as retention keeps it).
 
+A distributed trainer's snapshot is its ranks' shards at one sequence number: the replica loads
+their union (the shards are disjoint) and reads the deltas on from the smallest of the ranks'
+recorded offsets (each rank publishes its own shard's rows to the same topic).
+
 A delta position that retention has deleted (a replica down longer than
 ``serving.params_retention_ms``) is not skipped over: the replica bootstraps again.
 
@@ -68,19 +72,24 @@ class Replica:
         from trainer.embedding.store import saved_rows
 
         for _attempt in range(5):
-            snaps = sorted((p for p in self.snapshot_dir.glob(snapshot.PREFIX + "*") if p.is_dir()), reverse=True)
             try:
-                for path in snaps:
-                    st = snapshot.read_for_serving(path)
-                    params = st["state"].get("params")
-                    if not params or params.get("topic") != self.topic or "serving" not in st["state"]:
+                for paths in self._snapshot_sets():
+                    sts = [snapshot.read_for_serving(p) for p in paths]
+                    params = [st["state"].get("params") for st in sts]
+                    if not all(params) or any(pr.get("topic") != self.topic for pr in params) \
+                            or "serving" not in sts[0]["state"]:
                         continue
                     ps = ServingPS({})
-                    spec = FeatureSpec.model_validate(st["state"]["serving"]["spec"])
-                    for name, ids, emb in saved_rows(st["embedding"]):
-                        ps.push_slot(spec.number(name), ids, emb)
-                    ps.push_dense(st["dense"], st["state"]["serving"])
-                    self._install(ps, int(params["offset"]), int(params["version"]), str(path))
+                    spec = FeatureSpec.model_validate(sts[0]["state"]["serving"]["spec"])
+                    for st in sts:  # a distributed trainer's shards hold disjoint rows: their union is the model
+                        for name, ids, emb in saved_rows(st["embedding"]):
+                            ps.push_slot(spec.number(name), ids, emb)
+                    ps.push_dense(sts[0]["dense"], sts[0]["state"]["serving"])
+                    # each rank recorded the offset after its own deltas: read on from the smallest, so none
+                    # published after its shard was written is missed (rows read again are overwritten by
+                    # the newer ones each rank publishes after its snapshot)
+                    self._install(ps, min(int(pr["offset"]) for pr in params),
+                                  min(int(pr["version"]) for pr in params), ",".join(str(p) for p in paths))
                     return
                 break
             except (OSError, ValueError, KeyError) as e:  # pruned under us: the next one is newer
@@ -88,6 +97,20 @@ class Replica:
                 time.sleep(0.2)
         log.info("no snapshot with a params offset under %s: reading %s from its start", self.snapshot_dir, self.topic)
         self._install(ServingPS({}), 0, 0, None)
+
+    def _snapshot_sets(self) -> list[list[Path]]:
+        """Candidate snapshots, newest first: a single trainer's ``snap-*``, then a distributed trainer's
+        ``shard-<r>-of-<W>/snap-<seq>`` of every rank at each seq they all have."""
+        from trainer import snapshot
+
+        out = [[p] for p in sorted((p for p in self.snapshot_dir.glob(snapshot.PREFIX + "*") if p.is_dir()),
+                                   reverse=True)]
+        worlds = {int(d.name.rsplit("-of-", 1)[1]) for d in self.snapshot_dir.glob("shard-*-of-*")}
+        for world in sorted(worlds):
+            roots = [self.snapshot_dir / f"shard-{r}-of-{world}" for r in range(world)]
+            common = set.intersection(*(set(snapshot.seqs(r)) for r in roots))
+            out += [[snapshot.path_of(r, seq) for r in roots] for seq in sorted(common, reverse=True)]
+        return out
 
     def _install(self, ps: ServingPS, offset: int, version: int, source: str | None) -> None:
         self.ps = ps
@@ -226,6 +249,8 @@ class Replica:
             self.freshness.append((now, fresh))
             self.metrics.freshness.observe(fresh / 1000)
             self.metrics.freshness_now.set(fresh / 1000)
+        if int(h.get("rank", 0)):  # a shard's commit: dense parts come from rank 0, whose own commits prune them
+            return
         for old in [v for v in self._dense if v < d.version]:  # parts of a version that never completed
             del self._dense[old]
             self._dense_meta.pop(old, None)

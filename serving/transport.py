@@ -5,6 +5,11 @@ wrote them (an idempotent producer keeps that order through retries). The publis
 methods as ``ServingPS`` (``push_slot``, ``delete_rows``, ``mark_synced``, ``push_dense``), so the
 trainer's sync code does not know which one it feeds; ``position()`` flushes and returns the
 offset after the last delta, which the trainer writes into each snapshot.
+
+A distributed trainer runs one publisher per rank on the same topic: each publishes the touched
+rows of the keys it owns (the shards are disjoint, so their rows never overwrite each other), rank
+0 alone the dense weights (every rank holds the same). The ranks sync at the same steps and agree
+on the first version, so their versions advance together; each tags its commits with its rank.
 """
 
 from __future__ import annotations
@@ -54,8 +59,10 @@ class DeltaPublisher:
 
     needs_full_sync = False  # replicas bootstrap from snapshots: a restore publishes no full copy
 
-    def __init__(self, settings: Any, start_version: int = 0) -> None:
+    def __init__(self, settings: Any, start_version: int = 0, rank: int | None = None) -> None:
+        """``rank``: this publisher is one shard's of a distributed trainer (see the module docstring)."""
         self.topic = ensure_topic(settings)
+        self.rank = rank
         self.max_bytes = settings.serving.delta_message_bytes
         self.version = max(start_version, last_version(settings, self.topic)) + 1  # the one being written
         self._p = producer(settings.kafka, **{"enable.idempotence": True, "acks": "all", "linger.ms": 5,
@@ -84,6 +91,9 @@ class DeltaPublisher:
                       "oldest_ingest_ms": int(oldest_ingest_ms or newest_ingest_ms)})
 
     def push_dense(self, state: dict[str, Any], meta: dict[str, Any]) -> None:
+        if self.rank:  # another rank's copy of the same weights: only the version advances, in step with rank 0
+            self._commit({"dense_version": int(meta.get("dense_version", 0))})
+            return
         import torch
 
         buf = io.BytesIO()
@@ -118,6 +128,8 @@ class DeltaPublisher:
 
     # ---- internals ------------------------------------------------------------------------
     def _commit(self, info: dict[str, Any]) -> None:
+        if self.rank is not None:
+            info = {**info, "rank": self.rank}
         self._send([delta.encode_commit(self.version, {**info, "sent_ms": int(time.time() * 1000)})])
         self.version += 1
         self._p.poll(0)

@@ -65,23 +65,16 @@ def train(settings: Any, batch: str | None = None, online: bool = False, restore
         from trainer.distributed.launch import restarted
         from trainer.distributed.loop import DistributedTrainer
 
-        if settings.serving.publish == "always":  # per-shard deltas would need shard-aware replicas: not built
-            raise ConfigError("serving.publish = \"always\": a distributed trainer does not publish deltas to "
-                              "serving yet; use a single-process trainer for serving")
         faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <rank>`: where is it waiting?
         comm = Comm.from_env(cfg.distributed.backend, cfg.distributed.timeout_s)
         rank, world = comm.rank, comm.world
-        trainer: Trainer = DistributedTrainer(cfg, settings.features, comm)
+        publisher = _publisher(settings, online, rank)  # each rank publishes its own shard's rows
+        trainer: Trainer = DistributedTrainer(cfg, settings.features, comm, serving=publisher)
         # an elastic restart resumes from the newest snapshot of every rank; torchrun counts restarts per
         # host, so the ranks decide together (restore is a collective)
         restore_any = any(comm.all_objects(restarted()))
     else:
-        publisher = None
-        mode = settings.serving.publish
-        if mode == "always" or (mode == "online" and online):
-            from serving.transport import DeltaPublisher
-
-            publisher = DeltaPublisher(settings)  # syncs go to kafka.topics.params, for serving replicas
+        publisher = _publisher(settings, online)
         trainer = Trainer(cfg, settings.features, serving=publisher)
     if cfg.metrics_port is not None:
         from streamrec.metrics import serve_metrics
@@ -117,11 +110,22 @@ def train(settings: Any, batch: str | None = None, online: bool = False, restore
             finally:
                 src.close()
     summary = {**trainer.finish(), "stopped_by_signal": trainer.stop_requested}
+    if publisher is not None:
+        publisher.close()
     if distributed:
         comm.close()
-    elif publisher is not None:
-        publisher.close()
     return summary if rank == 0 else None
+
+
+def _publisher(settings: Any, online: bool, rank: int | None = None) -> Any:
+    """The params-topic publisher when ``serving.publish`` asks for one (else None: an in-process serving PS);
+    ``rank``: one per rank of a distributed trainer, each for the rows of its shard."""
+    mode = settings.serving.publish
+    if not (mode == "always" or (mode == "online" and online)):
+        return None
+    from serving.transport import DeltaPublisher
+
+    return DeltaPublisher(settings, rank=rank)  # syncs go to kafka.topics.params, for serving replicas
 
 
 def _progress() -> Any:

@@ -14,7 +14,7 @@ from trainer import snapshot
 from trainer.config import TrainerConfig
 from trainer.distributed import routing
 from trainer.distributed.comm import Comm
-from trainer.distributed.loop import DistributedTrainer
+from trainer.distributed.loop import COUNTS, N_EXAMPLES, NOW_S, DistributedTrainer
 from trainer.distributed.reshard import reshard
 from trainer.embedding.table import CuckooTable
 from trainer.sources import MemorySource
@@ -113,9 +113,10 @@ def test_an_empty_step_changes_no_row_and_scores_nothing(tmp_path):
     t.run(MemorySource(synthetic_examples(SPEC, 300, users=30, items=20, seed=2)))
     before = {n: tbl[0].items()[1].copy() for n, tbl in t.ps.store.tables.items()}
     seen = t.evaluator.examples
-    t.ps.prepare(routing.requests([np.zeros(0, np.int64)] * len(SPEC.model_slots), 1), np.zeros(1, np.int64),
-                 np.zeros(1, np.int64), 0)
+    req = routing.requests([np.zeros(0, np.int64)] * len(SPEC.model_slots), 1)
+    t.ps.open_step(np.zeros(COUNTS + 1, np.int64), req, COUNTS, N_EXAMPLES, NOW_S)
     assert len(t.step(make_model(t.cfg, SPEC), build_batch([], SPEC))) == 0
+    t.ps.finish_step()
     assert t.evaluator.examples == seen
     for n, tbl in t.ps.store.tables.items():
         assert np.array_equal(tbl[0].items()[1], before[n])

@@ -2,8 +2,9 @@
 
 Every call is a collective: all ranks make the same calls in the same order (the loop in
 ``trainer.distributed.loop`` keeps them in lockstep). Variable-size exchanges use
-``all_to_all_single`` with split sizes that every rank already knows from the step's control
-``all_gather``, so no extra round trip is spent on sizes. World size 1 short-cuts every call.
+``all_to_all_single`` with split sizes that every rank already knows from the control rows it
+received in the step's first exchange, so no extra round trip is spent on sizes. World size 1
+short-cuts every call.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,17 +48,6 @@ class Comm:
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
-    def gather_control(self, row: np.ndarray) -> np.ndarray:
-        """int64[world, k]: every rank's control row."""
-        if self.world == 1:
-            return row[None, :].copy()
-        t0 = time.perf_counter()
-        t = torch.from_numpy(np.ascontiguousarray(row, np.int64))
-        out = [torch.empty(len(row), dtype=torch.int64) for _ in range(self.world)]
-        dist.all_gather(out, t)
-        self._count("all_gather", t0, t.numel() * 8)
-        return torch.stack(out).numpy()
-
     def exchange(self, send: np.ndarray, send_counts: np.ndarray, recv_counts: np.ndarray) -> np.ndarray:
         """All-to-all of rows: ``send_counts[r]`` rows to rank r (send is ordered by rank)."""
         if self.world == 1:
@@ -68,6 +59,18 @@ class Comm:
         self._count("all_to_all", t0, send.nbytes)
         return recv.numpy()
 
+    def exchange_async(self, send: np.ndarray, send_counts: np.ndarray, recv_counts: np.ndarray) -> Pending:
+        """``exchange`` started in gloo's background thread: the caller works on until ``Pending.wait()``."""
+        if self.world == 1:
+            return Pending(send, None, self, "all_to_all", 0)
+        recv = torch.empty((int(recv_counts.sum()), *send.shape[1:]), dtype=torch.from_numpy(send[:0]).dtype)
+        src = torch.from_numpy(np.ascontiguousarray(send))
+        t0 = time.perf_counter()
+        work = dist.all_to_all_single(recv, src, output_split_sizes=recv_counts.tolist(),
+                                      input_split_sizes=send_counts.tolist(), async_op=True)
+        self._count("all_to_all", t0, send.nbytes)
+        return Pending(recv, work, self, "wait", src)
+
     def all_objects(self, obj: object) -> list[object]:
         """Every rank's (small, picklable) object."""
         if self.world == 1:
@@ -75,3 +78,19 @@ class Comm:
         out: list[object] = [None] * self.world
         dist.all_gather_object(out, obj)
         return out
+
+
+class Pending:
+    """An exchange in flight; ``wait()`` returns what ``Comm.exchange`` would have (time waited is counted)."""
+
+    def __init__(self, recv: Any, work: Any, comm: Comm, kind: str, keep: Any) -> None:
+        self._recv, self._work, self._comm, self._kind, self._keep = recv, work, comm, kind, keep
+
+    def wait(self) -> np.ndarray:
+        if self._work is None:
+            return self._recv
+        t0 = time.perf_counter()
+        self._work.wait()
+        self._comm._count(self._kind, t0, 0)
+        self._keep = None  # the send buffer may go now
+        return self._recv.numpy()

@@ -4,13 +4,16 @@ Every iteration, each rank reads up to ``batch_size`` examples from its own sour
 partitions, its rows of the archive), then all ranks exchange one control row::
 
     [examples in my batch, I am done, snapshot now (rank 0's clock), my event time (s),
-     FIDs I will ask of rank 0, ..., of rank world-1]
+     sync to serving now (rank 0's clock), FIDs I will ask of rank 0, ..., of rank world-1]
 
 which gives every rank the split sizes of the step's exchanges and the same view of the job: if
 any rank has examples, all of them step (a rank without any takes part with an empty batch, so
 the owners of its shard still serve the others); the loop ends when every rank is done; a
-snapshot is taken by all ranks after the same step. Progressive validation happens on rank 0,
-which gathers every step's scores: one curve for the job, in the order the job trained.
+snapshot is taken by all ranks after the same step. Syncs to serving happen at the same steps
+too: each rank publishes the touched rows of its own shard (rank 0 also the dense weights) under
+the same delta version, so a replica following the params topic holds the union of the shards.
+Progressive validation happens on rank 0, which gathers every step's scores: one curve for the
+job, in the order the job trained.
 
 Snapshots are written per shard, in parallel, each rank its own atomic ``snap-<seq>`` under
 ``<snapshot_dir>/shard-<rank>-of-<world>/`` (its table shard, the dense weights, its stream
@@ -42,7 +45,8 @@ from trainer.ps import make_model
 
 log = logging.getLogger(__name__)
 
-N_EXAMPLES, DONE, SNAPSHOT, NOW_S, COUNTS = 0, 1, 2, 3, 4  # columns of the control row
+N_EXAMPLES, DONE, SNAPSHOT, NOW_S, SYNC, COUNTS = 0, 1, 2, 3, 4, 5  # columns of the control row
+SYNC_SPARSE, SYNC_DENSE = 1, 2  # bits of the SYNC column
 
 
 def shard_dir(root: Path, rank: int, world: int) -> Path:
@@ -52,9 +56,12 @@ def shard_dir(root: Path, rank: int, world: int) -> Path:
 class DistributedTrainer(Trainer):
     """A ``Trainer`` over a ``ShardedPS``; ``examples`` counts the whole job's, ``local_examples`` this rank's."""
 
-    def __init__(self, cfg: TrainerConfig, spec: FeatureSpec, comm: Comm) -> None:
+    def __init__(self, cfg: TrainerConfig, spec: FeatureSpec, comm: Comm, serving: Any = None) -> None:
+        """``serving``: this rank's delta publisher (its shard's rows), or None for an in-process serving PS."""
         self.comm = comm
-        super().__init__(cfg, spec, ps=ShardedPS(cfg, spec, comm))
+        super().__init__(cfg, spec, serving=serving, ps=ShardedPS(cfg, spec, comm))
+        if hasattr(self.serving, "version"):  # every rank writes the same version numbers: start from the newest
+            self.serving.version = max(int(v) for v in comm.all_objects(self.serving.version))
         self.local_examples = 0
         self.read_by_partition: Counter[str] = Counter()
         self._ctrl = np.zeros((comm.world, COUNTS + comm.world), np.int64)
@@ -63,58 +70,91 @@ class DistributedTrainer(Trainer):
     # ---- the loop -------------------------------------------------------------------------------
     def run(self, source: ExampleSource, stop_when_idle_s: float | None = None,
             max_examples: int | None = None, progress: Any = None) -> dict[str, Any]:
+        """Train in lockstep until every rank is done. A step is three exchanges (``ShardedPS``); while
+        its last one (gradients) is in flight, the next batch is read and built, so a rank that is
+        ahead does that work instead of waiting for the others."""
         cfg, comm = self.cfg, self.comm
         if source.name in self.positions:
             source.seek(self.positions[source.name])
         torch.set_num_threads(cfg.torch_threads)
         replica = make_model(cfg, self.spec)
-        idle_since = time.monotonic()
-        busy = enough = False
+        self._idle_since = time.monotonic()
+        self._enough = False
+        batch, done = self._next(source, False, stop_when_idle_s, max_examples)
         while True:
-            records: list[dict[str, Any]] = []
-            ingest_ms = 0
-            if not enough:  # a busy job polls without waiting: the others should not wait for an idle rank
-                records, ingest_ms = source.read(cfg.batch_size, 0.0 if busy else cfg.poll_timeout_s)
-            fresh = self.dedup.filter(records)
-            metrics.DUPLICATES.inc(len(records) - len(fresh))
-            batch = build_batch(fresh, self.spec, ingest_ms)
-            now = time.monotonic()
-            if records:
-                idle_since = now
-            idle = stop_when_idle_s is not None and now - idle_since > stop_when_idle_s
-            # idle is not final: a rank that is idle while others train goes on reading its partitions
-            enough = enough or self.stop_requested or (
-                max_examples is not None and self.examples + len(batch) >= max_examples)
-            done = enough or (not records and (source.exhausted or idle or self.stop_requested))
             req = routing.requests([batch.bags[s][0] for s in self.slots], comm.world)
             row = np.zeros(COUNTS + comm.world, np.int64)
             row[N_EXAMPLES], row[DONE] = len(batch), done
             row[SNAPSHOT] = comm.rank == 0 and self._snapshot_due_by_time()
             row[NOW_S] = int(batch.ts_ms.max() // 1000) if len(batch) else 0
+            row[SYNC] = self._sync_due() if comm.rank == 0 else 0
             row[COUNTS:] = req.counts
-            ctrl = self._ctrl = comm.gather_control(row)
+            ctrl = self._ctrl = self.ps.open_step(row, req, COUNTS, N_EXAMPLES, NOW_S)
             total = int(ctrl[:, N_EXAMPLES].sum())
             if total:
-                self.ps.prepare(req, ctrl[:, COUNTS + comm.rank], ctrl[:, N_EXAMPLES], int(ctrl[:, NOW_S].max()))
-                self.step(replica, batch)
-                self._evaluate(self.ps.eval_rows)
+                self.step(replica, batch)  # returns with the gradient exchange in flight
                 self.examples += total
                 self.local_examples += len(batch)
                 if len(batch):
                     self.stream_event_ms = max(self.stream_event_ms, int(batch.ts_ms.max()))
+            trained, last = batch, bool(ctrl[:, DONE].all())
+            # a snapshot holds the dedup memory and positions of exactly what was trained: no read ahead then
+            snap = bool(ctrl[:, SNAPSHOT].any()) or self._snapshot_due_by_count()
+            if not (last or snap):
+                batch, done = self._next(source, total > 0, stop_when_idle_s, max_examples)
+            self.ps.finish_step()
+            if total:
+                self._evaluate(self.ps.eval_rows)
                 if progress:
                     progress(total)
             self._count_partitions(source)
-            self.positions[source.name] = source.position()
-            busy = total > 0
-            if ctrl[:, SNAPSHOT].any() or self._snapshot_due_by_count():
+            self.positions[source.name] = trained.position[source.name]
+            if snap:
                 self.snapshot()
-            self._periodic_sync()
-            if ctrl[:, DONE].all():
+            self._sync(int(ctrl[0, SYNC]))
+            if last:
                 break
+            if snap:
+                batch, done = self._next(source, total > 0, stop_when_idle_s, max_examples)
         self.sync_sparse()
         self.sync_dense()
         return self.summary()
+
+    def _next(self, source: ExampleSource, busy: bool, stop_when_idle_s: float | None,
+              max_examples: int | None) -> tuple[ExampleBatch, bool]:
+        """This rank's next batch (its source position after it in ``batch.position``) and whether it is its last."""
+        cfg = self.cfg
+        records: list[dict[str, Any]] = []
+        ingest_ms = 0
+        if not self._enough:  # a busy job polls without waiting: the others should not wait for an idle rank
+            records, ingest_ms = source.read(cfg.batch_size, 0.0 if busy else cfg.poll_timeout_s)
+        fresh = self.dedup.filter(records)
+        metrics.DUPLICATES.inc(len(records) - len(fresh))
+        batch = build_batch(fresh, self.spec, ingest_ms)
+        batch.position = {source.name: source.position()}
+        now = time.monotonic()
+        if records:
+            self._idle_since = now
+        idle = stop_when_idle_s is not None and now - self._idle_since > stop_when_idle_s
+        # idle is not final: a rank that is idle while others train goes on reading its partitions
+        self._enough = self._enough or self.stop_requested or (
+            max_examples is not None and self.examples + len(batch) >= max_examples)
+        done = self._enough or (not records and (source.exhausted or idle or self.stop_requested))
+        return batch, done
+
+    def _sync_due(self) -> int:
+        """On rank 0: which syncs to serving are due (the ranks' deltas share versions, so all sync together)."""
+        now = time.monotonic()
+        return ((SYNC_SPARSE if now - self._last_sparse >= self.cfg.sparse_sync_interval_s else 0)
+                | (SYNC_DENSE if now - self._last_dense >= self.cfg.dense_sync_interval_s else 0))
+
+    def _sync(self, due: int) -> None:
+        if due & SYNC_SPARSE:
+            self.sync_sparse()
+        if due & SYNC_DENSE:
+            self.sync_dense()
+        if time.monotonic() - self._last_evict >= self.cfg.evict_interval_s:  # local: this shard's rows
+            self.evict()
 
     def _count_partitions(self, source: ExampleSource) -> None:
         taken = getattr(source, "take_counts", None)
@@ -149,8 +189,11 @@ class DistributedTrainer(Trainer):
             "rank": self.comm.rank, "world": self.comm.world, "dense_version": self.ps.dense_version,
             "keep_rate": self.ps.keep_rate, "applied_event_ms": self.ps.applied_event_ms,
             "stream_event_ms": self.stream_event_ms, "written_at_ms": int(time.time() * 1000),
-            "model": self.spec.model_signature(),
+            "model": self.spec.model_signature(), "serving": self.serving_meta(),
         }
+        position = getattr(self.serving, "position", None)
+        if position is not None:  # this rank's deltas so far are all in this state
+            state["params"] = position()
         dense = {"model": self.ps.model.state_dict(), "optimizer": self.ps.opt.state_dict()}
         path = snapshot.write(self.dir, self.ps.store, dense, self.evaluator, self.dedup.state(), state,
                               max(self.cfg.snapshot_keep, 2), seq=seq)

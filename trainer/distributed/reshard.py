@@ -102,6 +102,8 @@ def reshard(root: Path, to: int) -> list[Path]:
         (d / "dedup.json").write_text(json.dumps(dedup))
         st = {**states[0], "positions": positions, "rank": r, "world": to, "local_examples": 0,
               "resharded_from": world}
+        if all("params" in x for x in states):  # replicas read the deltas on from the smallest rank's offset
+            st["params"] = min((x["params"] for x in states), key=lambda pr: pr["offset"])
         (d / "state.json").write_text(json.dumps(st, indent=1))
     return news
 

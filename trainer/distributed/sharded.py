@@ -4,13 +4,17 @@ Each rank's ``EmbeddingStore`` holds the FIDs it owns (``routing.owner_of``) of 
 the slot's frequency filter, TTL and in-table optimizer, exactly as one process holds all of them.
 A step is three exchanges, in lockstep on every rank:
 
-1. ids: each rank sends (fid, occurrences, slot) of its batch's unique FIDs to their owners;
+1. ids: each rank sends (fid, occurrences, slot) of its batch's unique FIDs to their owners, and
+   with them its control row to every rank (``open_step``: one all-to-all instead of a control
+   all-gather followed by the requests, so a step has three sync points, not four);
 2. rows: each owner looks them up (``train=True``: every occurrence from every rank counts in the
    filter, as if the ranks' batches were one) and sends the rows back;
 3. gradients: after backward, each rank sends the gradient of each row to its owner, which
    applies them all in one ``apply_gradients`` (duplicates from several ranks are summed first,
    then one optimizer step per id: the single-process semantics of the union of the batches).
    The same all-to-all carries the dense gradient to every rank and the step's scores to rank 0.
+   It runs in gloo's background thread (``push_dense`` starts it, ``finish_step`` waits) while the
+   loop reads and builds the next batch: a rank that is ahead works instead of waiting.
 
 The dense part is data-parallel: every rank sums the ranks' dense gradients in rank order and
 applies the same optimizer step to its identical copy. (Gathering the dense gradient costs
@@ -30,7 +34,7 @@ import torch
 from schemas.spec import FeatureSpec
 from trainer.config import TrainerConfig
 from trainer.distributed import routing
-from trainer.distributed.comm import Comm
+from trainer.distributed.comm import Comm, Pending
 from trainer.ps import TrainingPS
 
 EVAL_COLS = 5  # a scored example for rank 0: ts_ms, item_id, label, score, weight (floats as int64 bits)
@@ -53,18 +57,50 @@ class ShardedPS(TrainingPS):
         self._grads = np.zeros((0, self.width), np.float32)
         self._eval = np.zeros((0, EVAL_COLS), np.int64)
         self._now = 0
+        self._cap = cfg.batch_size  # FID requests per owner carried by the first exchange (see open_step)
+        self._pending: Pending | None = None
 
-    def prepare(self, req: routing.Requests, recv_counts: np.ndarray, examples: np.ndarray, now_s: int) -> None:
-        """The step's own requests, how many FIDs each rank asks of this one and how many examples
-        each rank trains (all from the control exchange), and the step's event time."""
-        self._req, self._recv_counts, self._now = req, np.asarray(recv_counts, np.int64), int(now_s)
-        self._examples = np.asarray(examples, np.int64)
+    def open_step(self, row: np.ndarray, req: routing.Requests, counts_at: int, examples_at: int,
+                  now_at: int) -> np.ndarray:
+        """The step's first exchange, one all-to-all: this rank's control ``row`` to every rank, and with
+        it to each owner the (fid, occurrences, slot) it asks of that owner; returns every rank's control
+        row (int64[world, k]). ``row[counts_at + r]`` is how many FIDs this rank asks of rank r,
+        ``row[examples_at]`` its examples, ``row[now_at]`` its event time (s).
+
+        The requests travel in a fixed ``cap`` per owner (so no exchange of sizes goes first); the
+        rare ones beyond it follow in a second exchange whose sizes the control rows give. ``cap``
+        follows the last step's largest request, the same on every rank (it is computed from the
+        control rows they all received)."""
+        comm, w, k, cap = self.comm, self.comm.world, len(row), self._cap
+        bounds = np.cumsum([0, *req.counts])
+        send = np.zeros((w, k + 3 * cap), np.int64)
+        send[:, :k] = row
+        for r in range(w):
+            part = req.table[bounds[r]:bounds[r] + min(int(req.counts[r]), cap)]
+            send[r, k:k + part.size] = part.reshape(-1)
+        one = np.ones(w, np.int64)
+        got = comm.exchange(send, one, one).reshape(w, k + 3 * cap)
+        ctrl = got[:, :k].copy()
+        asked = ctrl[:, counts_at:counts_at + w]  # [sender, owner]
+        mine = asked[:, comm.rank]
+        served = [got[r, k:k + 3 * min(int(mine[r]), cap)].reshape(-1, 3) for r in range(w)]
+        over = np.maximum(asked - cap, 0)
+        if over.any():  # every rank sees the same matrix: all take part in the second exchange
+            rest = np.concatenate([req.table[bounds[r] + cap:bounds[r + 1]] for r in range(w)
+                                   if req.counts[r] > cap] or [np.zeros((0, 3), np.int64)])
+            extra = comm.exchange(rest, over[comm.rank], over[:, comm.rank])
+            at = np.cumsum([0, *over[:, comm.rank]])
+            served = [np.concatenate([served[r], extra[at[r]:at[r + 1]]]) for r in range(w)]
+        self._cap = max(64, -(-int(asked.max() * 5 // 4) // 64) * 64)
+        self._req, self._recv_counts, self._now = req, mine.astype(np.int64), int(ctrl[:, now_at].max())
+        self._examples = ctrl[:, examples_at].astype(np.int64)
+        self._served = np.concatenate(served)
+        return ctrl
 
     def pull_batch(self, slots: list[str], bags: list[np.ndarray], now_s: int
                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         req = self._req
-        assert req is not None, "prepare() before a step"
-        self._served = self.comm.exchange(req.table, req.counts, self._recv_counts)
+        assert req is not None, "open_step() before a step"
         rows = np.zeros((len(self._served), self.width), np.float32)
         for s, pos in routing.by_slot(self._served[:, 2]):
             ids, cnt = self._served[pos, 0], self._served[pos, 1]
@@ -89,10 +125,8 @@ class ShardedPS(TrainingPS):
         self._slots = slots
 
     def push_dense(self, grads: list[torch.Tensor | None]) -> None:
-        """The step's last exchange, one all-to-all of bytes: to each owner the gradients of its rows,
-        to every rank this rank's dense gradient, to rank 0 the scored rows. Then each owner applies
-        its rows' gradients, and every rank sums the dense gradients in rank order (the same sum,
-        bit for bit, everywhere) and takes the same optimizer step."""
+        """Start the step's last exchange, one all-to-all of bytes: to each owner the gradients of its
+        rows, to every rank this rank's dense gradient, to rank 0 the scored rows (``finish_step`` ends it)."""
         comm, req = self.comm, self._req
         full = [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads, strict=True)]
         dense = torch.cat([g.reshape(-1) for g in full]).numpy()
@@ -108,8 +142,18 @@ class ShardedPS(TrainingPS):
         recv_counts = self._recv_counts * row_b + dense_b
         if comm.rank == 0:
             recv_counts = recv_counts + self._examples * eval_b
-        got = comm.exchange(np.concatenate(parts), send_counts, recv_counts)
-        sparse, dense_sum, evals, at = [], np.zeros_like(dense), [], 0
+        self._pending = comm.exchange_async(np.concatenate(parts), send_counts, recv_counts)
+        self._dense_bytes = dense_b
+
+    def finish_step(self) -> None:
+        """Wait for the step's last exchange (started by ``push_dense``; the loop reads the next batch
+        meanwhile), then each owner applies its rows' gradients, and every rank sums the dense
+        gradients in rank order (the same sum, bit for bit, everywhere) and takes the same optimizer step."""
+        if self._pending is None:
+            return
+        comm, row_b, dense_b, eval_b = self.comm, self.width * 4, self._dense_bytes, EVAL_COLS * 8
+        got, self._pending = self._pending.wait(), None
+        sparse, dense_sum, evals, at = [], np.zeros(dense_b // 4, np.float32), [], 0
         for r in range(comm.world):
             k = int(self._recv_counts[r]) * row_b
             sparse.append(got[at:at + k].view(np.float32).reshape(-1, self.width))
