@@ -173,6 +173,33 @@ def features_show(ctx: typer.Context) -> None:
     typer.echo(spec.model_dump_json(indent=2))
 
 
+# ---- setup ----------------------------------------------------------------------------------
+@app.command("setup")
+def setup(
+    dest: Annotated[Path | None, typer.Option(
+        help="where the jars go (default: $STREAMREC_VENDOR, else a checkout's .vendor, else "
+             "~/.cache/streamrec/vendor), where the stack, HDFS and Flink commands then find them")] = None,
+    part: Annotated[list[str] | None, typer.Option(
+        help="only this part (repeatable): kafka, flink, hadoop, hadoop-client (default: all)")] = None,
+    offline: Annotated[bool, typer.Option(
+        "--offline", help="from Maven's local repository only (mvn -o), no download")] = False,
+) -> None:
+    """Fetch the JVM parts (Apache Kafka, the Flink Kafka connector, Hadoop) from Maven Central with Maven,
+    as deploy/pom.xml pins them: what an installed wheel needs for `stack up`, `hdfs up` and the Flink job
+    (a checkout gets them from `make setup`). Parts already fetched from the same pom are skipped."""
+    from deploy.jvm import PARTS, fetch_jars, vendor_home
+
+    where = dest or vendor_home()
+    try:
+        counts = fetch_jars(where, tuple(part or PARTS), offline=offline, say=typer.echo)
+    except (FileNotFoundError, RuntimeError, ValueError) as e:
+        typer.secho(str(e), fg="red", err=True)
+        raise typer.Exit(errors.UNREACHABLE if isinstance(e, RuntimeError) else errors.CONFIG) from None
+    found = where.resolve() == vendor_home().resolve()  # else the commands must be told where they are
+    typer.echo(f"jars in {where.resolve()}: " + ", ".join(f"{p} {n}" for p, n in counts.items())
+               + ("" if found else f" (export STREAMREC_VENDOR={where.resolve()} to use them)"))
+
+
 # ---- stack ----------------------------------------------------------------------------------
 @stack_app.command("up")
 def stack_up(ctx: typer.Context) -> None:

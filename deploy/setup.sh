@@ -16,20 +16,10 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 
-# Apache Kafka, the Flink Kafka connector, Hadoop (daemons) and Hadoop's client (for Flink), each into its own folder.
+# Apache Kafka, the Flink Kafka connector, Hadoop (daemons) and Hadoop's client (for Flink), each into its own
+# folder: `streamrec setup` (deploy/jvm.py fetch_jars, what a wheel user runs), skipping parts fetched from this pom.
 command -v mvn >/dev/null || { echo "setup: Maven (mvn) is needed for the JVM parts (apt-get install maven)" >&2; exit 1; }
-mkdir -p "$VENDOR"
-pom_hash=$(sha1sum deploy/pom.xml | cut -c1-12)
-for part in kafka flink hadoop hadoop-client; do
-  dir="$VENDOR/$part"
-  [ -f "$dir/.installed-$pom_hash" ] && continue
-  rm -rf "$dir"
-  mvn -q -B -f deploy/pom.xml -P "$part" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$PWD/$dir" >"$VENDOR/mvn-$part.log" 2>&1 \
-    || { cat "$VENDOR/mvn-$part.log" >&2; echo "setup: Maven could not resolve $part (see above)" >&2; exit 1; }
-  touch "$dir/.installed-$pom_hash"
-  echo "setup: $part $(ls "$dir"/*.jar | wc -l) jars ($(du -sh "$dir" | cut -f1)) from Maven Central"
-done
+.venv/bin/streamrec setup --dest "$VENDOR" | sed 's/^/setup: /'
 
 # `flink run` needs flink-python in PyFlink's lib/ (else ClassNotFoundException ExternalPythonProcessOperator).
 PF=$(.venv/bin/python -c 'import importlib.util,os;print(os.path.dirname(importlib.util.find_spec("pyflink").origin))')

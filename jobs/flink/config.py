@@ -49,8 +49,9 @@ class FlinkConfig(Section):
     prometheus_ports: str = Field(
         "", pattern=r"^(\d+(-\d+)?)?$",
         description="the local cluster's Prometheus reporter (the job's counters, e.g. "
-                    "flink_taskmanager_job_task_operator_examples): a port or a range, one port per JobManager and "
-                    "TaskManager (9250-9260); empty = off. It binds every interface (Flink has no host option)")
+                    "flink_taskmanager_job_task_operator_streamrec_join_examples_total): a port or a range, one "
+                    "port per JobManager and TaskManager (9250-9260); empty = off. It binds every interface (Flink "
+                    "has no host option)")
     restart_attempts: int = Field(3, ge=0, description="fixed-delay restart strategy: attempts")
     restart_delay_ms: int = Field(1000, ge=0)
     bundle_size: int = Field(1000, ge=1, description="python.fn-execution.bundle.size")
@@ -64,9 +65,9 @@ class FlinkConfig(Section):
         64, ge=1, description="the join re-reads Flink's watermark every N elements (and at every timer)"
     )
     jars: list[Path] = Field(
-        default_factory=lambda: [Path(".vendor/flink")],
-        description="jars for the job (a folder = every jar in it): the Kafka connector and kafka-clients, "
-                    "from Maven Central by `make setup`",
+        default_factory=list,
+        description="jars for the job (a folder = every jar in it): the Kafka connector and kafka-clients; "
+                    "empty = those `streamrec setup` (or `make setup`) fetched from Maven Central",
     )
     delivery_guarantee: Literal["exactly-once", "at-least-once"] = Field(
         "exactly-once",

@@ -14,6 +14,7 @@ from pathlib import Path
 from pyflink.common import Configuration
 from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 
+from deploy.jvm import vendor_dir
 from deploy.procs import with_python_on_path
 from jobs.flink.config import FlinkConfig
 
@@ -22,13 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def jar_urls(cfg: FlinkConfig) -> list[str]:
     """Absolute file:// URLs of the job's jars (relative paths are taken from the project root; a
-    folder stands for the jars in it)."""
+    folder stands for the jars in it); none configured: the ``flink`` jars of `streamrec setup` or
+    `make setup` (``deploy.jvm.vendor_dir``), wherever the package is installed."""
     urls = []
-    for jar in cfg.jars:
+    for jar in cfg.jars or [vendor_dir("flink")]:
         path = jar if jar.is_absolute() else ROOT / jar
         found = sorted(path.glob("*.jar")) if path.is_dir() else [path] if path.exists() else []
         if not found:
-            raise FileNotFoundError(f"flink.jars: no jar at {path}; run `make setup`")
+            raise FileNotFoundError(f"flink.jars: no jar at {path}; run `streamrec setup` (or `make setup`)")
         urls += [p.resolve().as_uri() for p in found]
     return urls
 

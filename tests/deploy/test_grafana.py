@@ -1,4 +1,5 @@
-"""deploy/grafana/streamrec.json queries only metrics the stages export, by the names they export."""
+"""deploy/grafana/streamrec.json queries only metrics the stages export, by the names they export (the Flink
+job's, as Flink's Prometheus reporter names them: tests/jobs/test_flink_join.py scrapes those live)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,7 @@ def test_the_dashboard_queries_exported_metrics() -> None:
     exported = exported_names()
     assert len(used) >= 10 and "streamrec_join_cache_hits_total" in exported
     assert used <= exported, sorted(used - exported)
+    from jobs.flink.metrics import METRICS, PROMETHEUS_PREFIX
+
+    flink = {n for e in exprs for n in re.findall(r"\bflink_taskmanager_job_task_operator_[a-z_]+", e)}
+    assert len(flink) >= 4 and flink <= {PROMETHEUS_PREFIX + m for m in METRICS.values()}, sorted(flink)

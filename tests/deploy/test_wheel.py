@@ -16,8 +16,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+        ) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     assert r.returncode == 0, f"{cmd}: exit {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
     return r
 
@@ -92,3 +93,67 @@ def test_the_wheel_alone_starts_hdfs_and_flink(daemons: str, installed: Path, tm
         assert conf.is_file() and "${" not in conf.read_text()  # rendered: no placeholder left
     finally:
         subprocess.run([*sr, daemons, "down"], cwd=tmp_path, env=env, timeout=180)
+
+
+def tree(path: Path) -> set[Path]:
+    """Every path under ``path`` but Python's and numba's caches (``__pycache__``, which an install may fill)."""
+    return {p for p in path.rglob("*") if "__pycache__" not in p.parts} if path.exists() else set()
+
+
+@pytest.mark.slow
+def test_the_wheel_alone_runs_the_demo(installed: Path, tmp_path: Path) -> None:
+    """`streamrec demo` (embedded join) from the installed package, in a directory outside the checkout:
+    the MovieLens data, the feature spec and every template come from the install, each check passes, and
+    its outputs land under the configured stack.run_dir, not in the checkout or the venv."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["STREAMREC_VENDOR"] = str(ROOT / ".vendor")
+    site = next((installed / "lib").glob("python3*/site-packages"))
+    before = {p: tree(p) for p in (ROOT / ".run", site)}
+    run_dir = tmp_path / "run"
+    r = run([str(installed / "bin" / "streamrec"), "--set", f'stack.run_dir="{run_dir}"', "demo", "--limit", "1500",
+             "--down"], elsewhere, env, timeout=900)
+    assert "streamrec demo: checks" in r.stderr and "MISMATCH" not in r.stderr, r.stderr[-4000:]
+    [demo] = [d for d in (run_dir / "demo").iterdir() if not d.is_symlink()]
+    report = json.loads((demo / "report.json").read_text())
+    assert report["replay"]["requests"] == 1500 and report["join"]["examples"] > 0
+    assert len(report["checks"]) >= 8 and all(c["ok"] for c in report["checks"].values()), report["checks"]
+    assert f"report:{demo / 'report.md'}" in "".join(r.stderr.split())  # rich wraps long lines anywhere
+    for f in ("report.md", "auc.png", "freshness.png"):
+        assert (demo / f).stat().st_size > 0, f
+    assert any((demo / "archive").rglob("*.parquet")) and any((demo / "snapshots").iterdir())
+    assert (run_dir / "demo" / "latest").resolve() == demo
+    assert not any(elsewhere.iterdir())  # nothing relative to the working directory either
+    for p, old in before.items():
+        assert tree(p) - old == set(), f"the demo wrote into {p}"
+
+
+@pytest.mark.slow
+def test_the_wheel_alone_fetches_its_jars_with_maven(installed: Path, tmp_path: Path) -> None:
+    """`streamrec setup` resolves the jars with Maven from the packaged pom.xml into the user cache, where
+    `stack up` then finds them without STREAMREC_VENDOR. Offline (mvn -o): from the Maven repository
+    `make setup` filled, so the test downloads nothing; the same jars as the checkout's .vendor."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "STREAMREC_VENDOR")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    sr = str(installed / "bin" / "streamrec")
+    run_dir = f'stack.run_dir="{tmp_path / "run"}"'
+    missing = subprocess.run([sr, "--set", run_dir, "stack", "up"], cwd=elsewhere, env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert missing.returncode != 0 and "streamrec setup" in missing.stderr, missing.stderr  # says what to do
+    vendor = tmp_path / "cache" / "streamrec" / "vendor"
+    out = run([sr, "setup", "--offline", "--part", "kafka", "--part", "flink"], elsewhere, env).stdout
+    want = {part: sorted(p.name for p in (ROOT / ".vendor" / part).glob("*.jar")) for part in ("kafka", "flink")}
+    for part, jars in want.items():
+        assert jars and sorted(p.name for p in (vendor / part).glob("*.jar")) == jars, part
+        assert f"{part}: {len(jars)} jars" in out, out
+    assert f"jars in {vendor}: kafka {len(want['kafka'])}, flink {len(want['flink'])}" in out, out
+    again = run([sr, "setup", "--offline", "--part", "kafka"], elsewhere, env).stdout
+    assert "kafka:" not in again and f"jars in {vendor}: kafka " in again  # fetched before: skipped
+    try:
+        up = run([sr, "--set", run_dir, "stack", "up"], elsewhere, env)
+        assert "broker up" in up.stdout
+    finally:
+        subprocess.run([sr, "--set", run_dir, "stack", "down"], cwd=elsewhere, env=env, timeout=120)

@@ -29,7 +29,7 @@ from jobs.flink.feed import produce_recorded, write_offsets
 from jobs.replay import encode_events
 from replay.events import build_events
 from streamrec.config import ConfigError, KafkaConfig, Settings, load_config
-from streamrec.kafka import create_topics
+from streamrec.kafka import create_topics, drain
 from tests.conftest import MOVIELENS_SPEC
 from tests.jobs.flink_helpers import (
     PARTITIONS,
@@ -211,6 +211,72 @@ def test_flink_run_on_standalone_cluster(feed: Feed, flink_clean: Output) -> Non
     assert not cluster.running()
     out = read_output(s)
     assert out.examples == flink_clean.examples, diff(out.examples, flink_clean.examples)
+
+
+def scrape_join_counters(ports: range, job_name: str) -> dict[str, float]:
+    """The join's counters (``jobs.flink.functions.METRICS``) as Flink's Prometheus reporter exports them,
+    summed over the join's subtasks; a name no endpoint has yet is left out."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from jobs.flink.metrics import PROMETHEUS_PREFIX
+
+    label = re.sub(r"[^a-zA-Z0-9:_]", "_", job_name)  # the reporter's label values: streamrec-join -> streamrec_join
+    sums: dict[str, float] = {}
+    for port in ports:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3).read().decode()
+        except OSError:
+            continue  # a port of the range that no reporter took
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name.startswith(PROMETHEUS_PREFIX) and sample.labels.get("job_name") == label:
+                    assert sample.labels["operator_name"] == "join", sample
+                    name = sample.name[len(PROMETHEUS_PREFIX):]
+                    sums[name] = sums.get(name, 0.0) + sample.value
+    return sums
+
+
+@pytest.mark.slow
+def test_running_job_exports_its_counters_to_prometheus(feed: Feed) -> None:
+    """`flink submit` of the (unbounded) job to the local cluster: while it runs, the TaskManager's
+    Prometheus reporter serves the join's own counters, and they count exactly the input that was fed
+    and the output a read_committed reader finds on the topics."""
+    from deploy import flink
+    from jobs.flink.metrics import METRICS
+
+    s, ov = feed.settings("prometheus")
+    cfg = s.flink
+    first = free_port()
+    cfg.prometheus_ports = f"{first}-{first + 4}"
+    ports = range(first, first + 5)
+    cluster = flink.up(cfg)
+    try:
+        r = flink.submit(cfg, [a for o in ov for a in ("--set", o)], detached=True, timeout=120)
+        assert r.returncode == 0, f"flink run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        job = re.search(r"JobID ([0-9a-f]{32})", r.stdout).group(1)
+        deadline = time.monotonic() + 240
+        while True:  # until the whole feed is in, every timer fired (the eos requests) and the output committed
+            got = scrape_join_counters(ports, cfg.job_name)
+            state = cluster.rest(f"/jobs/{job}")["state"]
+            assert state == "RUNNING" and time.monotonic() < deadline, f"job {job}: {state}; scraped {got}"
+            if got.get("input_messages_total") == len(feed.messages):
+                examples = sum(1 for _ in drain(s.kafka, [s.kafka.topics.examples], idle_s=1.0))
+                dead = sum(1 for _ in drain(s.kafka, [s.kafka.topics.dead_letter], idle_s=1.0))
+                got = scrape_join_counters(ports, cfg.job_name)
+                if got["examples_total"] == examples and got["dead_letters_total"] == dead:
+                    break
+            time.sleep(1.0)
+        assert set(got) == set(METRICS.values())  # every counter, by its Prometheus name
+        assert examples > 10_000 and dead >= 7  # the bad messages and contract breaches of the feed
+        assert got["examples_total"] == got["positive_examples_total"] + got["negative_examples_kept_total"] \
+            + got["late_examples_total"]
+        for name in ("decoded_records_total", "positive_examples_total", "negative_examples_dropped_total",
+                     "late_examples_total", "dropped_unknown_total", "state_reads_total", "state_writes_total"):
+            assert got[name] > 0, name
+        assert got["decoded_records_total"] < len(feed.messages)  # the dead-lettered ones were not
+        assert cluster.rest(f"/jobs/{job}")["state"] == "RUNNING"  # scraped from the live job
+    finally:
+        flink.down(cfg)
 
 
 # ---- past one machine: a standalone cluster of two TaskManagers, checkpoints on HDFS -----------------------
