@@ -28,7 +28,7 @@ import numba
 import numpy as np
 
 from joiner.core import check_action, check_features
-from joiner.splice import H_END, H_N, H_UD0, H_UD1, H_US0, H_US1, ITEM_FIELDS, _varint
+from joiner.splice import H_END, H_N, H_UD0, H_UD1, H_US0, H_US1, ITEM_FIELDS, _fits, _varint
 from schemas.fid import HASH_BITS
 from schemas.spec import FeatureSpec
 
@@ -181,7 +181,7 @@ def _find(b: np.ndarray, i: int, n: int, blob: np.ndarray, off: np.ndarray) -> i
     return -1
 
 
-@numba.njit(cache=True, nogil=True, boundscheck=True)
+@numba.njit(cache=True, nogil=True)
 def _block(b: np.ndarray, i: int) -> tuple[int, int]:
     """An Avro block's item count at ``b[i]`` (a negative count is followed by the block's size)."""
     count, i = _varint(b, i)
@@ -191,15 +191,15 @@ def _block(b: np.ndarray, i: int) -> tuple[int, int]:
     return count, i
 
 
-@numba.njit(cache=True, nogil=True, boundscheck=True)
+@numba.njit(cache=True, nogil=True)
 def _sparse_ok(b: np.ndarray, s: int, e: int, blob: np.ndarray, off: np.ndarray, num: np.ndarray) -> bool:
     """Every key of the map<array<long>> blocks ``b[s:e]`` is a known slot whose FIDs carry its number."""
     i = s
     while i < e:
         count, i = _block(b, i)
-        for _ in range(count):
+        for _ in range(_fits(b, i, count)):
             klen, i = _varint(b, i)
-            t = _find(b, i, klen, blob, off)
+            t = _find(b, i, _fits(b, i, klen), blob, off)
             if t < 0:
                 return False
             i += klen
@@ -208,24 +208,25 @@ def _sparse_ok(b: np.ndarray, s: int, e: int, blob: np.ndarray, off: np.ndarray,
                 n, i = _block(b, i)
                 if n == 0:
                     break
-                for _ in range(n):
+                for _ in range(_fits(b, i, n)):
                     f, i = _varint(b, i)
                     if (f >> HASH_BITS) != want:
                         return False
     return True
 
 
-@numba.njit(cache=True, nogil=True, boundscheck=True)
+@numba.njit(cache=True, nogil=True)
 def _dense_ok(b: np.ndarray, s: int, e: int, blob: np.ndarray, off: np.ndarray) -> bool:
     """Every key of the map<float> blocks ``b[s:e]`` is a known dense feature with a finite value."""
     i = s
     while i < e:
         count, i = _block(b, i)
-        for _ in range(count):
+        for _ in range(_fits(b, i, count)):
             klen, i = _varint(b, i)
-            if _find(b, i, klen, blob, off) < 0:
+            if _find(b, i, _fits(b, i, klen), blob, off) < 0:
                 return False
             i += klen
+            _fits(b, i, 4)  # bounds checked by hand, as in joiner.splice
             if (b[i + 3] & 0x7F) == 0x7F and (b[i + 2] & 0x80):  # exponent all ones: inf or nan
                 return False
             i += 4
@@ -236,6 +237,8 @@ def _dense_ok(b: np.ndarray, s: int, e: int, blob: np.ndarray, off: np.ndarray) 
 def _spans_ok(b: np.ndarray, sp: np.ndarray, ub: np.ndarray, uo: np.ndarray, un: np.ndarray, db: np.ndarray,
               do: np.ndarray, ib: np.ndarray, io: np.ndarray, inum: np.ndarray, eb: np.ndarray,
               eo: np.ndarray) -> bool:
+    if len(sp) < H_END or len(sp) < H_END + sp[H_N] * ITEM_FIELDS:
+        return False  # not the spans of this scan
     if not _sparse_ok(b, sp[H_US0], sp[H_US1], ub, uo, un) or not _dense_ok(b, sp[H_UD0], sp[H_UD1], db, do):
         return False
     for j in range(sp[H_N]):
