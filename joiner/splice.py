@@ -35,6 +35,7 @@ from schemas.avrobin import long_bytes, string_bytes
 H_RID0, H_RID1, H_USER, H_TS, H_US0, H_US1, H_UD0, H_UD1, H_N, H_OVERLAP, H_END = range(11)
 ITEM_FIELDS = 6  # item_id, position, sparse start, sparse end, dense start, dense end
 MAX_ITEMS = 4096
+_NO_KEYS = np.empty((0, 2), np.int64)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -80,10 +81,13 @@ def _skip_varint(b: np.ndarray, i: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def _skip_map(b: np.ndarray, i: int, arrays: bool) -> tuple[int, int, int]:
+def _skip_map(b: np.ndarray, i: int, arrays: bool, keys: np.ndarray) -> tuple[int, int, int]:
     """Skip a map<array<long>> (arrays) or map<float>; return (blocks end, after terminator,
-    1 if a key is not ASCII: then the caller takes the dict path, whose decoder checks UTF-8)."""
+    1 if a key is not ASCII or equals one of ``keys`` (rows of ``_map_keys``): then the caller
+    takes the dict path, whose decoder checks UTF-8 and merges slots). Comparing the keys here,
+    on the one walk, rather than walking the map again for them: ~40% of the scan's time."""
     odd = 0
+    nk = keys.shape[0]
     while True:
         count, j = _varint(b, i)
         if count == 0:
@@ -97,6 +101,16 @@ def _skip_map(b: np.ndarray, i: int, arrays: bool) -> tuple[int, int, int]:
             for t in range(_fits(b, i, klen)):
                 if b[i + t] >= 0x80:
                     odd = 1
+            for r in range(nk):
+                if odd == 0 and keys[r, 1] == klen:
+                    k0 = keys[r, 0]
+                    same = True
+                    for t in range(klen):
+                        if b[k0 + t] != b[i + t]:
+                            same = False
+                            break
+                    if same:
+                        odd = 1
             i += klen
             if arrays:
                 while True:
@@ -150,32 +164,6 @@ def _map_keys(b: np.ndarray, s: int, e: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _keys_equal(b: np.ndarray, keys: np.ndarray, s1: int, e1: int) -> bool:
-    """Does a key of the map blocks b[s1:e1] equal one of ``keys`` (rows of ``_map_keys``)?"""
-    j = s1
-    while j < e1:
-        c2, j = _varint(b, j)
-        if c2 < 0:
-            c2 = -c2
-            _, j = _varint(b, j)
-        for _ in range(_fits(b, j, c2)):
-            kl2, j = _varint(b, j)
-            _fits(b, j, kl2)
-            for r in range(keys.shape[0]):
-                if keys[r, 1] == kl2:
-                    k0 = keys[r, 0]
-                    same = True
-                    for t in range(kl2):
-                        if b[k0 + t] != b[j + t]:
-                            same = False
-                            break
-                    if same:
-                        return True
-            j = _skip_longs(b, j + kl2)
-    return False
-
-
-@numba.njit(cache=True, nogil=True)
 def _scan(b: np.ndarray, out: np.ndarray) -> int:
     """Spans of a FeatureLog body; returns the number of int64s written (or -1 if too many items
     or ``out`` is too small). Every read and write is checked by hand (IndexError if corrupt)."""
@@ -188,9 +176,9 @@ def _scan(b: np.ndarray, out: np.ndarray) -> int:
     out[H_USER], i = _varint(b, i)
     out[H_TS], i = _varint(b, i)
     out[H_US0] = i
-    out[H_US1], i, odd = _skip_map(b, i, True)
+    out[H_US1], i, odd = _skip_map(b, i, True, _NO_KEYS)
     out[H_UD0] = i
-    out[H_UD1], i, odd2 = _skip_map(b, i, False)
+    out[H_UD1], i, odd2 = _skip_map(b, i, False, _NO_KEYS)
     k = H_END
     items = 0
     overlap = odd | odd2
@@ -208,13 +196,10 @@ def _scan(b: np.ndarray, out: np.ndarray) -> int:
             out[k], i = _varint(b, i)
             out[k + 1], i = _varint(b, i)
             out[k + 2] = i
-            out[k + 3], i, odd = _skip_map(b, i, True)
+            out[k + 3], i, odd = _skip_map(b, i, True, ukeys)  # odd: a slot also on the user side
             out[k + 4] = i
-            out[k + 5], i, odd2 = _skip_map(b, i, False)
+            out[k + 5], i, odd2 = _skip_map(b, i, False, _NO_KEYS)
             overlap |= odd | odd2
-            if (overlap == 0 and out[H_US1] > out[H_US0] and out[k + 3] > out[k + 2]
-                    and _keys_equal(b, ukeys, out[k + 2], out[k + 3])):
-                overlap = 1
             k += ITEM_FIELDS
             items += 1
     n, i = _varint(b, i)  # source
