@@ -187,9 +187,9 @@ class JoinEngine:
             kind, kafka_ts = m.timestamp()
             if not kind:
                 kafka_ts = None  # no timestamp (not from Kafka): not checked
-            if ok and topic == actions and m.key() == blob[r0:r1] and kafka_ts in (ts, None):
+            if ok and topic == actions and (kafka_ts == ts or kafka_ts is None) and (key := m.key()) == blob[r0:r1]:
                 try:
-                    rid = blob[r0:r1].decode()
+                    rid = key.decode()  # the same bytes as the record's request_id
                 except UnicodeDecodeError:
                     rid = None  # ``process`` names the reason
                 entry = cache.get(rid)
