@@ -13,18 +13,27 @@ pins a confluent-kafka older than ours). Usage:
 Each side drains the same input ``--runs`` times (fresh state, its own output topic each time)
 and the MEDIAN run is reported, with the range: on a shared 2-core VM one run can be 20% off.
 
-Where our time goes (py-spy, 246 K events, 2026-12-02): the runner's main thread is ~92% of
-its CPU (librdkafka's and RocksDB's threads the rest). Of that: impressions ~19% (one compiled
-parse per consumed batch, then a cache lookup each, ``joiner.batchparse``); checkpoints ~17%
-(during a backlog each state is written 2-3 times: created, window closed, expired; its
-feature log only the first time); feature logs ~16% (the byte-span scan, the id record);
-firing windows ~24%, of which the compiled window writer (BLAKE2b ids and sampling, splicing,
-``joiner.splice``) ~10% and the timer and state bookkeeping around it ~11%; clicks and early
-actions ~8%; consuming ~9%; producing ~6%.
+Where our time goes (py-spy, 246 K events, 2026-12-02, after the changes below): the runner's
+main thread is ~92% of its CPU (librdkafka's and RocksDB's threads the rest). Of that:
+impressions ~20% (one compiled parse per consumed batch, then a cache lookup each,
+``joiner.batchparse``); checkpoints ~21% (during a backlog each state is written 2-3 times:
+created, window closed, expired; its feature log only the first time); feature logs ~11% (one
+compiled walk for the splice's spans and the spec's rules, ``SpanCheck.scan``; the id record;
+was ~16-21%); firing windows ~23%, of which the compiled window writer (BLAKE2b ids and
+sampling, splicing, ``joiner.splice``) ~12% and the timer and state bookkeeping around it ~12%;
+clicks and early actions ~10%; consuming ~9%; producing ~5%.
+Measured 2026-12-02 (A/B in one session, ``--skip-quix``, median of 3): on a quiet machine
+121,543 -> 130,644 events/s per core; with other work on the two cores 106,932 -> 116,350. Full
+run, quiet: ours 135,820 per core, Quix 24,938 per core: 5.45x (goal met). What moved it: the
+feature-log scan and the spec check were two walks of every feature log, the scan walking each
+item's sparse map again for the user-side overlap check, all with numba's per-byte
+``boundscheck``; now one walk with bounds checked by hand (~18 -> ~10 us per feature log). And
+delivery reports only for failures (``delivery.report.only.error``): no Python callback per
+example.
 Past what the cache holds (``--limit 40000``) states come back from RocksDB (two reads: the
-small state, then its feature part): 83,646 events/s per core there (was 66,862). Quix's time
-goes to per-message pickling of the state into its RocksDB store and its own per-message
-pipeline overhead.
+small state, then its feature part): 83,646 events/s per core there before the changes above
+(not measured again). Quix's time goes to per-message pickling of the state into its RocksDB
+store and its own per-message pipeline overhead.
 """
 
 from __future__ import annotations

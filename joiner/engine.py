@@ -29,7 +29,7 @@ from joiner.batchparse import parse_ignored
 from joiner.config import JoinerConfig
 from joiner.core import WATERMARK_MAX, WATERMARK_MIN, DeadLetterOut, Joiner, Step, check_features, id_record
 from joiner.fastcodec import FastCodec
-from joiner.splice import H_END, H_OVERLAP, H_RID0, H_RID1, H_TS, H_USER, ITEM_FIELDS, SpliceWriter
+from joiner.splice import H_END, H_RID0, H_RID1, H_TS, H_USER, ITEM_FIELDS, SpliceWriter
 from joiner.store import StateStore
 from joiner.validate import SpanCheck, Validator, Verdict
 from schemas.avrobin import string_bytes
@@ -187,9 +187,9 @@ class JoinEngine:
             kind, kafka_ts = m.timestamp()
             if not kind:
                 kafka_ts = None  # no timestamp (not from Kafka): not checked
-            if ok and topic == actions and m.key() == blob[r0:r1] and kafka_ts in (ts, None):
+            if ok and topic == actions and (kafka_ts == ts or kafka_ts is None) and (key := m.key()) == blob[r0:r1]:
                 try:
-                    rid = blob[r0:r1].decode()
+                    rid = key.decode()  # the same bytes as the record's request_id
                 except UnicodeDecodeError:
                     rid = None  # ``process`` names the reason
                 entry = cache.get(rid)
@@ -288,12 +288,12 @@ class JoinEngine:
             return self._full_features(value)  # older writer or bad: the codec decides
         body = value[10:]
         try:
-            spans, k = self.writer.scan(body)
+            spans, k = self.span_check.scan(body)  # the splice's spans and the spec's rules, one walk
         except ValueError:
             return self._full_features(value)  # raises the codec's reason
+        if not k:
+            return self._full_features(value)  # the validator decides (or slots on both sides)
         head = spans[:H_END].tolist()
-        if head[H_OVERLAP] or not self.span_check(body, spans):
-            return self._full_features(value)
         try:
             rid = body[head[H_RID0]:head[H_RID1]].decode()
         except UnicodeDecodeError:

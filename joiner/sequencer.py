@@ -46,11 +46,16 @@ class Sequencer:
     def add(self, msgs: list[Any]) -> None:
         """Messages as consumed (no errors), in each partition's offset order."""
         queues = self._queues
+        ended = self._ended
+        # a partition at its end that got messages is no longer at its end; found by its queue
+        # growing (a few partitions), not by a second pass over the messages
+        before = {tp: len(queues[tp]) for tp in ended} if ended else None
         for m in msgs:
             queues[(m.topic(), m.partition())].append(m)
-        if self._ended:
-            for tp in {(m.topic(), m.partition()) for m in msgs}:
-                self._ended.discard(tp)
+        if before:
+            for tp, n in before.items():
+                if len(queues[tp]) > n:
+                    ended.discard(tp)
 
     def end_of(self, tp: Partition) -> None:
         """The consumer reached the end of ``tp``: a round need not wait for more of it."""

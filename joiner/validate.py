@@ -28,7 +28,25 @@ import numba
 import numpy as np
 
 from joiner.core import check_action, check_features
-from joiner.splice import H_END, H_N, H_UD0, H_UD1, H_US0, H_US1, ITEM_FIELDS, _varint
+from joiner.splice import (
+    _NO_KEYS,
+    H_END,
+    H_N,
+    H_OVERLAP,
+    H_RID0,
+    H_RID1,
+    H_TS,
+    H_UD0,
+    H_UD1,
+    H_US0,
+    H_US1,
+    H_USER,
+    ITEM_FIELDS,
+    MAX_ITEMS,
+    _fits,
+    _map_keys,
+    _varint,
+)
 from schemas.fid import HASH_BITS
 from schemas.spec import FeatureSpec
 
@@ -181,7 +199,7 @@ def _find(b: np.ndarray, i: int, n: int, blob: np.ndarray, off: np.ndarray) -> i
     return -1
 
 
-@numba.njit(cache=True, nogil=True, boundscheck=True)
+@numba.njit(cache=True, nogil=True)
 def _block(b: np.ndarray, i: int) -> tuple[int, int]:
     """An Avro block's item count at ``b[i]`` (a negative count is followed by the block's size)."""
     count, i = _varint(b, i)
@@ -191,15 +209,15 @@ def _block(b: np.ndarray, i: int) -> tuple[int, int]:
     return count, i
 
 
-@numba.njit(cache=True, nogil=True, boundscheck=True)
+@numba.njit(cache=True, nogil=True)
 def _sparse_ok(b: np.ndarray, s: int, e: int, blob: np.ndarray, off: np.ndarray, num: np.ndarray) -> bool:
     """Every key of the map<array<long>> blocks ``b[s:e]`` is a known slot whose FIDs carry its number."""
     i = s
     while i < e:
         count, i = _block(b, i)
-        for _ in range(count):
+        for _ in range(_fits(b, i, count)):
             klen, i = _varint(b, i)
-            t = _find(b, i, klen, blob, off)
+            t = _find(b, i, _fits(b, i, klen), blob, off)
             if t < 0:
                 return False
             i += klen
@@ -208,24 +226,25 @@ def _sparse_ok(b: np.ndarray, s: int, e: int, blob: np.ndarray, off: np.ndarray,
                 n, i = _block(b, i)
                 if n == 0:
                     break
-                for _ in range(n):
+                for _ in range(_fits(b, i, n)):
                     f, i = _varint(b, i)
                     if (f >> HASH_BITS) != want:
                         return False
     return True
 
 
-@numba.njit(cache=True, nogil=True, boundscheck=True)
+@numba.njit(cache=True, nogil=True)
 def _dense_ok(b: np.ndarray, s: int, e: int, blob: np.ndarray, off: np.ndarray) -> bool:
     """Every key of the map<float> blocks ``b[s:e]`` is a known dense feature with a finite value."""
     i = s
     while i < e:
         count, i = _block(b, i)
-        for _ in range(count):
+        for _ in range(_fits(b, i, count)):
             klen, i = _varint(b, i)
-            if _find(b, i, klen, blob, off) < 0:
+            if _find(b, i, _fits(b, i, klen), blob, off) < 0:
                 return False
             i += klen
+            _fits(b, i, 4)  # bounds checked by hand, as in joiner.splice
             if (b[i + 3] & 0x7F) == 0x7F and (b[i + 2] & 0x80):  # exponent all ones: inf or nan
                 return False
             i += 4
@@ -236,6 +255,8 @@ def _dense_ok(b: np.ndarray, s: int, e: int, blob: np.ndarray, off: np.ndarray) 
 def _spans_ok(b: np.ndarray, sp: np.ndarray, ub: np.ndarray, uo: np.ndarray, un: np.ndarray, db: np.ndarray,
               do: np.ndarray, ib: np.ndarray, io: np.ndarray, inum: np.ndarray, eb: np.ndarray,
               eo: np.ndarray) -> bool:
+    if len(sp) < H_END or len(sp) < H_END + sp[H_N] * ITEM_FIELDS:
+        return False  # not the spans of this scan
     if not _sparse_ok(b, sp[H_US0], sp[H_US1], ub, uo, un) or not _dense_ok(b, sp[H_UD0], sp[H_UD1], db, do):
         return False
     for j in range(sp[H_N]):
@@ -243,6 +264,126 @@ def _spans_ok(b: np.ndarray, sp: np.ndarray, ub: np.ndarray, uo: np.ndarray, un:
         if not _sparse_ok(b, sp[k + 2], sp[k + 3], ib, io, inum) or not _dense_ok(b, sp[k + 4], sp[k + 5], eb, eo):
             return False
     return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _spec_map(b: np.ndarray, i: int, arrays: bool, blob: np.ndarray, off: np.ndarray, num: np.ndarray,
+              keys: np.ndarray) -> tuple[int, int, bool]:
+    """``joiner.splice._skip_map`` and the spec's rules in one walk: (blocks end, after terminator,
+    ok). Not ok, and the walk stops, at a key that is not ASCII, is one of ``keys`` (an item slot
+    also on the user side), or is not in the table, or at a value that breaks its rule (a FID of
+    another slot, a float that is not finite): the caller then takes the validator's path."""
+    nk = keys.shape[0]
+    while True:
+        count, j = _varint(b, i)
+        if count == 0:
+            return i, j, True
+        i = j
+        if count < 0:
+            count = -count
+            _, i = _varint(b, i)  # block size in bytes
+        for _ in range(_fits(b, i, count)):
+            klen, i = _varint(b, i)
+            for q in range(_fits(b, i, klen)):
+                if b[i + q] >= 0x80:
+                    return i, i, False
+            for r in range(nk):
+                if keys[r, 1] == klen:
+                    k0 = keys[r, 0]
+                    same = True
+                    for q in range(klen):
+                        if b[k0 + q] != b[i + q]:
+                            same = False
+                            break
+                    if same:
+                        return i, i, False
+            t = _find(b, i, klen, blob, off)
+            if t < 0:
+                return i, i, False
+            i += klen
+            if arrays:
+                want = num[t]
+                while True:
+                    n, i = _varint(b, i)
+                    if n == 0:
+                        break
+                    if n < 0:
+                        n = -n
+                        _, i = _varint(b, i)
+                    for _ in range(_fits(b, i, n)):
+                        f, i = _varint(b, i)
+                        if (f >> HASH_BITS) != want:
+                            return i, i, False
+            else:
+                _fits(b, i, 4)
+                if (b[i + 3] & 0x7F) == 0x7F and (b[i + 2] & 0x80):  # exponent all ones: inf or nan
+                    return i, i, False
+                i += 4
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan_spec(b: np.ndarray, out: np.ndarray, ub: np.ndarray, uo: np.ndarray, un: np.ndarray, db: np.ndarray,
+               do: np.ndarray, ib: np.ndarray, io: np.ndarray, inum: np.ndarray, eb: np.ndarray,
+               eo: np.ndarray) -> int:
+    """``joiner.splice._scan`` and ``_spans_ok`` in one walk of the body: the number of int64s of
+    spans written if the feature log is joinable as is (the very spans ``_scan`` writes), 0 if
+    the validator must decide (a rule broken or unsure, a slot on both sides, a non-ASCII
+    string), -1 if too many items or ``out`` is too small; IndexError if the bytes are corrupt
+    (as ``_scan``; corrupt bytes after a broken rule may give 0 instead: the same path)."""
+    if len(out) < H_END:
+        return -1
+    n, i = _varint(b, 0)
+    out[H_RID0] = i
+    i += _fits(b, i, n)
+    out[H_RID1] = i
+    out[H_USER], i = _varint(b, i)
+    out[H_TS], i = _varint(b, i)
+    out[H_US0] = i
+    out[H_US1], i, ok = _spec_map(b, i, True, ub, uo, un, _NO_KEYS)
+    if not ok:
+        return 0
+    out[H_UD0] = i
+    out[H_UD1], i, ok = _spec_map(b, i, False, db, do, un, _NO_KEYS)
+    if not ok:
+        return 0
+    k = H_END
+    items = 0
+    ukeys = _map_keys(b, out[H_US0], out[H_US1])
+    while True:
+        count, i = _varint(b, i)
+        if count == 0:
+            break
+        if count < 0:
+            count = -count
+            _, i = _varint(b, i)
+        for _ in range(_fits(b, i, count)):
+            if items >= MAX_ITEMS or k + ITEM_FIELDS > len(out):
+                return -1
+            out[k], i = _varint(b, i)
+            out[k + 1], i = _varint(b, i)
+            out[k + 2] = i
+            out[k + 3], i, ok = _spec_map(b, i, True, ib, io, inum, ukeys)
+            if not ok:
+                return 0
+            out[k + 4] = i
+            out[k + 5], i, ok = _spec_map(b, i, False, eb, eo, inum, _NO_KEYS)
+            if not ok:
+                return 0
+            k += ITEM_FIELDS
+            items += 1
+    n, i = _varint(b, i)  # source
+    ascii = True
+    for q in range(_fits(b, i, n)):
+        if b[i + q] >= 0x80:
+            ascii = False
+    i += n
+    if i != len(b):
+        raise IndexError("trailing bytes")
+    if not ascii:
+        return 0
+    out[H_N] = items
+    out[H_OVERLAP] = 0
+    return k
 
 
 class SpanCheck:
@@ -260,9 +401,28 @@ class SpanCheck:
         self._args = (ub, uo, np.array(list(user.values()) or [0], np.int64), db, do,
                       ib, io, np.array(list(item.values()) or [0], np.int64), eb, eo)
 
+        self._buf = np.zeros(H_END + ITEM_FIELDS * 64, np.int64)
+
     def __call__(self, body: bytes, spans: np.ndarray) -> bool:
         try:
             return _spans_ok(body, spans, *self._args)
         except IndexError:
             return False
+
+    def scan(self, body: bytes) -> tuple[np.ndarray, int]:
+        """``SpliceWriter.scan`` and this check in one compiled walk (the engine's hot path: two
+        walks were ~15% of the join's CPU): (spans, n_int64) if the body is joinable as is,
+        (spans, 0) if the validator must decide; ValueError if it is not a FeatureLog body.
+
+        The spans are in a buffer reused by the next call: copy what you keep."""
+        need = H_END + ITEM_FIELDS * max(64, len(body) // 4)
+        if len(self._buf) < need:
+            self._buf = np.zeros(need, dtype=np.int64)
+        try:
+            k = _scan_spec(body, self._buf, *self._args)
+        except IndexError as e:
+            raise ValueError(f"not a FeatureLog body: {e}") from None
+        if k < 0:
+            raise ValueError("too many items")
+        return self._buf, k
 

@@ -154,3 +154,32 @@ def test_splice_equals_dict_path_for_negative_and_huge_ids(tmp_path: Path) -> No
     assert got == want
     kept = Counter(e["item_id"] for e in got if e["kind"] == "window")
     assert set(kept) >= {-5, 2**63 - 1} and 0 < kept[-(2**63)] < 30  # sampled, not all or none
+
+
+def test_scanner_refuses_every_cut_of_a_feature_log_and_spans_that_do_not_fit(tmp_path: Path) -> None:
+    """The scanners check bounds by hand (no numba ``boundscheck``): every prefix of a real body is
+    refused (never read past, never taken for a whole one), a too small span buffer is refused,
+    and the compiled spec check refuses spans that do not belong to the body."""
+    import numpy as np
+
+    from joiner.splice import H_END, H_N, _scan
+
+    cfg = JoinerConfig()
+    eng = JoinEngine(cfg, SPEC, StateStore.open(cfg, tmp_path), "f", "a")
+    events = build_events(ReplayConfig(limit=20), "movielens")
+    bodies = [v[10:] for e, v in zip(events, encode_events(events, SPEC), strict=True) if e.role == "features"]
+    for body in bodies[:5]:
+        spans, k = eng.writer.scan(body)
+        full = spans[:k].copy()
+        assert eng.span_check(body, full)
+        for cut in range(len(body)):
+            try:
+                eng.writer.scan(body[:cut])
+            except ValueError:
+                continue
+            raise AssertionError(f"a {cut}-byte prefix of a {len(body)}-byte body passed as a feature log")
+        assert _scan(body, np.zeros(H_END + 1, np.int64)) == -1  # no room for the items: refused
+        short = full.copy()
+        short[H_N] += 1  # one item more than the spans hold
+        assert not eng.span_check(body, short)
+    eng.store.close()

@@ -116,3 +116,60 @@ def test_the_compiled_check_never_passes_what_the_validator_refuses(tmp_path):
         verdict = validator.features(f)
         assert eng.span_check(body, spans) == (verdict.reason == "" and not verdict.dropped), f
     eng.store.close()
+
+
+def test_the_one_walk_scan_equals_the_scan_then_the_check(tmp_path):
+    """``SpanCheck.scan`` (the engine's hot path: splice spans and spec rules in one compiled walk)
+    against ``SpliceWriter.scan`` then ``SpanCheck.__call__``: the same bodies go the fast path,
+    with the very same spans, on the replay's logs, every broken case above, a slot on both
+    sides, non-ASCII names, and thousands of bit flips, cuts and junk tails of them."""
+    import random
+
+    import numpy as np
+
+    from jobs.replay import encode_events
+    from joiner.splice import H_OVERLAP
+    from replay.config import ReplayConfig
+    from replay.events import build_events
+
+    eng = JoinEngine(CFG, SPEC, StateStore.open(CFG, tmp_path), "f", "a")
+    events = build_events(ReplayConfig(limit=200), "movielens")
+    goods = [v for e, v in zip(events, encode_events(events, SPEC), strict=True) if e.role == "features"]
+    logs = [feature_log("ok", 0, [1, 2]), with_user(mood=[1]), feature_log("é", 0, [3])]
+    for break_it, _, _ in CASES[:-1]:
+        f = feature_log("r", 0, [1, 2])
+        break_it(f)
+        logs.append(f)
+    both = feature_log("b", 0, [1, 2])
+    both["items"][0]["sparse"]["age"] = both["user_sparse"]["age"]  # one slot on both sides
+    logs.append(both)
+    seeds = goods[:40] + [codec.encode("FeatureLog", f) for f in logs]
+    rng = random.Random(11)
+    bodies = [s[10:] for s in seeds]
+    for n in range(4000):
+        b = bytearray(seeds[n % len(seeds)][10:])
+        for _ in range(rng.randint(0, 3)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        if n % 3 == 0:
+            b = b[:rng.randrange(len(b))]
+        if n % 7 == 0:
+            b += bytes(rng.randrange(256) for _ in range(rng.randint(1, 5)))
+        bodies.append(bytes(b))
+    fast = 0
+    for body in bodies:
+        try:
+            spans, k = eng.writer.scan(body)
+            want = spans[:k].copy() if not spans[H_OVERLAP] and eng.span_check(body, spans[:k]) else None
+        except ValueError:
+            want = None
+        try:
+            spans, k = eng.span_check.scan(body)
+            got = spans[:k].copy() if k else None
+        except ValueError:
+            got = None
+        assert (got is None) == (want is None), body
+        if want is not None:
+            assert np.array_equal(got, want), body
+            fast += 1
+    assert 40 < fast < len(bodies) - 1000  # both paths taken, many times
+    eng.store.close()
