@@ -13,7 +13,7 @@ SETS = $(foreach kv,$(SET),--set $(kv))
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: ## venv, project, Kafka + Flink connector + Hadoop jars (Maven Central), kcat, MovieLens-100K (idempotent)
+setup: ## venv, project, Kafka + Flink connector + Hadoop jars (Maven Central), kcat, pushgateway, MovieLens-100K (idempotent)
 	@bash deploy/setup.sh
 
 up: setup ## start the local Apache Kafka broker (KRaft, free loopback port kept in .run/kafka) and the topics

@@ -158,6 +158,14 @@ def write_conf(cfg: FlinkConfig, cluster: Cluster) -> None:
     if cfg.prometheus_ports:  # the reporter is a plugin PyFlink ships (plugins/metrics-prometheus)
         text += ("metrics.reporter.prom.factory.class: org.apache.flink.metrics.prometheus.PrometheusReporterFactory\n"
                  f'metrics.reporter.prom.port: "{cfg.prometheus_ports}"\n')
+    if cfg.pushgateway:  # same plugin; every daemon pushes its own group (job "streamrec" + a random suffix)
+        text += ("metrics.reporter.push.factory.class: "
+                 "org.apache.flink.metrics.prometheus.PrometheusPushGatewayReporterFactory\n"
+                 f'metrics.reporter.push.hostUrl: "{cfg.pushgateway}"\n'
+                 'metrics.reporter.push.jobName: "streamrec"\n'
+                 "metrics.reporter.push.randomJobNameSuffix: true\n"
+                 "metrics.reporter.push.deleteOnShutdown: false\n"  # the last values stay for a scrape after a stop
+                 f'metrics.reporter.push.interval: "{cfg.push_interval_s} s"\n')
     (cluster.conf_dir / "config.yaml").write_text(text)
     (cluster.conf_dir / "masters").write_text(f"localhost:{cluster.rest_port}\n")
     (cluster.conf_dir / "workers").write_text("localhost\n")

@@ -37,6 +37,17 @@ if ! command -v kcat >/dev/null; then
   fi
 fi
 
+# prometheus-pushgateway: the gateway the Flink metrics tests push to (Flink's pull reporter binds every interface).
+if ! command -v prometheus-pushgateway >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    { apt-get install -y -q prometheus-pushgateway \
+      || { apt-get update -q && apt-get install -y -q prometheus-pushgateway; }; } >"$VENDOR/apt-pushgateway.log" 2>&1 \
+      || echo "setup: could not install prometheus-pushgateway (see $VENDOR/apt-pushgateway.log); the Flink metrics tests will fail" >&2
+  else
+    echo "setup: prometheus-pushgateway is not installed (apt-get install prometheus-pushgateway); the Flink metrics tests need it" >&2
+  fi
+fi
+
 # kustomize (renders deploy/k8s for the manifest test), built from the Go module proxy.
 KUSTOMIZE_VERSION=v5.7.1
 if [ ! -x "$VENDOR/bin/kustomize" ] || ! "$VENDOR/bin/kustomize" version 2>/dev/null | grep -q "$KUSTOMIZE_VERSION"; then

@@ -1,4 +1,5 @@
-"""Shared fixtures: one real Apache Kafka broker (KRaft) and one HDFS per test session, on free loopback ports."""
+"""Shared fixtures: one real Apache Kafka broker (KRaft) and one HDFS per test session, a Pushgateway per test,
+on free loopback ports."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from deploy.broker import Broker
 from deploy.hdfs import Hdfs
+from deploy.pushgateway import Pushgateway
 from examples.movielens import SPEC_FILE
 from schemas.spec import FeatureSpec, load_spec, merge
 from streamrec.config import KafkaConfig, Settings, load_config
@@ -74,6 +76,14 @@ def hdfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hdfs]:
     """A real single-node HDFS (Hadoop 3) on free loopback ports, stopped by its own pids at the end."""
     with Hdfs(tmp_path_factory.mktemp("hdfs")) as h:
         yield h
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[Pushgateway]:
+    """A real Prometheus Pushgateway on a free loopback port: where Flink pushes its metrics in tests,
+    since Flink's pull reporter would bind every interface."""
+    with Pushgateway(tmp_path / "pushgateway") as gw:
+        yield gw
 
 
 @pytest.fixture(scope="session")

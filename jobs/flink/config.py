@@ -48,10 +48,16 @@ class FlinkConfig(Section):
     )
     prometheus_ports: str = Field(
         "", pattern=r"^(\d+(-\d+)?)?$",
-        description="the local cluster's Prometheus reporter (the job's counters, e.g. "
+        description="the local cluster's pull Prometheus reporter (the job's counters, e.g. "
                     "flink_taskmanager_job_task_operator_streamrec_join_examples_total): a port or a range, one "
                     "port per JobManager and TaskManager (9250-9260); empty = off. It binds every interface (Flink "
-                    "has no host option)")
+                    "has no host option): for a cluster whose network you control; else use pushgateway")
+    pushgateway: str = Field(
+        "", pattern=r"^(https?://\S+)?$",
+        description="the local cluster's push reporter: the URL of a Prometheus Pushgateway you run "
+                    "(http://127.0.0.1:9091; in k8s its Service), which Flink pushes the same metrics to and "
+                    "Prometheus scrapes; nothing of Flink listens. Empty = off")
+    push_interval_s: int = Field(5, ge=1, description="pushgateway: seconds between pushes (the scrape lag)")
     restart_attempts: int = Field(3, ge=0, description="fixed-delay restart strategy: attempts")
     restart_delay_ms: int = Field(1000, ge=0)
     bundle_size: int = Field(1000, ge=1, description="python.fn-execution.bundle.size")

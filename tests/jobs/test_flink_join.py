@@ -12,11 +12,9 @@ requests themselves are left out of the comparison.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -24,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from deploy.hdfs import Hdfs
-from deploy.procs import free_port
+from deploy.pushgateway import Pushgateway
 from jobs.flink.feed import produce_recorded, write_offsets
 from jobs.replay import encode_events
 from replay.events import build_events
@@ -185,22 +183,39 @@ def test_taskmanager_killed_mid_stream_exactly_once(feed: Feed, flink_clean: Out
     assert out.duplicates == 0
 
 
+def push_to(cfg, gw: Pushgateway) -> None:  # noqa: ANN001
+    """Flink's push reporter to ``gw`` every second (the pull reporter would bind every interface)."""
+    cfg.pushgateway = gw.url
+    cfg.push_interval_s = 1
+
+
+def pushed_samples(gw: Pushgateway) -> list:
+    """Every sample Flink's daemons pushed to ``gw`` (each daemon its own group: ``job`` = streamrec + a
+    random suffix), as a scraper of the gateway sees them; the gateway's own metrics left out."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [sample for family in text_string_to_metric_families(gw.metrics()) for sample in family.samples
+            if sample.labels.get("job", "").startswith("streamrec") and sample.name.startswith("flink_")]
+
+
 @pytest.mark.slow
-def test_flink_run_on_standalone_cluster(feed: Feed, flink_clean: Output) -> None:
+def test_flink_run_on_standalone_cluster(feed: Feed, flink_clean: Output, pushgateway: Pushgateway) -> None:
     from deploy import flink
 
     s, ov = feed.settings("standalone")
     cfg = s.flink
-    first = free_port()
-    cfg.prometheus_ports = f"{first}-{first + 4}"  # one each for the JobManager and the TaskManager
+    push_to(cfg, pushgateway)
     cluster = flink.up(cfg)
     try:
         assert flink.status(cfg)["taskmanagers"] == 1
-        scraped = ""
-        for port in range(first, first + 5):  # Flink's Prometheus reporter, as a scraper sees it
-            with contextlib.suppress(OSError):
-                scraped += urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3).read().decode()
-        assert "flink_jobmanager_numRegisteredTaskManagers" in scraped and "flink_taskmanager_Status" in scraped
+        deadline = time.monotonic() + 30
+        while True:  # the JobManager's and the TaskManager's first pushes, as a scraper of the gateway sees them
+            names = {sample.name for sample in pushed_samples(pushgateway)}
+            if "flink_jobmanager_numRegisteredTaskManagers" in names \
+                    and any(n.startswith("flink_taskmanager_Status_") for n in names):
+                break
+            assert time.monotonic() < deadline, f"no pushes from both daemons within 30 s; got {sorted(names)[:20]}"
+            time.sleep(0.5)
         r = flink.submit(cfg, [*(a for o in ov for a in ("--set", o)), "--stop-offsets", str(feed.offsets)],
                          timeout=300)
         assert r.returncode == 0, f"flink run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
@@ -213,42 +228,37 @@ def test_flink_run_on_standalone_cluster(feed: Feed, flink_clean: Output) -> Non
     assert out.examples == flink_clean.examples, diff(out.examples, flink_clean.examples)
 
 
-def scrape_join_counters(ports: range, job_name: str) -> dict[str, float]:
-    """The join's counters (``jobs.flink.functions.METRICS``) as Flink's Prometheus reporter exports them,
-    summed over the join's subtasks; a name no endpoint has yet is left out."""
-    from prometheus_client.parser import text_string_to_metric_families
-
+def pushed_join_counters(gw: Pushgateway, job_name: str) -> dict[str, float]:
+    """The join's counters (``jobs.flink.functions.METRICS``) as Flink's push reporter delivered them to the
+    gateway, summed over the join's subtasks; a name not pushed yet is left out."""
     from jobs.flink.metrics import PROMETHEUS_PREFIX
 
     label = re.sub(r"[^a-zA-Z0-9:_]", "_", job_name)  # the reporter's label values: streamrec-join -> streamrec_join
     sums: dict[str, float] = {}
-    for port in ports:
-        try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3).read().decode()
-        except OSError:
-            continue  # a port of the range that no reporter took
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name.startswith(PROMETHEUS_PREFIX) and sample.labels.get("job_name") == label:
-                    assert sample.labels["operator_name"] == "join", sample
-                    name = sample.name[len(PROMETHEUS_PREFIX):]
-                    sums[name] = sums.get(name, 0.0) + sample.value
+    seen: set[tuple] = set()
+    for sample in pushed_samples(gw):
+        if sample.name.startswith(PROMETHEUS_PREFIX) and sample.labels.get("job_name") == label:
+            assert sample.labels["operator_name"] == "join", sample
+            # one subtask's counter in one group only: a second copy would double the sum
+            key = (sample.name, sample.labels["subtask_index"], sample.labels["tm_id"])
+            assert key not in seen, f"pushed twice: {sample}"
+            seen.add(key)
+            name = sample.name[len(PROMETHEUS_PREFIX):]
+            sums[name] = sums.get(name, 0.0) + sample.value
     return sums
 
 
 @pytest.mark.slow
-def test_running_job_exports_its_counters_to_prometheus(feed: Feed) -> None:
+def test_running_job_exports_its_counters_to_prometheus(feed: Feed, pushgateway: Pushgateway) -> None:
     """`flink submit` of the (unbounded) job to the local cluster: while it runs, the TaskManager's
-    Prometheus reporter serves the join's own counters, and they count exactly the input that was fed
-    and the output a read_committed reader finds on the topics."""
+    Prometheus push reporter delivers the join's own counters to a real Pushgateway, and what a scraper of
+    the gateway reads counts exactly the input that was fed and the output a read_committed reader finds."""
     from deploy import flink
     from jobs.flink.metrics import METRICS
 
     s, ov = feed.settings("prometheus")
     cfg = s.flink
-    first = free_port()
-    cfg.prometheus_ports = f"{first}-{first + 4}"
-    ports = range(first, first + 5)
+    push_to(cfg, pushgateway)
     cluster = flink.up(cfg)
     try:
         r = flink.submit(cfg, [a for o in ov for a in ("--set", o)], detached=True, timeout=120)
@@ -256,13 +266,13 @@ def test_running_job_exports_its_counters_to_prometheus(feed: Feed) -> None:
         job = re.search(r"JobID ([0-9a-f]{32})", r.stdout).group(1)
         deadline = time.monotonic() + 240
         while True:  # until the whole feed is in, every timer fired (the eos requests) and the output committed
-            got = scrape_join_counters(ports, cfg.job_name)
+            got = pushed_join_counters(pushgateway, cfg.job_name)
             state = cluster.rest(f"/jobs/{job}")["state"]
-            assert state == "RUNNING" and time.monotonic() < deadline, f"job {job}: {state}; scraped {got}"
+            assert state == "RUNNING" and time.monotonic() < deadline, f"job {job}: {state}; pushed {got}"
             if got.get("input_messages_total") == len(feed.messages):
                 examples = sum(1 for _ in drain(s.kafka, [s.kafka.topics.examples], idle_s=1.0))
                 dead = sum(1 for _ in drain(s.kafka, [s.kafka.topics.dead_letter], idle_s=1.0))
-                got = scrape_join_counters(ports, cfg.job_name)
+                got = pushed_join_counters(pushgateway, cfg.job_name)
                 if got["examples_total"] == examples and got["dead_letters_total"] == dead:
                     break
             time.sleep(1.0)
@@ -274,7 +284,7 @@ def test_running_job_exports_its_counters_to_prometheus(feed: Feed) -> None:
                      "late_examples_total", "dropped_unknown_total", "state_reads_total", "state_writes_total"):
             assert got[name] > 0, name
         assert got["decoded_records_total"] < len(feed.messages)  # the dead-lettered ones were not
-        assert cluster.rest(f"/jobs/{job}")["state"] == "RUNNING"  # scraped from the live job
+        assert cluster.rest(f"/jobs/{job}")["state"] == "RUNNING"  # pushed from the live job
     finally:
         flink.down(cfg)
 
