@@ -205,6 +205,7 @@ class JoinRunner:
         self.lag = -1
         self._delivery_errors: list[str] = []
         self._assigned: list[TopicPartition] = []
+        self._drained_since: dict[tuple[str, int], float] = {}  # monotonic time each drained partition ran dry
         self.metrics_port: int | None = None
         self.metrics: _Metrics | None = None
         self.gc: StateGC | None = None  # set by run()
@@ -286,10 +287,10 @@ class JoinRunner:
                     engine.process_batch(batch, on_error)
                     self._end_round(seq, p)
                     self._throttle(c, seq, paused)  # resume a partition before it runs dry
-                if any(seq.drained(tp) and tp not in engine.idle for tp in seq.order):
-                    self._end_round(seq, p)  # a partition ran dry: it stops holding the watermark back
-                self._throttle(c, seq, paused)
                 now = time.monotonic()
+                if self._idle_for(seq, now):
+                    self._end_round(seq, p)  # a partition long dry: it stops holding the watermark back
+                self._throttle(c, seq, paused)
                 if busy:
                     last_msg = now
                 if now - last_ckpt >= ckpt_s:
@@ -301,12 +302,14 @@ class JoinRunner:
                     log.info(metrics.line())
                     last_log = now
                 if stop_when_idle is not None and now - last_msg >= stop_when_idle:
+                    self._end_round(seq, p, complete=True)  # the input is complete: the final watermark
                     break
                 if max_seconds is not None and now - started >= max_seconds:
                     break
                 if (stop_after_events is not None and engine.counts["events"] >= stop_after_events
-                        and engine.all_idle()):
-                    break  # all consumed and every partition at its end: the final watermark
+                        and all(seq.drained(tp) for tp in seq.order)):
+                    self._end_round(seq, p, complete=True)  # all consumed, every partition at its end
+                    break
             while drain and engine.drain():
                 self._produce(p, t.examples, t.dead_letter)
             self._checkpoint(p, c, last=True)
@@ -332,11 +335,25 @@ class JoinRunner:
         stats.dead_reasons = dict(engine.dead_reasons)
         return stats
 
-    def _end_round(self, seq: Sequencer, p: Producer) -> None:
-        """Between rounds: partitions with nothing left stop holding the watermark back, the
-        watermark moves, every due timer fires, the output goes out."""
+    def _idle_for(self, seq: Sequencer, now: float) -> bool:
+        """Track how long each partition has been drained; True if one has been for
+        ``joiner.idle_partition_ms`` and still holds the watermark back."""
+        since = self._drained_since
         for tp in seq.order:
             if seq.drained(tp):
+                since.setdefault(tp, now)
+            else:
+                since.pop(tp, None)
+        limit = self.s.joiner.idle_partition_ms / 1000
+        return any(now - t >= limit and tp not in self.engine.idle for tp, t in since.items())
+
+    def _end_round(self, seq: Sequencer, p: Producer, complete: bool = False) -> None:
+        """Between rounds: partitions drained for ``idle_partition_ms`` (every drained one if the
+        input is ``complete``) stop holding the watermark back, the watermark moves, every due
+        timer fires, the output goes out."""
+        limit, now = self.s.joiner.idle_partition_ms / 1000, time.monotonic()
+        for tp in seq.order:
+            if seq.drained(tp) and (complete or now - self._drained_since.get(tp, now) >= limit):
                 self.engine.mark_eof(*tp)
         self.engine.advance_all()
         self._produce(p, self.s.kafka.topics.examples, self.s.kafka.topics.dead_letter)
@@ -349,7 +366,9 @@ class JoinRunner:
         for now: librdkafka reports end-of-partition only after a fetch comes back empty, which
         under steady traffic never happens, and rounds would wait for ``round_size`` messages
         (seconds to minutes at the live head). Over a backlog this is true only at the input's
-        end, where end-of-partition would say the same: the rounds stay those of the input."""
+        end, where end-of-partition would say the same: the rounds stay those of the input. It
+        ends a round but does not let the partition stop holding the watermark back
+        (``Sequencer.end_of``): only librdkafka's end-of-partition does."""
         good = [m for m in msgs if m.error() is None]
         if len(good) == len(msgs):
             seq.add(good)
@@ -368,7 +387,7 @@ class JoinRunner:
         for (topic, part), off in seq.newest_offsets().items():
             _, high = c.get_watermark_offsets(TopicPartition(topic, part), cached=True)
             if off + 1 >= high >= 0:
-                seq.end_of((topic, part))
+                seq.end_of((topic, part), confirmed=False)
         return len(good)
 
     def _throttle(self, c: Consumer, seq: Sequencer, paused: set[tuple[str, int]]) -> None:

@@ -46,6 +46,13 @@ class JoinerConfig(Section):
     checkpoint_interval_ms: int = Field(
         1000, gt=0, description="state + offsets are committed in one RocksDB WriteBatch this often"
     )
+    idle_partition_ms: int = Field(
+        2_000, ge=0,
+        description="an input partition at its end this long stops holding the watermark back (like Flink's source "
+                    "idle timeout). Longer: a pause or a broker outage shorter than this makes nothing late. "
+                    "Shorter: a quiet partition delays the windows less (freshness). A run over complete input "
+                    "(--stop-when-idle) lets its drained partitions go at its end",
+    )
     max_message_bytes: int = Field(1 << 20, gt=0, description="larger input messages are dead-lettered 'oversize'")
     delivery: Literal["exactly-once", "at-least-once"] = Field(
         "exactly-once",

@@ -142,10 +142,6 @@ class JoinEngine:
     def mark_eof(self, topic: str, partition: int) -> None:
         self.idle.add((topic, partition))
 
-    def all_idle(self) -> bool:
-        """Every input partition is at its end (as far as the consumer knows)."""
-        return all(tp in self.idle for tp in self.part_max)
-
     # ---- input ----------------------------------------------------------------------------
     def process_batch(self, msgs: list[Any], on_error: Any) -> int:
         """``process`` every message of a consumed batch; return how many had no error.

@@ -42,6 +42,7 @@ class Sequencer:
         self._queues: dict[Partition, list[Any]] = {tp: [] for tp in self.order}
         self._heads: dict[Partition, int] = dict.fromkeys(self.order, 0)
         self._ended: set[Partition] = set()  # at the end of the partition for now
+        self._eof: set[Partition] = set()  # of those, the ones the consumer confirmed (an empty fetch)
 
     def add(self, msgs: list[Any]) -> None:
         """Messages as consumed (no errors), in each partition's offset order."""
@@ -56,10 +57,19 @@ class Sequencer:
             for tp, n in before.items():
                 if len(queues[tp]) > n:
                     ended.discard(tp)
+                    self._eof.discard(tp)
 
-    def end_of(self, tp: Partition) -> None:
-        """The consumer reached the end of ``tp``: a round need not wait for more of it."""
+    def end_of(self, tp: Partition, confirmed: bool = True) -> None:
+        """The consumer reached the end of ``tp``: a round need not wait for more of it.
+
+        ``confirmed=False``: only its newest message reached the high watermark its fetch carried,
+        which at the live head says nothing of what is on its way (a producer retrying after a
+        broker restart, say). That ends a round, but only a confirmed end (``drained``) lets the
+        partition stop holding the watermark back: else the watermark would jump past what the
+        slow partition is about to bring, and make it late."""
         self._ended.add(tp)
+        if confirmed:
+            self._eof.add(tp)
 
     def waiting(self, tp: Partition) -> int:
         return len(self._queues[tp]) - self._heads[tp]
@@ -90,5 +100,5 @@ class Sequencer:
         return {tp: q[-1].offset() for tp, q in self._queues.items() if len(q) > self._heads[tp]}
 
     def drained(self, tp: Partition) -> bool:
-        """At its end and nothing of it waits: the partition does not hold the watermark back."""
-        return tp in self._ended and not self.waiting(tp)
+        """At its confirmed end and nothing of it waits: the partition does not hold the watermark back."""
+        return tp in self._eof and not self.waiting(tp)

@@ -42,7 +42,11 @@ def test_broker_kill_9_and_restart_mid_replay(tmp_path: Path, reliability) -> No
                                "replay.limit=6000", "replay.rate=8000"])
         create_topics(s.kafka, {**s.kafka.topics.partition_counts(), "clean-examples": 2})
         sets = [f'kafka.bootstrap="{broker.bootstrap}"', f'joiner.state_dir="{tmp_path / "joiner"}"',
-                "joiner.checkpoint_interval_ms=200", "joiner.log_interval_s=0.5"]
+                "joiner.checkpoint_interval_ms=200", "joiner.log_interval_s=0.5",
+                # longer than the outage: a partition waiting for the producer's retries keeps holding the
+                # watermark back, else the others' progress would make its actions late (the default, 2 s,
+                # favours freshness)
+                "joiner.idle_partition_ms=60000"]
         log = tmp_path / "joiner.log"
         with open(log, "wb") as out:
             cmd = [sys.executable, "-m", "jobs.join_runner", "--stop-when-idle", "20"]
@@ -78,7 +82,9 @@ def test_broker_kill_9_and_restart_mid_replay(tmp_path: Path, reliability) -> No
         clean.joiner.state_dir = tmp_path / "clean"
         clean.joiner.group_id = "clean"
         st = run_join(clean, from_start=True, stop_when_idle=2.0)
-        assert st.events == sent["summary"].messages
+        # all of it; a little more if the replay's producer re-sent what the killed broker had not flushed to
+        # disk (kill -9 loses the page cache's tail): the live run read those same messages
+        assert sent["summary"].messages <= st.events <= sent["summary"].messages * 1.01
         want, _ = read_examples(s, "clean-examples")
 
     print(f"\nbroker outage: {len(got)} examples, {raw - len(got)} duplicates; clean run {len(want)}")

@@ -130,3 +130,19 @@ def test_examples_are_byte_identical_beyond_the_allowed_lateness() -> None:
     # processed as delivered, the same input does not give one answer: what the rounds fix
     as_delivered = [examples_as_delivered(deliveries(parts, seed)) for seed in (1, 2, 3, 4)]
     assert any(r != as_delivered[0] for r in as_delivered[1:])
+
+
+def test_an_unconfirmed_end_ends_a_round_but_keeps_holding_the_watermark() -> None:
+    """Reaching a fetch's high watermark (live head) cuts a round short; only the consumer's
+    end-of-partition lets the partition stop holding the watermark back, and new input undoes both."""
+    seq = Sequencer([("f", 0), ("a", 0)], round_size=4)
+    seq.add([Msg("f", 0, i, b"k", b"v", timestamp=i) for i in range(2)])
+    assert seq.take() is None  # f has 2 of 4 and a nothing: wait
+    seq.end_of(("f", 0), confirmed=False)
+    seq.end_of(("a", 0), confirmed=False)
+    assert [m.offset() for m in seq.take()] == [0, 1]
+    assert not seq.drained(("f", 0)) and not seq.drained(("a", 0))
+    seq.end_of(("a", 0))
+    assert seq.drained(("a", 0))
+    seq.add([Msg("a", 0, 0, b"k", b"v", timestamp=5)])
+    assert not seq.drained(("a", 0)) and seq.take() is None  # a waits for a full round again
