@@ -27,24 +27,13 @@ from serving.replica import Replica
 from streamrec.config import load_config
 from streamrec.kafka import consumer
 from tests.conftest import MOVIELENS_SPEC
+from tests.trainer.test_dist_inprocess import rows_of
 from tests.trainer.test_distributed import ROOT, cli, produce, summary_of
 from trainer.config import TrainerConfig
 from trainer.distributed.reshard import old_shards, reshard
-from trainer.embedding.table import CuckooTable
 from trainer.loop import Trainer
 
 RATINGS = 3000
-
-
-def shard_rows(snap: Path) -> dict[str, dict[int, np.ndarray]]:
-    """slot name -> {fid: row} of one rank's snapshot."""
-    m = json.loads((snap / "embedding" / "MANIFEST.json").read_text())
-    out: dict[str, dict[int, np.ndarray]] = {}
-    for name, slot in m["slots"].items():
-        for e in slot["shards"]:
-            ids, emb = CuckooTable.load(snap / "embedding" / e["table"]).items()
-            out.setdefault(name, {}).update(zip(ids.tolist(), emb, strict=True))
-    return out
 
 
 def params_messages(settings, topic: str) -> list[delta.Delta]:
@@ -118,7 +107,7 @@ def test_a_replica_following_two_ranks_deltas_holds_the_union_of_the_shards(sett
     # scores (the shards merged into one process, restored into the single-process trainer)
     world, seq, snaps = old_shards(out / "snaps")
     assert world == 2
-    shards = [shard_rows(p) for p in snaps]
+    shards = [rows_of(p) for p in snaps]
     union = {}
     for name in MOVIELENS_SPEC.model_slots:
         parts = [sh.get(name, {}) for sh in shards]
