@@ -36,7 +36,7 @@ from confluent_kafka import Producer
 from deploy.broker import Broker
 from jobs.replay import encode_events, run_replay
 from replay.events import build_events
-from streamrec.client import ActionLog, Client
+from streamrec.applog import ActionLog, Client
 from streamrec.config import KafkaConfig, Settings, load_config
 from streamrec.kafka import create_topics
 

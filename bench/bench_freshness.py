@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from deploy.broker import Broker  # noqa: E402
 from deploy.procs import spawn  # noqa: E402
 from schemas.fid import fid  # noqa: E402
-from streamrec.client import ActionLog, Client  # noqa: E402
+from streamrec.applog import ActionLog, Client  # noqa: E402
 from streamrec.config import KafkaConfig, load_config  # noqa: E402
 from streamrec.kafka import create_topics  # noqa: E402
 

@@ -99,7 +99,7 @@ def serve_ours(port: int, bootstrap: str, topic: str, seed: int, log_ack: bool) 
     from serving.app import create_app
     from serving.replica import Replica
     from serving.run import tune_gc
-    from streamrec.client import Client
+    from streamrec.applog import Client
     from streamrec.config import load_config
 
     torch.set_num_threads(1)

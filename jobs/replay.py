@@ -1,6 +1,6 @@
 """`streamrec replay`: send a replay's feature and action logs to Kafka, paced and with progress.
 
-The replay is an application like any other: it logs through ``streamrec.client``, which turns
+The replay is an application like any other: it logs through ``streamrec.applog``, which turns
 its raw values into FIDs as the feature spec says, keys both topics by request_id (so a
 request's feature log and its actions land in the same partition number, and a keyed joiner
 sees them on one task) and stamps each message with its event time. Messages are generated,
@@ -23,7 +23,7 @@ from rich.table import Table
 
 from replay.events import FEATURES, ReplayEvent, iter_events
 from schemas.spec import FeatureSpec
-from streamrec.client import Client, LogEncoder
+from streamrec.applog import Client, LogEncoder
 from streamrec.config import Settings
 from streamrec.kafka import check_access, count_messages, require_topics
 from streamrec.signals import stop_on_signals

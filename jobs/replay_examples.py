@@ -14,7 +14,7 @@ from joiner.memory import MemoryJoin
 from replay.config import ReplayConfig
 from replay.events import FEATURES, ReplayEvent
 from schemas.spec import FeatureSpec
-from streamrec.client import LogEncoder
+from streamrec.applog import LogEncoder
 
 
 def join_events(events: Iterable[ReplayEvent], cfg: JoinerConfig, spec: FeatureSpec) -> list[dict[str, Any]]:

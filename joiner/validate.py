@@ -10,7 +10,7 @@ What breaks it is a dead letter whose reason says what (``missing_field``, ``wro
 detail names the field. A slot, dense feature or action the spec does not know is handled as the
 spec's ``unknown`` says: ``drop`` (the feature is removed, the action ignored; both counted) or
 ``dead_letter``. A retired slot is always dropped (the spec knows it; old producers may still
-send it). ``streamrec.client`` builds exactly what passes here (tests check it).
+send it). ``streamrec.applog`` builds exactly what passes here (tests check it).
 
 ``Validator`` works on decoded records (the Flink job, the in-memory join, and the embedded
 runtime's slow path). ``SpanCheck`` is the embedded runtime's fast path: the same rules on the

@@ -9,7 +9,7 @@ actions sent *before* their feature log and a share sent twice. Both strays are 
 ``disorder_max_ms`` of event time, so a joiner with that much allowed lateness sees no late data.
 Everything is drawn from one seeded generator: same seed, same messages.
 
-The logs are ``streamrec.client`` logs of raw values, as an application would write them: the
+The logs are ``streamrec.applog`` logs of raw values, as an application would write them: the
 client turns them into FIDs as the feature spec says when they are sent. Besides the dataset's
 features, the replay logs two dense ones it counts itself: ``user_activity`` and
 ``item_popularity`` (log1p of how often the user / item was seen before).
@@ -27,7 +27,7 @@ import numpy as np
 
 from replay.config import ReplayConfig
 from replay.dataset import Dataset
-from streamrec.client.logs import ActionLog, FeatureLog
+from streamrec.applog.logs import ActionLog, FeatureLog
 
 FEATURES = "features"
 ACTIONS = "actions"

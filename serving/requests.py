@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from schemas.codec import default_codec
 from schemas.fid import slot_of
 from schemas.spec import FeatureSpec, SpecError
-from streamrec.client import FeatureLog, Item, LogEncoder
+from streamrec.applog import FeatureLog, Item, LogEncoder
 
 RawValue = StrictInt | StrictStr | list[StrictInt | StrictStr]
 Number = StrictFloat | StrictInt

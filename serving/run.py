@@ -36,7 +36,7 @@ def serve(settings: Any, port_file: Path | None = None) -> None:
     check_access(settings.kafka)
     client = None
     if cfg.log_features:
-        from streamrec.client import Client
+        from streamrec.applog import Client
 
         if cfg.log_ack:
             settings.client.delivery_reports = "all"  # each log's ack answers its request

@@ -3,7 +3,7 @@
 Where this sits in the data flow: it is the application. Like ``replay`` it is a source of the two
 logs, but instead of replaying feeds that were logged, it asks the model servers for feeds and
 reacts to what they rank; the FeatureLogs come from the servers, the actions from here (through
-``streamrec.client``), and the joiner, the trainer and the replicas close the loop::
+``streamrec.applog``), and the joiner, the trainer and the replicas close the loop::
 
     simulate.users --request--> serving (2 replicas: online, frozen) --FeatureLog--> features topic
           \\--actions (client)--> actions topic --> joiner --> examples --> trainer --deltas--> online replica

@@ -143,7 +143,7 @@ def simulate(settings: Settings, quick: bool = False, out: Path | None = None,
 def _traffic(s: Settings, cfg: SimulateConfig, pop: Population, servers: dict[str, Server],
              procs: list[Process], say: Say) -> dict[str, Any]:
     """The request loop; per request: arm, window, shown count, labels earned; probes at window ends."""
-    from streamrec.client import ActionLog, Client
+    from streamrec.applog import ActionLog, Client
 
     client = Client(s)
     labels = pop.labels

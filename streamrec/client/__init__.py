@@ -2,7 +2,7 @@
 
 ::
 
-    from streamrec.client import ActionLog, Client, FeatureLog
+    from streamrec.applog import ActionLog, Client, FeatureLog
 
     client = Client.from_config("streamrec.toml")            # the pipeline's config: spec, topics, broker
     log = FeatureLog("req-1", user_id=42, ts_ms=now_ms, user={"country": "de"})
@@ -18,19 +18,13 @@ Raw values become FIDs as the spec says, crosses are computed, the message is ke
 
 from typing import Any
 
-from schemas.spec import SpecError
-from streamrec.client.encoder import LogEncoder
-from streamrec.client.logs import ActionLog, FeatureLog, Item
+from streamrec import applog
+from streamrec.applog import ActionLog, FeatureLog, Item, LogEncoder, SpecError
 
 
 def __getattr__(name: str) -> Any:
-    """The producer (Kafka, the pipeline's config) loads on first use: encoding logs needs neither,
-    so a stage that only encodes (the replay, the trainer's experiments) does not load the joiner's config."""
-    if name in ("Client", "ClientMetrics"):
-        from streamrec.client import producer
-
-        return getattr(producer, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """``Client`` and ``ClientMetrics`` load on first use, as in ``streamrec.applog``."""
+    return getattr(applog, name)
 
 
 __all__ = ["ActionLog", "Client", "ClientMetrics", "FeatureLog", "Item", "LogEncoder", "SpecError"]

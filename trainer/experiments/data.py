@@ -16,7 +16,7 @@ import numpy as np
 from replay.config import ReplayConfig
 from replay.events import FEATURES, iter_events
 from schemas.spec import FeatureSpec
-from streamrec.client import LogEncoder
+from streamrec.applog import LogEncoder
 
 
 def rating_examples(spec: FeatureSpec, replay: ReplayConfig, limit: int = 0) -> list[dict[str, Any]]:

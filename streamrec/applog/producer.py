@@ -25,8 +25,8 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from schemas.spec import SpecError
-from streamrec.client.encoder import LogEncoder
-from streamrec.client.logs import ActionLog, FeatureLog
+from streamrec.applog.encoder import LogEncoder
+from streamrec.applog.logs import ActionLog, FeatureLog
 from streamrec.config import Settings, load_config
 
 POLL_EVERY = 512  # sends between two polls that serve delivery reports

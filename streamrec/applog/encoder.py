@@ -34,7 +34,7 @@ from schemas.avrobin import HIGH, LOW2, SMALL, SMALL_LONGS, long_bytes, string_b
 from schemas.codec import default_codec
 from schemas.fid import cross_fid, fid
 from schemas.spec import CrossSpec, FeatureSpec, SpecError
-from streamrec.client.logs import ActionLog, FeatureLog, Item
+from streamrec.applog.logs import ActionLog, FeatureLog, Item
 
 F32_MAX = 3.4028234663852886e38
 I32 = 1 << 31
