@@ -9,7 +9,8 @@ VENDOR=.vendor
 without_index_noise() { "$@" 2>&1 | { grep -v -e "is ignored: it is neither a file nor a directory" -e "^recbole 1.2.1 requires" -e "dependency resolver does not currently take into account" || true; }; }
 t0=$(date +%s)
 
-stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+# the client's C module (setup.py) is built by this install: its source is in the stamp, so a change rebuilds it
+stamp=.venv/.installed-$(cat pyproject.toml setup.py streamrec/applog/_native.c | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   without_index_noise .venv/bin/pip install -q --disable-pip-version-check -e ".[pipeline,serving,dev]"

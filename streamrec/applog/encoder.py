@@ -36,6 +36,11 @@ from schemas.fid import cross_fid, fid
 from schemas.spec import CrossSpec, FeatureSpec, SpecError
 from streamrec.applog.logs import ActionLog, FeatureLog, Item
 
+try:  # the hot paths in C (setup.py builds it when a compiler is there): same bytes, same caches
+    from streamrec.applog import _native
+except ImportError:
+    _native = None
+
 F32_MAX = 3.4028234663852886e38
 I32 = 1 << 31
 I64 = 1 << 63
@@ -115,7 +120,7 @@ class _Cross:
     The sources' entries stand for their FIDs (one entry per slot and values) and, being bytes,
     keep their hash: the key costs two lookups of cached hashes, not a walk over big ints."""
 
-    __slots__ = ("name", "number", "key", "a", "b", "cache", "pairs", "fid_cache", "limit")
+    __slots__ = ("name", "number", "key", "a", "b", "cache", "pairs", "fid_cache", "limit", "native")
 
     def __init__(self, name: str, c: CrossSpec, limit: int):
         self.name, self.number = name, c.number
@@ -125,6 +130,8 @@ class _Cross:
         self.pairs: dict[tuple[int, int], bytes] = {}
         self.fid_cache: dict[tuple[bytes, bytes], list[int]] = {}  # entries' pairs -> FIDs (``fids``)
         self.limit = limit
+        # for the C path, which makes entries itself: (key, FID a -> FID b -> the pair's varint, pair)
+        self.native: tuple[bytes, dict[int, dict[int, bytes]], Any] = (self.key, {}, self.pair)
 
     def entry(self, ea: Entry, eb: Entry) -> bytes:
         key = (ea[1], eb[1])
@@ -136,20 +143,26 @@ class _Cross:
                 for y in eb[0]:
                     f = pairs.get((x, y))
                     if f is None:
-                        f = long_bytes(cross_fid(self.number, x, y))
+                        f = self.pair(x, y)
                         _put(pairs, (x, y), f, self.limit)
                     fids.append(f)
             got = self.key + (long_bytes(len(fids)) + b"".join(fids) if fids else b"") + b"\x00"
             _put(self.cache, key, got, self.limit)
         return got
 
+    def pair(self, x: int, y: int) -> bytes:
+        """The varint of the cross FID of source FIDs x and y."""
+        return long_bytes(cross_fid(self.number, x, y))
+
 
 class LogEncoder:
     """Encodes ``FeatureLog`` / ``ActionLog`` under one feature spec (see the module docstring)."""
 
     def __init__(self, spec: FeatureSpec, max_message_bytes: int | None = None, fid_cache_size: int = 1_000_000,
-                 request_cache_size: int = 1 << 16):
+                 request_cache_size: int = 1 << 16, native: bool = True):
         self.spec = spec
+        # the C paths (``_native``) when built, unless ``native=False`` (the tests compare the two)
+        self.native = _native if native else None
         self.max_bytes = max_message_bytes
         codec = default_codec()
         self.fl_header = codec.current["FeatureLog"].header
@@ -161,6 +174,10 @@ class LogEncoder:
         self.item_denses: dict[bytes, bytes] = {}
         self.users: dict[bytes, tuple[bytes, dict[str, Entry]]] = {}
         self.user_denses: dict[bytes, bytes] = {}
+        # the C path's own item caches: exact hash of raw values -> (a copy of them, as above)
+        self.native_items: dict[int, tuple[Any, ItemEntry]] = {}
+        self.native_denses: dict[int, tuple[Any, bytes]] = {}
+        self.native_cross: dict[bytes, dict[bytes, bytes]] = {}  # user's entry -> item's entry -> the cross's
         sides: dict[str, dict[str, _Slot]] = {"user": {}, "item": {}}
         for name, s in spec.slots.items():
             if not s.retired:
@@ -215,6 +232,9 @@ class LogEncoder:
         small item id, a timestamp whose varint's high part is cached, no value) is checked in one
         test and joined from six cached pieces with no call: actions are most of the messages.
         Anything else takes ``_action_checked``, which checks each field and raises."""
+        if self.native is not None:
+            got = self.native.action(a, self.heads, self.actions)
+            return self._action_checked(a) if got is None else got
         rid, iid, ts = a.request_id, a.item_id, a.ts_ms
         head = self.heads.get(rid) if type(rid) is str else None
         act = self.actions.get(a.action) if type(a.action) is str else None
@@ -281,7 +301,7 @@ class LogEncoder:
         if fast is None:
             self._items_loop(items, ufids, parts)
         else:
-            parts += fast
+            parts.append(fast)
         if type(log.source) is not str:
             raise SpecError("source", f"{log.source!r} is of type {type(log.source).__name__}, not a string")
         parts.append(b"\x00")
@@ -294,11 +314,21 @@ class LogEncoder:
             self._head(rid, key, rid_bytes)
         return key, data
 
-    def _items_fast(self, items: list[Item], ufids: dict[str, Entry]) -> list[bytes] | None:
+    def _items_fast(self, items: list[Item], ufids: dict[str, Entry]) -> bytes | None:
         """Every item's bytes (from its id on) by C-level passes over the list (``map``, ``zip``):
         no Python code runs per cached item. None, and ``_items_loop`` (which checks and raises
         in order) takes the log, when anything is not the usual: an item that fails a check, an
         id shown twice, a position that is not a small int."""
+        xf = self._xfast
+        u = None if xf is None else ufids.get(xf[0].a if xf[1] else xf[0].b)
+        if self.native is not None:
+            try:
+                return self.native.items(items, self.native_items, self.native_denses, self.limit, self._item_miss,
+                                         self._item_dense,
+                                         None if u is None else self.native_cross, u, xf is not None and xf[1],
+                                         None if u is None else xf[0].native)
+            except SpecError:
+                return None
         n = len(items)
         try:
             keys = list(map(dumps, map(_KEY_FIELDS, items), repeat(2, n)))
@@ -328,10 +358,8 @@ class LogEncoder:
                     for q in (j if p is None else p for j, p in enumerate(pos))]
             if None in posb:
                 return None
-        xf = self._xfast
-        u = None if xf is None else ufids.get(xf[0].a if xf[1] else xf[0].b)
         if u is None:  # no cross applies
-            return list(chain.from_iterable(zip(map(_IID_B, es), posb, map(_PRE, es), ds, strict=True)))
+            return b"".join(chain.from_iterable(zip(map(_IID_B, es), posb, map(_PRE, es), ds, strict=True)))
         c, user_first = xf
         us = repeat(u[1], n)  # the cross's key: its sources' entries' bytes, as in _Cross.entry
         xs = list(map(c.cache.get, zip(us, map(_XSRC_B, es), strict=True) if user_first
@@ -341,7 +369,7 @@ class LogEncoder:
                 if x is None:
                     i = es[j][7]
                     xs[j] = b"" if i is None else c.entry(u, i) if user_first else c.entry(i, u)
-        return list(chain.from_iterable(zip(map(_IID_B, es), posb, map(_PRE_X, es), xs, ds, strict=True)))
+        return b"".join(chain.from_iterable(zip(map(_IID_B, es), posb, map(_PRE_X, es), xs, ds, strict=True)))
 
     def _items_loop(self, items: list[Item], ufids: dict[str, Entry], parts: list[bytes]) -> None:
         """The items one by one, checked in the order the wire has them: any spec, any log."""
@@ -378,6 +406,9 @@ class LogEncoder:
             dk = _key(it.dense)
             d = self.item_denses.get(dk)
             append(d if d is not None else self._item_dense(it.dense, j, dk))
+
+    def _item_miss(self, it: Item, j: int, k: None) -> ItemEntry:
+        return self._item(it, j, k, set())
 
     def _item(self, it: Item, j: int, k: bytes | None, shown: set[int]) -> ItemEntry:
         """An item's id and sparse map, not in the cache: checked in the order the wire has them

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from schemas.codec import default_codec
+from streamrec.applog import encoder as encoder_module
 from streamrec.client import ActionLog, Client, FeatureLog, LogEncoder, SpecError
 from streamrec.config import load_config
 from streamrec.kafka import drain
@@ -55,6 +56,34 @@ def test_logs_are_keyed_stamped_and_delivered(settings) -> None:
     assert [m.timestamp()[1] for m in got] == [ts, ts + 10, ts + 2000]  # Kafka timestamp = ts_ms
     assert [default_codec().decode(m.value())[1] for m in got] == [enc.record(g) for g in logs]
     assert got[0].topic() == settings.kafka.topics.features and got[1].topic() == settings.kafka.topics.actions
+
+
+@pytest.mark.parametrize("path", ["C", "Python"])
+@pytest.mark.parametrize("queue", [100_000, 7])  # 7: the local queue is full most of the time
+def test_a_feeds_actions_are_keyed_stamped_and_counted(settings, monkeypatch, path: str, queue: int) -> None:
+    """The usual action is encoded and produced in one C call (``send_action``); unusual ones, and
+    everything on the pure-Python path, take ``send``'s Python code; a full queue makes either wait
+    and retry. Both give every message its key, timestamp and the encoder's bytes, and count them."""
+    if path == "Python":
+        monkeypatch.setattr(encoder_module, "_native", None)
+    settings.client.queue_max_messages = queue
+    client = Client(settings)
+    assert (client._send_action is None) == (path == "Python")
+    ts = 1_700_000_000_000
+    logs: list = [ActionLog("req-c", 7, "click", ts)]  # before its feature log: its request id is not known yet
+    logs.append(movielens_log("req-c", ts + 1))
+    logs += [ActionLog("req-c", 7 + k % 2 * 2, ["impression", "click", "like"][k % 3], ts + 2 + k,
+                       None if k % 10 else 0.5) for k in range(1200)]  # past POLL_EVERY; every tenth with a value
+    for log in logs:
+        client.send(log)
+    assert client.flush(30) == 0
+    enc = LogEncoder(settings.features)
+    m = client.metrics()
+    assert (m["feature_logs"], m["actions"], m["delivered"], m["failed"]) == (1, len(logs) - 1, len(logs), 0)
+    assert m["bytes"] == sum(len(enc.encode(g)) for g in logs) and (m["queue_full_waits"] > 0) == (queue < 100)
+    got = read(settings)
+    assert [(m.key(), m.timestamp()[1], m.value()) for m in got] == \
+        [(b"req-c", g.ts_ms, enc.encode(g)) for g in logs]
 
 
 def test_a_message_that_cannot_be_delivered_is_reported_not_lost_silently(settings) -> None:

@@ -18,6 +18,7 @@ from joiner.store import StateStore
 from joiner.validate import Validator
 from schemas.codec import default_codec
 from schemas.spec import FeatureSpec, SpecError
+from streamrec.applog import encoder as encoder_module
 from streamrec.client import ActionLog, FeatureLog, LogEncoder
 
 SPEC = FeatureSpec.model_validate({
@@ -35,7 +36,23 @@ SPEC = FeatureSpec.model_validate({
     "actions": {"labels": ["click", "like"], "ignored": ["view"]},
 })
 ENC = LogEncoder(SPEC, max_message_bytes=4096)
+NATIVE = encoder_module._native  # the C module, if the install built it
 codec = default_codec()
+
+
+@pytest.fixture(autouse=True, scope="module", params=["C", "Python"])
+def hot_paths(request: pytest.FixtureRequest) -> Any:
+    """Every test here runs on both hot paths: the C module's (built by the install) and the pure
+    Python one (what runs where no compiler was): each must give the codec's bytes and the same errors."""
+    global ENC
+    if request.param == "C":
+        assert NATIVE is not None, "streamrec/applog/_native.c is not built: pip install -e ."
+    with pytest.MonkeyPatch.context() as mp:
+        if request.param == "Python":
+            mp.setattr(encoder_module, "_native", None)
+        ENC = LogEncoder(SPEC, max_message_bytes=4096)
+        assert (ENC.native is None) == (request.param == "Python")
+        yield request.param
 
 
 def good_log() -> FeatureLog:
@@ -183,6 +200,34 @@ def test_what_the_client_sends_the_joiner_accepts_as_is(log: FeatureLog, tmp_pat
     eng.store.close()
 
 
+def outcome(enc: LogEncoder, log: FeatureLog | ActionLog) -> tuple[str, Any]:
+    try:
+        return "sent", enc.encode(log)
+    except SpecError as e:
+        return "refused", (e.field, e.message)
+
+
+@settings(max_examples=150, deadline=None)
+@given(logs=st.lists(feature_logs(), min_size=1, max_size=5), data=st.data())
+def test_the_c_and_python_paths_agree_message_for_message(logs: list[FeatureLog], data: st.DataObject) -> None:
+    """Differential: one encoder on each path, the same logs in the same order, sent twice (cache
+    hits), with items changed in place between sends and actions after each: the same bytes, or
+    the same error naming the same field."""
+    c, py = LogEncoder(SPEC, max_message_bytes=4096), LogEncoder(SPEC, max_message_bytes=4096, native=False)
+    c.native = NATIVE  # (the Python run of this module hides it from new encoders)
+    assert c.native is not None and py.native is None
+    for log in logs + logs:
+        assert outcome(c, log) == outcome(py, log)
+        for it in log.items:
+            a = ActionLog(log.request_id, it.item_id, data.draw(st.sampled_from(["click", "view", "share"])),
+                          log.ts_ms, data.draw(st.one_of(st.none(), st.floats())))
+            assert outcome(c, a) == outcome(py, a)
+        if log.items and data.draw(st.booleans()):
+            it = log.items[data.draw(st.integers(0, len(log.items) - 1))]
+            name = data.draw(st.sampled_from(["i_hash", "i_category", "i_price"]))
+            (it.dense if name == "i_price" else it.sparse)[name] = data.draw(st.one_of(VALID[name], anything))
+
+
 @settings(max_examples=200, deadline=None)
 @given(rid=st.text(max_size=6), iid=st.one_of(st.integers(-2**64, 2**64), st.floats()), ts=st.integers(-5, 2**64),
        action=st.sampled_from(["click", "like", "view", "share", ""]),
@@ -274,7 +319,10 @@ def test_values_that_are_not_plain_are_encoded_never_cached() -> None:
                  MappingProxyType({"i_price": np.float32(2.5).item()}))
     for _ in range(2):
         assert enc.encode(log) == reference(log)
-    assert len(enc.items) == 1 and len(enc.item_denses) == 2  # plain: the first item, the first two dense maps
+    # plain: the first item, the first two dense maps (the C path gives the log with the numpy int to
+    # the Python loop, after caching what came before it)
+    assert len(enc.items) == 1 and len(enc.item_denses) == 2
+    assert len(enc.native_items) <= 1 and len(enc.native_denses) <= 2
 
 
 # the items' fast path takes no item cross or one user x item cross (SPEC); these take the loop
@@ -304,7 +352,8 @@ def test_bounded_caches_evict_without_changing_a_byte(size: int, crosses: str | 
                 sparse["i_category"] = [str(c) for c in rng.choice(cats, int(i % 3))] if i % 2 else str(cats[i % 5])
             log.add_item(int(i), sparse, {"i_price": float(rng.integers(0, 3)) / 2} if i % 4 else {})
         assert enc.encode(log) == reference(log, spec), n
-        assert max(len(enc.items), len(enc.item_denses), len(enc.users)) <= size
+        assert max(len(enc.items), len(enc.item_denses), len(enc.users), len(enc.native_items),
+                   len(enc.native_denses), len(enc.native_cross), *map(len, enc.native_cross.values())) <= size
         assert all(len(c.cache) <= size and len(c.pairs) <= size for c in enc.item_crosses + enc.user_crosses)
         for k in rng.choice(len(log.items), int(rng.integers(1, 4))):
             it = log.items[k]
