@@ -87,6 +87,15 @@ def test_bytes_are_exactly_the_codecs() -> None:
         assert codec.encode(name, rec) == data
 
 
+def test_a_long_feed_is_encoded_as_the_codec_does() -> None:
+    """100 shown items: past what the C path keeps on its stack; a miss, then a hit."""
+    log = good_log()
+    for i in range(100, 198):
+        log.add_item(i, {"i_hash": i, "i_category": ["bags", "hats"][i % 2]}, {"i_price": i / 4}, position=i)
+    enc = LogEncoder(SPEC, max_message_bytes=1 << 20)  # the C path or not, as the module's fixture says
+    assert enc.encode(log) == reference(log) == enc.encode(log)
+
+
 def bad(mutate) -> SpecError:
     log = good_log()
     mutate(log)
@@ -119,6 +128,8 @@ def bad(mutate) -> SpecError:
     (lambda g: g.items.clear(), "items", "no shown item"),
     (lambda g: [g.add_item(i, {"i_hash": i}) for i in range(100, 500)], "items", "more than the joiner takes"),
     (lambda g: g.add_item(11, {"i_hash": 11}), "items[2].item_id", "shown twice"),
+    # past the C path's 64 items on its stack (its ids are sorted to find one shown twice)
+    (lambda g: [g.add_item(i, {"i_hash": i}) for i in [*range(100, 170), 100]], "items[72].item_id", "shown twice"),
 ])
 def test_bad_input_is_refused_naming_the_field(mutate, field: str, words: str) -> None:
     e = bad(mutate)

@@ -58,9 +58,10 @@ def test_the_wheel_alone_has_version_config_and_templates(installed: Path, tmp_p
     assert config["features"]["slots"] and config["log"] == {"level": "INFO", "format": "text"}
     # the code runs from the venv, not from the checkout, and the package data is there
     where = run([str(installed / "bin" / "python"), "-c",
-                 "import cli, deploy, examples.movielens as m; print(cli.__file__, deploy.__file__, m.SPEC_FILE)"],
+                 "import cli, deploy, examples.movielens as m; from streamrec.applog import encoder as e\n"
+                 "print(cli.__file__, deploy.__file__, m.SPEC_FILE, e._native.__file__)"],
                 elsewhere, env).stdout.split()
-    assert all(str(installed) in w and str(ROOT) not in w for w in where), where
+    assert all(str(installed) in w and str(ROOT) not in w for w in where), where  # the client's C module too
     deploy_dir = Path(where[1]).parent
     for data in ("streamrec.example.toml", "compose/docker-compose.yml", "flink/config.yaml.tmpl",
                  "hdfs/core-site.xml.in", "kafka/server.properties.in", "kafka/log4j2.properties"):
