@@ -375,21 +375,9 @@ done:
  *   cross_cache: user-side entry bytes -> {item-side entry bytes -> the cross's entry}, or None when no
  *   cross applies; cross: see cross_entry, which makes a missing entry, with user_entry as its first
  *   source if user_first, else its second. */
-static PyObject *items(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 10) {
-        PyErr_SetString(PyExc_TypeError, "items(items, item_cache, dense_cache, limit, miss_item, miss_dense, "
-                                         "cross_cache, user_entry, user_first, cross)");
-        return NULL;
-    }
-    PyObject *list = args[0], *icache = args[1], *dcache = args[2], *miss_item = args[4], *miss_dense = args[5];
-    PyObject *xcache = args[6] == Py_None ? NULL : args[6], *user = args[7], *cross = args[9];
-    Py_ssize_t limit = PyLong_AsSsize_t(args[3]);
-    int user_first = PyObject_IsTrue(args[8]);
-    if (user_first < 0 || (limit == -1 && PyErr_Occurred())) return NULL;
-    if (!PyDict_CheckExact(icache) || !PyDict_CheckExact(dcache)) {
-        PyErr_SetString(PyExc_TypeError, "the caches are dicts");
-        return NULL;
-    }
+static PyObject *encode_items(PyObject *list, PyObject *icache, PyObject *dcache, Py_ssize_t limit,
+                              PyObject *miss_item, PyObject *miss_dense, PyObject *xcache, PyObject *user,
+                              int user_first, PyObject *cross) {
     if (!PyList_CheckExact(list)) Py_RETURN_NONE;
     PyObject *ub = NULL;
     if (xcache != NULL) {
@@ -505,11 +493,160 @@ done:
     return result;
 }
 
+static PyObject *items(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "items(items, item_cache, dense_cache, limit, miss_item, miss_dense, "
+                                         "cross_cache, user_entry, user_first, cross)");
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[3]);
+    int user_first = PyObject_IsTrue(args[8]);
+    if (user_first < 0 || (limit == -1 && PyErr_Occurred())) return NULL;
+    if (!PyDict_CheckExact(args[1]) || !PyDict_CheckExact(args[2]) || (args[6] != Py_None && !PyDict_CheckExact(args[6]))) {
+        PyErr_SetString(PyExc_TypeError, "the caches are dicts");
+        return NULL;
+    }
+    return encode_items(args[0], args[1], args[2], limit, args[4], args[5], args[6] == Py_None ? NULL : args[6],
+                        args[7], user_first, args[9]);
+}
+
+static PyObject *s_items, *s_user, *s_user_dense, *s_user_id, *s_source;
+
+/* Avro string of a str: its UTF-8 length, then the bytes; NULL (no error set) if it will not encode. */
+static PyObject *utf8(PyObject *str) {
+    PyObject *b = PyUnicode_AsUTF8String(str);
+    if (b == NULL && PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) PyErr_Clear();
+    return b;
+}
+
+/* feature(log, ctx) -> (key, message) | None: a whole feature log, as LogEncoder.feature_message
+ * writes it, when everything in it is the usual; None gives it to the Python path, which checks
+ * and raises. ctx (LogEncoder._native_ctx): (FeatureLog header, ActionLog header, heads,
+ * heads_limit, fits (-1: any), max_bytes (-1: any), user_cache, user_dense_cache, limit,
+ * miss_user, miss_user_dense, item_cache, dense_cache, miss_item, miss_dense, xfast), xfast None
+ * or (the cross's user-side source, user_first, cross_cache, cross) as for items(). */
+static PyObject *feature(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyTuple_CheckExact(args[1]) || PyTuple_GET_SIZE(args[1]) != 16) {
+        PyErr_SetString(PyExc_TypeError, "feature(log, ctx)");
+        return NULL;
+    }
+    PyObject *log = args[0], *const *c = &PyTuple_GET_ITEM(args[1], 0);
+    PyObject *fl_header = c[0], *al_header = c[1], *heads = c[2], *ucache = c[6], *udcache = c[7], *xfast = c[15];
+    Py_ssize_t heads_limit = PyLong_AsSsize_t(c[3]), fits = PyLong_AsSsize_t(c[4]), max_bytes = PyLong_AsSsize_t(c[5]),
+               limit = PyLong_AsSsize_t(c[8]);
+    if (PyErr_Occurred()) return NULL;
+    PyObject *rid = NULL, *its = NULL, *uid = NULL, *ts = NULL, *user = NULL, *udense = NULL, *source = NULL;
+    PyObject *key = NULL, *src = NULL, *uk = NULL, *udk = NULL, *ue = NULL, *ud = NULL, *ib = NULL, *result = NULL;
+    if (!(rid = attr(log, s_request_id)) || !(its = attr(log, s_items)) || !(uid = attr(log, s_user_id)) ||
+        !(ts = attr(log, s_ts_ms)) || !(user = attr(log, s_user)) || !(udense = attr(log, s_user_dense)) ||
+        !(source = attr(log, s_source)))
+        goto none_or_error;
+    int64_t u, t;
+    if (!PyUnicode_CheckExact(rid) || PyUnicode_GET_LENGTH(rid) == 0 || !PyList_CheckExact(its) ||
+        PyList_GET_SIZE(its) == 0 || !exact_int64(uid, &u) || !exact_int64(ts, &t) || t < 0 ||
+        !PyUnicode_CheckExact(source))
+        goto none_or_error;
+    if (!(key = utf8(rid)) || !(src = utf8(source))) goto none_or_error;
+    /* the user's maps, cached under an exact hash of their values, as an item's dense map */
+    if (!(uk = hash_key(user)) || !(ue = cached(ucache, uk, user, limit, c[9], user, -1))) goto none_or_error;
+    if (!(udk = hash_key(udense)) || !(ud = cached(udcache, udk, udense, limit, c[10], udense, -1)))
+        goto none_or_error;
+    if (!PyTuple_CheckExact(ue) || PyTuple_GET_SIZE(ue) != 2 || !PyBytes_CheckExact(PyTuple_GET_ITEM(ue, 0)) ||
+        !PyDict_CheckExact(PyTuple_GET_ITEM(ue, 1)) || !PyBytes_CheckExact(ud))
+        goto none_or_error;
+    PyObject *xcache = NULL, *xu = NULL, *cross = NULL;
+    int user_first = 0;
+    if (xfast != Py_None) { /* (user-side source, user_first, cross_cache, cross) */
+        xu = PyDict_GetItemWithError(PyTuple_GET_ITEM(ue, 1), PyTuple_GET_ITEM(xfast, 0));
+        if (xu == NULL && PyErr_Occurred()) goto none_or_error;
+        if (xu != NULL) {
+            user_first = PyTuple_GET_ITEM(xfast, 1) == Py_True;
+            xcache = PyTuple_GET_ITEM(xfast, 2);
+            cross = PyTuple_GET_ITEM(xfast, 3);
+        }
+    }
+    if (!(ib = encode_items(its, c[11], c[12], limit, c[13], c[14], xcache, xu, user_first, cross))) goto none_or_error;
+    if (ib == Py_None) goto none_or_error;
+    PyObject *parts[5] = {fl_header, NULL, PyTuple_GET_ITEM(ue, 0), ud, ib};
+    Py_ssize_t nk = PyBytes_GET_SIZE(key), ns = PyBytes_GET_SIZE(src), size = 6 * 10 + nk + ns + 1;
+    for (int q = 0; q < 5; q++)
+        if (parts[q] != NULL) size += PyBytes_GET_SIZE(parts[q]);
+    if (!(result = PyBytes_FromStringAndSize(NULL, size))) goto none_or_error;
+    char *p = PyBytes_AS_STRING(result);
+    Py_ssize_t k = 0, rid_at;
+#define PUT(b) (memcpy(p + k, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b)), k += PyBytes_GET_SIZE(b))
+    PUT(fl_header);
+    rid_at = k;
+    k += put_long(p + k, nk);
+    memcpy(p + k, PyBytes_AS_STRING(key), nk);
+    k += nk;
+    Py_ssize_t rid_end = k;
+    k += put_long(p + k, u);
+    k += put_long(p + k, t);
+    PUT(PyTuple_GET_ITEM(ue, 0));
+    PUT(ud);
+    k += put_long(p + k, PyList_GET_SIZE(its));
+    PUT(ib);
+    p[k++] = 0; /* the items' end */
+    k += put_long(p + k, ns);
+    PUT(src);
+#undef PUT
+    if (max_bytes >= 0 && k > max_bytes) { /* too big: the Python path raises */
+        Py_CLEAR(result);
+        goto none_or_error;
+    }
+    int known = PyDict_Contains(heads, rid);
+    if (known < 0) {
+        Py_CLEAR(result);
+        goto none_or_error;
+    }
+    if (!known) { /* the request's actions will follow: remember their head (LogEncoder._head) */
+        Py_ssize_t nh = PyBytes_GET_SIZE(al_header) + rid_end - rid_at;
+        if (fits < 0 || nh <= fits) {
+            PyObject *hb = PyBytes_FromStringAndSize(NULL, nh), *head = NULL;
+            if (hb != NULL) {
+                memcpy(PyBytes_AS_STRING(hb), PyBytes_AS_STRING(al_header), PyBytes_GET_SIZE(al_header));
+                memcpy(PyBytes_AS_STRING(hb) + PyBytes_GET_SIZE(al_header), p + rid_at, rid_end - rid_at);
+                head = PyTuple_Pack(2, key, hb);
+            }
+            if (head != NULL && PyDict_GET_SIZE(heads) >= heads_limit) PyDict_Clear(heads);
+            if (head == NULL || PyDict_SetItem(heads, rid, head) < 0) Py_CLEAR(result);
+            Py_XDECREF(hb);
+            Py_XDECREF(head);
+            if (result == NULL) goto none_or_error;
+        }
+    }
+    if (_PyBytes_Resize(&result, k) < 0) goto none_or_error;
+    PyObject *pair = PyTuple_Pack(2, key, result);
+    Py_SETREF(result, pair);
+    goto done;
+none_or_error:
+    if (!PyErr_Occurred()) result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(rid);
+    Py_XDECREF(its);
+    Py_XDECREF(uid);
+    Py_XDECREF(ts);
+    Py_XDECREF(user);
+    Py_XDECREF(udense);
+    Py_XDECREF(source);
+    Py_XDECREF(key);
+    Py_XDECREF(src);
+    Py_XDECREF(uk);
+    Py_XDECREF(udk);
+    Py_XDECREF(ue);
+    Py_XDECREF(ud);
+    Py_XDECREF(ib);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"action", (PyCFunction)(void (*)(void))action, METH_FASTCALL,
      "action(log, heads, actions) -> (key, message) | None: a usual action's message."},
     {"send_action", (PyCFunction)(void (*)(void))send_action, METH_FASTCALL,
      "send_action(log, heads, actions, produce, topic) -> size | None: a usual action encoded and produced."},
+    {"feature", (PyCFunction)(void (*)(void))feature, METH_FASTCALL,
+     "feature(log, ctx) -> (key, message) | None: a usual feature log's message, as LogEncoder.feature_message."},
     {"items", (PyCFunction)(void (*)(void))items, METH_FASTCALL,
      "items(...) -> bytes | None: every shown item's bytes, as LogEncoder._items_fast."},
     {NULL, NULL, 0, NULL},
@@ -524,7 +661,9 @@ PyMODINIT_FUNC PyInit__native(void) {
         const char *name;
     } names[] = {{&s_request_id, "request_id"}, {&s_item_id, "item_id"}, {&s_action, "action"},
                  {&s_ts_ms, "ts_ms"},           {&s_value, "value"},     {&s_sparse, "sparse"},
-                 {&s_dense, "dense"},           {&s_position, "position"}};
+                 {&s_dense, "dense"},           {&s_position, "position"},  {&s_items, "items"},
+                 {&s_user, "user"},             {&s_user_dense, "user_dense"}, {&s_user_id, "user_id"},
+                 {&s_source, "source"}};
     for (size_t q = 0; q < sizeof(names) / sizeof(names[0]); q++) {
         if (!(*names[q].s = PyUnicode_InternFromString(names[q].name))) return NULL;
     }

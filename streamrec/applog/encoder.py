@@ -219,6 +219,16 @@ class LogEncoder:
         # it), interleaved with other requests', so the last one alone would rarely match
         self.heads: dict[str, tuple[bytes, bytes]] = {}
         self.heads_limit = max(1, request_cache_size)
+        # what the C path's ``feature`` reads (its own user caches: exact hash -> (a copy, the maps))
+        self.native_users: dict[int, tuple[Any, tuple[bytes, dict[str, Entry]]]] = {}
+        self.native_user_denses: dict[int, tuple[Any, bytes]] = {}
+        xf = self._xfast
+        self._native_ctx = (
+            self.fl_header, self.al_header, self.heads, self.heads_limit, -1 if self._fits == inf else self._fits,
+            -1 if max_message_bytes is None else max_message_bytes, self.native_users, self.native_user_denses,
+            limit, self._user_miss, self._user_dense_miss, self.native_items, self.native_denses, self._item_miss,
+            self._item_dense,
+            None if xf is None else (xf[0].a if xf[1] else xf[0].b, xf[1], self.native_cross, xf[0].native))
 
     # ---- entry points ---------------------------------------------------------------------
     def encode(self, log: FeatureLog | ActionLog) -> bytes:
@@ -291,6 +301,13 @@ class LogEncoder:
         (``_key``), as are the user's maps: a hit costs a C call and a lookup however many values
         it has. Only crosses of a user and an item slot, which depend on both, are looked up per
         item. The request id's action head is remembered for the actions that follow."""
+        if self.native is not None and self._fast:
+            try:  # the whole log in C; None (or an error): this code takes it, checks and raises in order
+                got = self.native.feature(log, self._native_ctx)
+            except SpecError:
+                got = None
+            if got is not None:
+                return got
         rid = log.request_id
         if type(rid) is not str or not rid:
             _request_id(rid)  # raises
@@ -533,6 +550,13 @@ class LogEncoder:
             if k is not None and _plain(raw):
                 _put(self.users, k, got, self.limit)
         return got
+
+    def _user_miss(self, raw: Any, j: int, k: None) -> tuple[bytes, dict[str, Entry]]:
+        fids: dict[str, Entry] = {}
+        return self._user_sparse_checked(raw, fids), fids
+
+    def _user_dense_miss(self, raw: Any, j: int, k: None) -> bytes:
+        return self._dense(raw, self.user_dense, -1)
 
     def _user_sparse_checked(self, raw: Any, fids: dict[str, Entry]) -> bytes:
         """The given slots, then the user-side crosses, every value checked (``_Slot.entry``);
