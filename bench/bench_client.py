@@ -65,8 +65,10 @@ def bare_loop(p: Producer, msgs: list[tuple[str, bytes, bytes, int]]) -> None:
     assert p.flush(60) == 0
 
 
-def client_loop(s: Settings, logs: list) -> None:
+def client_loop(s: Settings, logs: list, native: bool) -> None:
+    s.client.native = native
     client = Client(s)
+    assert (client.encoder.native is not None) == native, "the C module is not built (pip install -e .)"
     for log in logs:
         client.send(log)
     assert client.flush(60) == 0 and client.metrics()["failed"] == 0
@@ -87,10 +89,10 @@ def main() -> None:
         payloads = encode_events(events, s.features)
         logs = [e.log for e in events]
         n = len(logs)
-        best = {"bare": float("inf"), "client": float("inf")}
+        best = {"bare": float("inf"), "client": float("inf"), "python": float("inf")}
         cpu = dict(best)
         for r in range(args.repeat):
-            for kind in (("bare", "client") if r % 2 == 0 else ("client", "bare")):
+            for kind in (("bare", "client", "python") if r % 2 == 0 else ("python", "client", "bare")):
                 s.kafka.topics.features, s.kafka.topics.actions = f"{kind}{r}-features", f"{kind}{r}-actions"
                 create_topics(s.kafka, {s.kafka.topics.features: 2, s.kafka.topics.actions: 2})
                 if kind == "bare":
@@ -101,9 +103,10 @@ def main() -> None:
                 if kind == "bare":
                     bare_loop(Producer(producer_conf(s)), msgs)
                 else:
-                    client_loop(s, logs)
+                    client_loop(s, logs, native=kind == "client")
                 best[kind] = min(best[kind], time.perf_counter() - t)
                 cpu[kind] = min(cpu[kind], time.process_time() - c)
+        s.client.native = True
         s.kafka.topics.features, s.kafka.topics.actions = "whole-features", "whole-actions"
         create_topics(KafkaConfig(bootstrap=broker.bootstrap), {"whole-features": 2, "whole-actions": 2})
         whole = run_replay(s, "movielens", quiet=True, read_back=False).seconds
@@ -116,6 +119,9 @@ def main() -> None:
         print(f"client from raw values                 : {n / best['client']:10,.0f} msg/s, "
               f"{n / cpu['client']:10,.0f} msg/CPU-s  ratio {best['bare'] / best['client']:.2f}x wall, "
               f"{cpu['bare'] / cpu['client']:.2f}x CPU (goal >= 0.5x)")
+        print(f"client, pure-Python path (no C module) : {n / best['python']:10,.0f} msg/s, "
+              f"{n / cpu['python']:10,.0f} msg/CPU-s  ratio {best['bare'] / best['python']:.2f}x wall, "
+              f"{cpu['bare'] / cpu['python']:.2f}x CPU")
         print(f"replay end to end (generate + client)  : {n / whole:10,.0f} msg/s  ratio {best['bare'] / whole:.2f}x "
               f"(generating alone: {build_s:.1f} s)")
 

@@ -61,7 +61,8 @@ class Client:
             raise ValueError("kafka.bootstrap is empty: set it in the config or with --set kafka.bootstrap=host:port")
         c = settings.client
         self.spec = settings.features
-        self.encoder = LogEncoder(self.spec, settings.joiner.max_message_bytes, c.fid_cache_size, c.request_cache_size)
+        self.encoder = LogEncoder(self.spec, settings.joiner.max_message_bytes, c.fid_cache_size, c.request_cache_size,
+                                  c.native)
         self.topics = {FeatureLog: settings.kafka.topics.features, ActionLog: settings.kafka.topics.actions}
         self._features_topic, self._actions_topic = settings.kafka.topics.features, settings.kafka.topics.actions
         self.on_error = on_error

@@ -60,12 +60,13 @@ def test_logs_are_keyed_stamped_and_delivered(settings) -> None:
 
 @pytest.mark.parametrize("path", ["C", "Python"])
 @pytest.mark.parametrize("queue", [100_000, 7])  # 7: the local queue is full most of the time
-def test_a_feeds_actions_are_keyed_stamped_and_counted(settings, monkeypatch, path: str, queue: int) -> None:
+def test_a_feeds_actions_are_keyed_stamped_and_counted(settings, path: str, queue: int) -> None:
     """The usual action is encoded and produced in one C call (``send_action``); unusual ones, and
-    everything on the pure-Python path, take ``send``'s Python code; a full queue makes either wait
-    and retry. Both give every message its key, timestamp and the encoder's bytes, and count them."""
-    if path == "Python":
-        monkeypatch.setattr(encoder_module, "_native", None)
+    everything on the pure-Python path (``client.native = false``), take ``send``'s Python code; a
+    full queue makes either wait and retry. Both give every message its key, timestamp and the
+    encoder's bytes, and count them."""
+    assert encoder_module._native is not None, "streamrec/applog/_native.c is not built: pip install -e ."
+    settings.client.native = path == "C"
     settings.client.queue_max_messages = queue
     client = Client(settings)
     assert (client._send_action is None) == (path == "Python")
