@@ -88,8 +88,10 @@ static int encode_action(PyObject *log, PyObject *heads, PyObject *actions, PyOb
     *data = PyBytes_FromStringAndSize(p, k);
     if (p != buf) PyMem_Free(p);
     r = *data == NULL ? -1 : 1;
-    *key = Py_NewRef(PyTuple_GET_ITEM(head, 0));
-    *ts_out = Py_NewRef(ts);
+    if (r > 0) {
+        *key = Py_NewRef(PyTuple_GET_ITEM(head, 0));
+        *ts_out = Py_NewRef(ts);
+    }
 done:
     Py_XDECREF(rid);
     Py_XDECREF(act);
