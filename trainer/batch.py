@@ -35,56 +35,29 @@ class ExampleBatch:
 
 def build_batch(records: Sequence[dict[str, Any]], spec: FeatureSpec, ingest_ms: int = 0) -> ExampleBatch:
     """Vectorise records; absent slots give empty bags, absent dense values their default, absent labels 0."""
-    b = BatchBuilder(spec)
-    b.add(records)
-    return b.build(ingest_ms)
-
-
-class BatchBuilder:
-    """``build_batch`` in two halves: ``add`` does the per-record Python (any number of calls, each
-    cheap to start), ``build`` the numpy arrays once. A distributed rank adds small chunks of its next
-    batch while a collective is in flight (``trainer.distributed.prefetch``) at no extra cost per chunk."""
-
-    def __init__(self, spec: FeatureSpec) -> None:
-        self.spec = spec
-        self.slots = spec.model_slots
-        self.defaults = [(f, d.default) for f, d in spec.dense.items()]
-        self.records: list[dict[str, Any]] = []
-        self.fids: dict[str, list[int]] = {s: [] for s in self.slots}
-        self.lens: dict[str, list[int]] = {s: [] for s in self.slots}
-        self.dense: list[list[float]] = []
-        self.labels: list[list[float]] = []
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def add(self, records: Sequence[dict[str, Any]]) -> None:
-        self.records.extend(records)
-        for slot in self.slots:
-            lists = [r["sparse"].get(slot) or () for r in records]
-            self.lens[slot].extend([len(x) for x in lists])
-            self.fids[slot].extend(itertools.chain.from_iterable(lists))
-        defaults, labels = self.defaults, self.spec.labels
-        self.dense.extend([[r["dense"].get(f, v) for f, v in defaults] for r in records])
-        self.labels.extend([[r["labels"].get(lb, 0) for lb in labels] for r in records])
-
-    def build(self, ingest_ms: int = 0) -> ExampleBatch:
-        records, n = self.records, len(self.records)
-        bags = {}
-        for slot in self.slots:
-            lens = np.array(self.lens[slot], dtype=np.int64)
-            offsets = np.zeros(n, dtype=np.int64)
-            np.cumsum(lens[:-1], out=offsets[1:])
-            bags[slot] = (np.array(self.fids[slot], dtype=np.int64), offsets)
-        dense = normalize_dense(self.spec, np.array(self.dense, dtype=np.float32).reshape(n, len(self.defaults)))
-        return ExampleBatch(
-            example_ids=[r["example_id"] for r in records],
-            ts_ms=np.fromiter((r["ts_ms"] for r in records), dtype=np.int64, count=n),
-            item_ids=np.fromiter((r["item_id"] for r in records), dtype=np.int64, count=n),
-            bags=bags, dense=dense, labels=np.array(self.labels, dtype=np.float32).reshape(n, len(self.spec.labels)),
-            sample_rate=np.fromiter((r.get("sample_rate", 1.0) for r in records), dtype=np.float32, count=n),
-            ingest_ms=ingest_ms,
-        )
+    n = len(records)
+    bags = {}
+    for slot in spec.model_slots:
+        lists = [r["sparse"].get(slot) or () for r in records]
+        lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=n)
+        fids = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(lens.sum()))
+        offsets = np.zeros(n, dtype=np.int64)
+        np.cumsum(lens[:-1], out=offsets[1:])
+        bags[slot] = (fids, offsets)
+    defaults = [(f, d.default) for f, d in spec.dense.items()]
+    dense = normalize_dense(spec, np.array([[r["dense"].get(f, v) for f, v in defaults] for r in records],
+                                           dtype=np.float32).reshape(n, len(defaults)))
+    labels = spec.labels
+    y = np.array([[r["labels"].get(lb, 0) for lb in labels] for r in records],
+                 dtype=np.float32).reshape(n, len(labels))
+    return ExampleBatch(
+        example_ids=[r["example_id"] for r in records],
+        ts_ms=np.fromiter((r["ts_ms"] for r in records), dtype=np.int64, count=n),
+        item_ids=np.fromiter((r["item_id"] for r in records), dtype=np.int64, count=n),
+        bags=bags, dense=dense, labels=y,
+        sample_rate=np.fromiter((r.get("sample_rate", 1.0) for r in records), dtype=np.float32, count=n),
+        ingest_ms=ingest_ms,
+    )
 
 
 def normalize_dense(spec: FeatureSpec, x: np.ndarray) -> np.ndarray:

@@ -21,9 +21,6 @@ class DistributedConfig(Section):
     max_restarts: int = Field(3, ge=0, description="torchrun elastic restarts after a rank dies (each resumes "
                               "from the newest snapshot every rank has); 0 = stop")
     timeout_s: float = Field(300.0, gt=0, description="a collective waiting longer than this fails the rank")
-    prefetch_chunk: int = Field(64, ge=0, description="records of its next batch a rank reads and builds per poll "
-                                "while an exchange is in flight (work instead of waiting for the other ranks); "
-                                "0 = block in the exchanges")
 
 
 class TrainerConfig(Section):

@@ -101,7 +101,7 @@ def train(settings: Any, batch: str | None = None, online: bool = False, restore
         if online and (distributed or not trainer.stop_requested):
             src = KafkaSource(settings.kafka, settings.kafka.topics.examples, cfg.consumer_group, cfg.online_start,
                               rank=rank, world=world)
-            trainer.on_snapshot = lambda _p: src.commit(trainer.positions.get(src.name))  # what it holds
+            trainer.on_snapshot = lambda _p: src.commit()
             task = prog.add_task("online", total=None) if prog else None
             try:
                 trainer.run(src, stop_when_idle_s=stop_when_idle_s, max_examples=max_examples,

@@ -128,13 +128,10 @@ class KafkaSource:
     def position(self) -> dict[str, int]:
         return dict(self.offsets)
 
-    def commit(self, position: dict[str, int] | None = None) -> None:
-        """Commit ``position`` (default: after everything read) to the consumer group. A distributed
-        rank reads ahead of what it trained (``trainer.distributed.prefetch``): it commits its snapshot's."""
+    def commit(self) -> None:
         from confluent_kafka import TopicPartition
 
-        offsets = self.offsets if position is None else position
-        tps = [TopicPartition(k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1]), v) for k, v in offsets.items()]
+        tps = [TopicPartition(k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1]), v) for k, v in self.offsets.items()]
         if tps:
             self.consumer.commit(offsets=tps, asynchronous=True)
 

@@ -5,17 +5,12 @@ Every call is a collective: all ranks make the same calls in the same order (the
 ``all_to_all_single`` with split sizes that every rank already knows from the control rows it
 received in the step's first exchange, so no extra round trip is spent on sizes. World size 1
 short-cuts every call.
-
-A call given ``idle`` (a function doing one small piece of other work, False when it has none)
-runs it between polls of the exchange instead of blocking: a rank that is ahead of the others does
-useful work (``trainer.distributed.prefetch``) rather than wait for them.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -53,14 +48,10 @@ class Comm:
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
-    def exchange(self, send: np.ndarray, send_counts: np.ndarray, recv_counts: np.ndarray,
-                 idle: Callable[[], bool] | None = None) -> np.ndarray:
-        """All-to-all of rows: ``send_counts[r]`` rows to rank r (send is ordered by rank); ``idle``
-        runs while it is in flight (see the module docstring)."""
+    def exchange(self, send: np.ndarray, send_counts: np.ndarray, recv_counts: np.ndarray) -> np.ndarray:
+        """All-to-all of rows: ``send_counts[r]`` rows to rank r (send is ordered by rank)."""
         if self.world == 1:
             return send
-        if idle is not None:
-            return self.exchange_async(send, send_counts, recv_counts).wait(idle)
         t0 = time.perf_counter()
         recv = torch.empty((int(recv_counts.sum()), *send.shape[1:]), dtype=torch.from_numpy(send[:0]).dtype)
         dist.all_to_all_single(recv, torch.from_numpy(np.ascontiguousarray(send)),
@@ -95,13 +86,9 @@ class Pending:
     def __init__(self, recv: Any, work: Any, comm: Comm, kind: str, keep: Any) -> None:
         self._recv, self._work, self._comm, self._kind, self._keep = recv, work, comm, kind, keep
 
-    def wait(self, idle: Callable[[], bool] | None = None) -> np.ndarray:
-        """The received rows; until they are in, ``idle()`` runs as long as it has work (then it blocks)."""
+    def wait(self) -> np.ndarray:
         if self._work is None:
             return self._recv
-        if idle is not None:
-            while not self._work.is_completed() and idle():
-                pass
         t0 = time.perf_counter()
         self._work.wait()
         self._comm._count(self._kind, t0, 0)

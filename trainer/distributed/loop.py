@@ -39,7 +39,6 @@ from trainer.batch import ExampleBatch, build_batch
 from trainer.config import TrainerConfig
 from trainer.distributed import routing
 from trainer.distributed.comm import Comm
-from trainer.distributed.prefetch import Prefetcher
 from trainer.distributed.sharded import EVAL_COLS, ShardedPS
 from trainer.loop import ExampleSource, Trainer
 from trainer.ps import make_model
@@ -72,29 +71,15 @@ class DistributedTrainer(Trainer):
     def run(self, source: ExampleSource, stop_when_idle_s: float | None = None,
             max_examples: int | None = None, progress: Any = None) -> dict[str, Any]:
         """Train in lockstep until every rank is done. A step is three exchanges (``ShardedPS``); while
-        its last one (gradients) is in flight, the next batch is read and built, and while any of them
-        is, a chunk of it at a time (``prefetch``), so a rank that is ahead does that work instead of
-        waiting for the others."""
-        cfg = self.cfg
+        its last one (gradients) is in flight, the next batch is read and built, so a rank that is
+        ahead does that work instead of waiting for the others."""
+        cfg, comm = self.cfg, self.comm
         if source.name in self.positions:
             source.seek(self.positions[source.name])
         torch.set_num_threads(cfg.torch_threads)
         replica = make_model(cfg, self.spec)
         self._idle_since = time.monotonic()
         self._enough = False
-        self._prefetch = Prefetcher(source, self.spec, cfg.batch_size, cfg.distributed.prefetch_chunk)
-        self.ps.idle = self._prefetch.work
-        try:
-            self._loop(source, replica, stop_when_idle_s, max_examples, progress)
-        finally:
-            self.ps.idle = None
-        self.sync_sparse()
-        self.sync_dense()
-        return self.summary()
-
-    def _loop(self, source: ExampleSource, replica: torch.nn.Module, stop_when_idle_s: float | None,
-              max_examples: int | None, progress: Any) -> None:
-        comm = self.comm
         batch, done = self._next(source, False, stop_when_idle_s, max_examples)
         while True:
             req = routing.requests([batch.bags[s][0] for s in self.slots], comm.world)
@@ -131,22 +116,22 @@ class DistributedTrainer(Trainer):
                 break
             if snap:
                 batch, done = self._next(source, total > 0, stop_when_idle_s, max_examples)
+        self.sync_sparse()
+        self.sync_dense()
+        return self.summary()
 
     def _next(self, source: ExampleSource, busy: bool, stop_when_idle_s: float | None,
               max_examples: int | None) -> tuple[ExampleBatch, bool]:
         """This rank's next batch (its source position after it in ``batch.position``) and whether it is its last."""
         cfg = self.cfg
-        ahead, ingest_ms = self._prefetch.take()  # read while the last exchanges were in flight
-        if not self._enough and len(ahead) < cfg.batch_size:
-            # a busy job (or one holding records) polls without waiting: the others should not wait for an idle rank
-            more, more_ms = source.read(cfg.batch_size - len(ahead), 0.0 if busy or len(ahead) else cfg.poll_timeout_s)
-            ahead.add(more)
-            ingest_ms = max(ingest_ms, more_ms)
-        records = ahead.records
+        records: list[dict[str, Any]] = []
+        ingest_ms = 0
+        if not self._enough:  # a busy job polls without waiting: the others should not wait for an idle rank
+            records, ingest_ms = source.read(cfg.batch_size, 0.0 if busy else cfg.poll_timeout_s)
         fresh = self.dedup.filter(records)
         metrics.DUPLICATES.inc(len(records) - len(fresh))
-        batch = ahead.build(ingest_ms) if len(fresh) == len(records) else build_batch(fresh, self.spec, ingest_ms)
-        batch.position = {source.name: source.position()}  # nothing is read ahead of this batch yet
+        batch = build_batch(fresh, self.spec, ingest_ms)
+        batch.position = {source.name: source.position()}
         now = time.monotonic()
         if records:
             self._idle_since = now
@@ -155,8 +140,6 @@ class DistributedTrainer(Trainer):
         self._enough = self._enough or self.stop_requested or (
             max_examples is not None and self.examples + len(batch) >= max_examples)
         done = self._enough or (not records and (source.exhausted or idle or self.stop_requested))
-        # read ahead only while this rank has more to read, and never past a limit counted here
-        self._prefetch.enabled = not done and max_examples is None
         return batch, done
 
     def _sync_due(self) -> int:

@@ -28,8 +28,6 @@ together, which is what the AUC test checks. Rows are exchanged padded to the wi
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 
@@ -61,7 +59,6 @@ class ShardedPS(TrainingPS):
         self._now = 0
         self._cap = cfg.batch_size  # FID requests per owner carried by the first exchange (see open_step)
         self._pending: Pending | None = None
-        self.idle: Callable[[], bool] | None = None  # work for the waits (the loop's read-ahead; see comm)
 
     def open_step(self, row: np.ndarray, req: routing.Requests, counts_at: int, examples_at: int,
                   now_at: int) -> np.ndarray:
@@ -82,7 +79,7 @@ class ShardedPS(TrainingPS):
             part = req.table[bounds[r]:bounds[r] + min(int(req.counts[r]), cap)]
             send[r, k:k + part.size] = part.reshape(-1)
         one = np.ones(w, np.int64)
-        got = comm.exchange(send, one, one, self.idle).reshape(w, k + 3 * cap)
+        got = comm.exchange(send, one, one).reshape(w, k + 3 * cap)
         ctrl = got[:, :k].copy()
         asked = ctrl[:, counts_at:counts_at + w]  # [sender, owner]
         mine = asked[:, comm.rank]
@@ -91,7 +88,7 @@ class ShardedPS(TrainingPS):
         if over.any():  # every rank sees the same matrix: all take part in the second exchange
             rest = np.concatenate([req.table[bounds[r] + cap:bounds[r + 1]] for r in range(w)
                                    if req.counts[r] > cap] or [np.zeros((0, 3), np.int64)])
-            extra = comm.exchange(rest, over[comm.rank], over[:, comm.rank], self.idle)
+            extra = comm.exchange(rest, over[comm.rank], over[:, comm.rank])
             at = np.cumsum([0, *over[:, comm.rank]])
             served = [np.concatenate([served[r], extra[at[r]:at[r + 1]]]) for r in range(w)]
         self._cap = max(64, -(-int(asked.max() * 5 // 4) // 64) * 64)
@@ -109,7 +106,7 @@ class ShardedPS(TrainingPS):
             ids, cnt = self._served[pos, 0], self._served[pos, 1]
             emb = self.store.lookup(np.repeat(ids, cnt), slot=slots[s], train=True, now=self._now)
             rows[pos, :self.dims[s]] = emb[np.cumsum(cnt) - cnt]
-        back = self.comm.exchange(rows, self._recv_counts, req.counts, self.idle)
+        back = self.comm.exchange(rows, self._recv_counts, req.counts)
         mine = routing.split_slots(routing.unsort(back, req.order), req.uniq, self.dims)
         return list(zip(req.uniq, mine, req.inv, strict=True))
 
@@ -155,7 +152,7 @@ class ShardedPS(TrainingPS):
         if self._pending is None:
             return
         comm, row_b, dense_b, eval_b = self.comm, self.width * 4, self._dense_bytes, EVAL_COLS * 8
-        got, self._pending = self._pending.wait(self.idle), None
+        got, self._pending = self._pending.wait(), None
         sparse, dense_sum, evals, at = [], np.zeros(dense_b // 4, np.float32), [], 0
         for r in range(comm.world):
             k = int(self._recv_counts[r]) * row_b
