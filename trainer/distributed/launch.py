@@ -9,6 +9,7 @@ run torchrun yourself on each (README: "The trainer on several processes or host
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -24,6 +25,26 @@ RANK_ENV = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TORCH_DI
 
 def under_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def pin_to_core() -> int | None:
+    """Pin every thread of this rank's process (gloo's too) to the core of its local rank; the core,
+    or None when not under torchrun or when the host has fewer usable cores than local ranks.
+
+    Why: a rank blocks and wakes at every collective, and the scheduler then often resumes it on the
+    other rank's core, with cold caches, while that rank's threads move the other way; on a host with
+    a core per rank, pinning keeps each rank's working set in its core's cache (bench_distributed)."""
+    local, ranks = os.environ.get("LOCAL_RANK"), os.environ.get("LOCAL_WORLD_SIZE")
+    if local is None or ranks is None or not hasattr(os, "sched_setaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    if int(ranks) > len(cores):
+        return None
+    core = cores[int(local)]
+    for tid in os.listdir("/proc/self/task"):  # sched_setaffinity(0) would pin the calling thread only
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(tid), {core})
+    return core
 
 
 def restarted() -> bool:
