@@ -57,10 +57,13 @@ def trainer_cfg(tmp: Path, batch: int, **over) -> TrainerConfig:
 def worker(args: argparse.Namespace) -> None:
     """One rank (under torchrun): warm up, then train its share of the examples, timed."""
     from trainer.distributed.comm import Comm
+    from trainer.distributed.launch import pin_to_core
     from trainer.distributed.loop import DistributedTrainer
     from trainer.sources import MemorySource
 
     comm = Comm.from_env("gloo", 300)
+    if comm.world == 1:  # as 2 ranks are (their trainers pin them): the 1-rank reference, each ceiling job its core
+        pin_to_core(args.half or 0, 2)
     records = movielens_examples(SPEC, args.ratings)
     with tempfile.TemporaryDirectory() as tmp:
         warm = DistributedTrainer(trainer_cfg(Path(tmp) / "w", args.batch), SPEC, comm)

@@ -22,8 +22,8 @@ class DistributedConfig(Section):
                               "from the newest snapshot every rank has); 0 = stop")
     timeout_s: float = Field(300.0, gt=0, description="a collective waiting longer than this fails the rank")
     pin_cores: bool = Field(True, description="pin each rank (all its threads) to its own core, the local rank's, "
-                            "when the host has a core per local rank: no migrations between cores at every "
-                            "collective (bench_distributed: ~15-20 % faster steps on 2 cores)")
+                            "when a host runs several ranks and has a core for each: no migrations between "
+                            "cores at every collective (bench_distributed)")
 
 
 class TrainerConfig(Section):

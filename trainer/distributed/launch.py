@@ -27,24 +27,33 @@ def under_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def pin_to_core() -> int | None:
-    """Pin every thread of this rank's process (gloo's too) to the core of its local rank; the core,
-    or None when not under torchrun or when the host has fewer usable cores than local ranks.
+def pin_to_core(local_rank: int, local_ranks: int) -> int | None:
+    """Pin every thread of this process (gloo's too) to the core of ``local_rank`` of ``local_ranks``
+    on this host; the core, or None when the host has fewer usable cores than local ranks.
 
     Why: a rank blocks and wakes at every collective, and the scheduler then often resumes it on the
     other rank's core, with cold caches, while that rank's threads move the other way; on a host with
     a core per rank, pinning keeps each rank's working set in its core's cache (bench_distributed)."""
-    local, ranks = os.environ.get("LOCAL_RANK"), os.environ.get("LOCAL_WORLD_SIZE")
-    if local is None or ranks is None or not hasattr(os, "sched_setaffinity"):
+    if not hasattr(os, "sched_setaffinity"):
         return None
     cores = sorted(os.sched_getaffinity(0))
-    if int(ranks) > len(cores):
+    if local_ranks > len(cores) or not 0 <= local_rank < local_ranks:
         return None
-    core = cores[int(local)]
+    core = cores[local_rank]
     for tid in os.listdir("/proc/self/task"):  # sched_setaffinity(0) would pin the calling thread only
         with contextlib.suppress(OSError):  # a thread that ended meanwhile
             os.sched_setaffinity(int(tid), {core})
     return core
+
+
+def pin_local_rank() -> int | None:
+    """``pin_to_core`` for a rank of torchrun with other ranks on this host (LOCAL_RANK of
+    LOCAL_WORLD_SIZE > 1). A single local rank is not pinned: two separate one-rank jobs on a host
+    would both be local rank 0, and both pinned to the first core."""
+    local, ranks = os.environ.get("LOCAL_RANK"), os.environ.get("LOCAL_WORLD_SIZE")
+    if local is None or ranks is None or int(ranks) < 2:
+        return None
+    return pin_to_core(int(local), int(ranks))
 
 
 def restarted() -> bool:
