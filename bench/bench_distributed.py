@@ -23,8 +23,9 @@
 Wall-clock numbers on a shared 2-core machine: the load average is printed beside them. Measured
 (README "The trainer on several processes or hosts"), 1024 examples a rank a step: before pinning
 the ranks to cores 1.17x (76,708 vs 89,557 examples/s, load 1.0-2.3; 1.04x on a quiet machine);
-pinned, 3 runs at load 1.1-1.8: 2 ranks 129,817-132,516 examples/s every time, 1 rank 82,884-109,696,
-so 1.21x / 1.57x / 1.41x (best of 3), against a ceiling of 1.60-1.81x. Goal not met reliably: the
+pinned, 4 runs at load 0.7-1.8: 2 ranks 129,817-132,516 examples/s (106,655 in a busier run), 1 rank
+72,696-109,696, so 1.21x / 1.57x / 1.41x (best of 3) / 1.47x, against a ceiling of 1.56-1.81x
+measured in the same runs. Goal not met reliably: the
 busier rank's CPU a step is ~11 % above a half-job's (rank 0 evaluates both ranks' scores; packing
 and the collectives' CPU) and it blocks ~1.4 ms a step in collectives.
 Usage: python bench/bench_distributed.py [--ratings 20000] [--batch 256] [--keys 2000000]
