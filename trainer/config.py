@@ -21,6 +21,9 @@ class DistributedConfig(Section):
     max_restarts: int = Field(3, ge=0, description="torchrun elastic restarts after a rank dies (each resumes "
                               "from the newest snapshot every rank has); 0 = stop")
     timeout_s: float = Field(300.0, gt=0, description="a collective waiting longer than this fails the rank")
+    pin_cores: bool = Field(True, description="pin each rank (all its threads) to its own core, the local rank's, "
+                            "when a host runs several ranks and has a core for each: no migrations between "
+                            "cores at every collective (bench_distributed)")
 
 
 class TrainerConfig(Section):

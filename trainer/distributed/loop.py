@@ -37,7 +37,7 @@ from schemas.spec import FeatureSpec
 from trainer import metrics, snapshot
 from trainer.batch import ExampleBatch, build_batch
 from trainer.config import TrainerConfig
-from trainer.distributed import routing
+from trainer.distributed import launch, routing
 from trainer.distributed.comm import Comm
 from trainer.distributed.sharded import EVAL_COLS, ShardedPS
 from trainer.loop import ExampleSource, Trainer
@@ -59,6 +59,8 @@ class DistributedTrainer(Trainer):
     def __init__(self, cfg: TrainerConfig, spec: FeatureSpec, comm: Comm, serving: Any = None) -> None:
         """``serving``: this rank's delta publisher (its shard's rows), or None for an in-process serving PS."""
         self.comm = comm
+        if cfg.distributed.pin_cores:  # ranks of torchrun sharing this host
+            launch.pin_local_rank()
         super().__init__(cfg, spec, serving=serving, ps=ShardedPS(cfg, spec, comm))
         if hasattr(self.serving, "version"):  # every rank writes the same version numbers: start from the newest
             self.serving.version = max(int(v) for v in comm.all_objects(self.serving.version))
