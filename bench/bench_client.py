@@ -14,14 +14,12 @@ clock and per CPU-second of the process (librdkafka's threads included). Runs al
 best of each is kept: on a shared machine a neighbour's burst slows a run, never speeds one up.
 Usage: python bench/bench_client.py [--limit RATINGS] [--repeat N]
 
-Measured on the shared 2-core machine (load 5-13 from neighbours; 30,000 ratings, 369,379
-messages, best of 5): the client 0.29-0.37x the baseline by wall clock, 0.24-0.29x per CPU-second,
-82-137 K msg/s, 1.18-1.28x main's client of 2026-12-02 in the same run (1.12-1.14x per
-CPU-second; the goal, 0.5x, is not met). Where a client message's time goes: producing it
-~0.6 us plus ~0.2 us for the delivery callback's per-message state (failures must reach a
-callback), plus librdkafka's threads ~1 us, as the baseline; an action's encoding ~0.4 us; a
-10-item feature log's ~28 us with the run's cold caches (a third is ``marshal`` of each item's raw
-values, the key that keeps a mutated dict from hitting a stale entry), i.e. ~2.3 us a message.
+Measured with the machine to itself (30,000 ratings, 369,379 messages): the client 0.62x the
+baseline by wall clock (best of 3; 0.75x best of 5), 0.41-0.49x per CPU-second; its pure-Python
+path alone 0.35-0.43x. Under a neighbour's load: 0.53-0.68x. Where a client message's time goes
+(C paths): an action ~0.5 us encoded and produced beyond the bare produce (of which ~0.2 us the
+delivery callback's per-message state: failures must reach a callback); a 10-item feature log ~9 us
+with warm caches, mostly memory stalls on the application's objects.
 """
 
 from __future__ import annotations
