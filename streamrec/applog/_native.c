@@ -371,8 +371,8 @@ done:
     return out;
 }
 
-/* Every item's bytes from its id on, as encoder._items_fast joins them; see the module comment.
- * items(items, item_cache, dense_cache, limit, miss_item, miss_dense, cross_cache, user_entry, user_first, cross)
+/* Every item's bytes from its id on, as encoder._items_fast joins them (a new reference), None if
+ * anything is not the usual, NULL on error (a miss's SpecError included).
  *   item_cache: item id -> (a copy of its sparse map, ItemEntry (a 9-tuple)), at most limit entries;
  *   miss_item(item, j, None) -> ItemEntry; dense_cache: exact hash -> (a copy, bytes); miss_dense(dense, j, None)
  *   cross_cache: user-side entry bytes -> {item-side entry bytes -> the cross's entry}, or None when no
@@ -496,23 +496,6 @@ done:
     return result;
 }
 
-static PyObject *items(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 10) {
-        PyErr_SetString(PyExc_TypeError, "items(items, item_cache, dense_cache, limit, miss_item, miss_dense, "
-                                         "cross_cache, user_entry, user_first, cross)");
-        return NULL;
-    }
-    Py_ssize_t limit = PyLong_AsSsize_t(args[3]);
-    int user_first = PyObject_IsTrue(args[8]);
-    if (user_first < 0 || (limit == -1 && PyErr_Occurred())) return NULL;
-    if (!PyDict_CheckExact(args[1]) || !PyDict_CheckExact(args[2]) || (args[6] != Py_None && !PyDict_CheckExact(args[6]))) {
-        PyErr_SetString(PyExc_TypeError, "the caches are dicts");
-        return NULL;
-    }
-    return encode_items(args[0], args[1], args[2], limit, args[4], args[5], args[6] == Py_None ? NULL : args[6],
-                        args[7], user_first, args[9]);
-}
-
 static PyObject *s_items, *s_user, *s_user_dense, *s_user_id, *s_source;
 
 /* Avro string of a str: its UTF-8 length, then the bytes; NULL (no error set) if it will not encode. */
@@ -527,7 +510,7 @@ static PyObject *utf8(PyObject *str) {
  * and raises. ctx (LogEncoder._native_ctx): (FeatureLog header, ActionLog header, heads,
  * heads_limit, fits (-1: any), max_bytes (-1: any), user_cache, user_dense_cache, limit,
  * miss_user, miss_user_dense, item_cache, dense_cache, miss_item, miss_dense, xfast), xfast None
- * or (the cross's user-side source, user_first, cross_cache, cross) as for items(). */
+ * or (the cross's user-side source, user_first, cross_cache, cross) as for encode_items. */
 static PyObject *feature(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2 || !PyTuple_CheckExact(args[1]) || PyTuple_GET_SIZE(args[1]) != 16) {
         PyErr_SetString(PyExc_TypeError, "feature(log, ctx)");
@@ -570,10 +553,9 @@ static PyObject *feature(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     }
     if (!(ib = encode_items(its, c[11], c[12], limit, c[13], c[14], xcache, xu, user_first, cross))) goto none_or_error;
     if (ib == Py_None) goto none_or_error;
-    PyObject *parts[5] = {fl_header, NULL, PyTuple_GET_ITEM(ue, 0), ud, ib};
-    Py_ssize_t nk = PyBytes_GET_SIZE(key), ns = PyBytes_GET_SIZE(src), size = 6 * 10 + nk + ns + 1;
-    for (int q = 0; q < 5; q++)
-        if (parts[q] != NULL) size += PyBytes_GET_SIZE(parts[q]);
+    Py_ssize_t nk = PyBytes_GET_SIZE(key), ns = PyBytes_GET_SIZE(src);
+    Py_ssize_t size = PyBytes_GET_SIZE(fl_header) + PyBytes_GET_SIZE(PyTuple_GET_ITEM(ue, 0)) + PyBytes_GET_SIZE(ud) +
+                      PyBytes_GET_SIZE(ib) + nk + ns + 5 * 10 + 1; /* 5 varints, the items' end */
     if (!(result = PyBytes_FromStringAndSize(NULL, size))) goto none_or_error;
     char *p = PyBytes_AS_STRING(result);
     Py_ssize_t k = 0, rid_at;
@@ -650,8 +632,6 @@ static PyMethodDef methods[] = {
      "send_action(log, heads, actions, produce, topic) -> size | None: a usual action encoded and produced."},
     {"feature", (PyCFunction)(void (*)(void))feature, METH_FASTCALL,
      "feature(log, ctx) -> (key, message) | None: a usual feature log's message, as LogEncoder.feature_message."},
-    {"items", (PyCFunction)(void (*)(void))items, METH_FASTCALL,
-     "items(...) -> bytes | None: every shown item's bytes, as LogEncoder._items_fast."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -346,14 +346,6 @@ class LogEncoder:
         id shown twice, a position that is not a small int."""
         xf = self._xfast
         u = None if xf is None else ufids.get(xf[0].a if xf[1] else xf[0].b)
-        if self.native is not None:
-            try:
-                return self.native.items(items, self.native_items, self.native_denses, self.limit, self._item_miss,
-                                         self._item_dense,
-                                         None if u is None else self.native_cross, u, xf is not None and xf[1],
-                                         None if u is None else xf[0].native)
-            except SpecError:
-                return None
         n = len(items)
         try:
             keys = list(map(dumps, map(_KEY_FIELDS, items), repeat(2, n)))

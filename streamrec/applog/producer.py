@@ -74,6 +74,7 @@ class Client:
         self._action, self._feature = self.encoder.action_message, self.encoder.feature_message  # send's hot path
         native = self.encoder.native
         self._send_action = None if native is None else native.send_action  # encodes and produces in C
+        self._heads, self._action_names = self.encoder.heads, self.encoder.actions  # filled and cleared in place
         conf = {
             "bootstrap.servers": settings.kafka.bootstrap,
             **settings.kafka.security.librdkafka(),  # kafka.security reaches applications' clients too
@@ -109,7 +110,7 @@ class Client:
         counts = self._counts
         if on_delivery is None and self._send_action is not None and type(log) is ActionLog:
             try:  # the usual action, in one C call; None: anything else, which the path below takes
-                size = self._send_action(log, self.encoder.heads, self.encoder.actions, self._produce,
+                size = self._send_action(log, self._heads, self._action_names, self._produce,
                                          self._actions_topic)
             except BufferError:  # the local queue is full: nothing was queued
                 size = None
