@@ -14,7 +14,7 @@ from trainer import snapshot
 from trainer.config import TrainerConfig
 from trainer.distributed import routing
 from trainer.distributed.comm import Comm
-from trainer.distributed.loop import COUNTS, N_EXAMPLES, NOW_S, DistributedTrainer
+from trainer.distributed.loop import COUNTS, DistributedTrainer
 from trainer.distributed.reshard import reshard
 from trainer.embedding.table import CuckooTable
 from trainer.sources import MemorySource
@@ -114,7 +114,7 @@ def test_an_empty_step_changes_no_row_and_scores_nothing(tmp_path):
     before = {n: tbl[0].items()[1].copy() for n, tbl in t.ps.store.tables.items()}
     seen = t.evaluator.examples
     req = routing.requests([np.zeros(0, np.int64)] * len(SPEC.model_slots), 1)
-    t.ps.open_step(np.zeros(COUNTS + 1, np.int64), req, COUNTS, N_EXAMPLES, NOW_S)
+    t.ps.open_step(np.zeros(COUNTS + 1, np.int64), req)
     assert len(t.step(make_model(t.cfg, SPEC), build_batch([], SPEC))) == 0
     t.ps.finish_step()
     assert t.evaluator.examples == seen

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import time
 from datetime import timedelta
-from typing import Any
 
 import numpy as np
 import torch
@@ -59,18 +58,6 @@ class Comm:
         self._count("all_to_all", t0, send.nbytes)
         return recv.numpy()
 
-    def exchange_async(self, send: np.ndarray, send_counts: np.ndarray, recv_counts: np.ndarray) -> Pending:
-        """``exchange`` started in gloo's background thread: the caller works on until ``Pending.wait()``."""
-        if self.world == 1:
-            return Pending(send, None, self, "all_to_all", 0)
-        recv = torch.empty((int(recv_counts.sum()), *send.shape[1:]), dtype=torch.from_numpy(send[:0]).dtype)
-        src = torch.from_numpy(np.ascontiguousarray(send))
-        t0 = time.perf_counter()
-        work = dist.all_to_all_single(recv, src, output_split_sizes=recv_counts.tolist(),
-                                      input_split_sizes=send_counts.tolist(), async_op=True)
-        self._count("all_to_all", t0, send.nbytes)
-        return Pending(recv, work, self, "wait", src)
-
     def all_objects(self, obj: object) -> list[object]:
         """Every rank's (small, picklable) object."""
         if self.world == 1:
@@ -79,18 +66,3 @@ class Comm:
         dist.all_gather_object(out, obj)
         return out
 
-
-class Pending:
-    """An exchange in flight; ``wait()`` returns what ``Comm.exchange`` would have (time waited is counted)."""
-
-    def __init__(self, recv: Any, work: Any, comm: Comm, kind: str, keep: Any) -> None:
-        self._recv, self._work, self._comm, self._kind, self._keep = recv, work, comm, kind, keep
-
-    def wait(self) -> np.ndarray:
-        if self._work is None:
-            return self._recv
-        t0 = time.perf_counter()
-        self._work.wait()
-        self._comm._count(self._kind, t0, 0)
-        self._keep = None  # the send buffer may go now
-        return self._recv.numpy()

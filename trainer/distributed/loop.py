@@ -61,7 +61,7 @@ class DistributedTrainer(Trainer):
         self.comm = comm
         if cfg.distributed.pin_cores:  # ranks of torchrun sharing this host
             launch.pin_local_rank()
-        super().__init__(cfg, spec, serving=serving, ps=ShardedPS(cfg, spec, comm))
+        super().__init__(cfg, spec, serving=serving, ps=ShardedPS(cfg, spec, comm, (COUNTS, N_EXAMPLES, NOW_S)))
         if hasattr(self.serving, "version"):  # every rank writes the same version numbers: start from the newest
             self.serving.version = max(int(v) for v in comm.all_objects(self.serving.version))
         self.local_examples = 0
@@ -72,10 +72,11 @@ class DistributedTrainer(Trainer):
     # ---- the loop -------------------------------------------------------------------------------
     def run(self, source: ExampleSource, stop_when_idle_s: float | None = None,
             max_examples: int | None = None, progress: Any = None) -> dict[str, Any]:
-        """Train in lockstep until every rank is done. A step is three exchanges (``ShardedPS``); while
-        its last one (gradients) is in flight, the next batch is read and built, so a rank that is
-        ahead does that work instead of waiting for the others."""
-        cfg, comm = self.cfg, self.comm
+        """Train in lockstep until every rank is done. A step's gradients travel with the next step's
+        opening (``ShardedPS.finish_step``), so the next batch is read and built before them; not
+        before a snapshot (it holds the dedup memory and positions of exactly what was trained) or
+        after the last step."""
+        cfg = self.cfg
         if source.name in self.positions:
             source.seek(self.positions[source.name])
         torch.set_num_threads(cfg.torch_threads)
@@ -83,28 +84,23 @@ class DistributedTrainer(Trainer):
         self._idle_since = time.monotonic()
         self._enough = False
         batch, done = self._next(source, False, stop_when_idle_s, max_examples)
+        ctrl = self.ps.open_step(*self._opening(batch, done))
         while True:
-            req = routing.requests([batch.bags[s][0] for s in self.slots], comm.world)
-            row = np.zeros(COUNTS + comm.world, np.int64)
-            row[N_EXAMPLES], row[DONE] = len(batch), done
-            row[SNAPSHOT] = comm.rank == 0 and self._snapshot_due_by_time()
-            row[NOW_S] = int(batch.ts_ms.max() // 1000) if len(batch) else 0
-            row[SYNC] = self._sync_due() if comm.rank == 0 else 0
-            row[COUNTS:] = req.counts
-            ctrl = self._ctrl = self.ps.open_step(row, req, COUNTS, N_EXAMPLES, NOW_S)
+            self._ctrl = ctrl
             total = int(ctrl[:, N_EXAMPLES].sum())
             if total:
-                self.step(replica, batch)  # returns with the gradient exchange in flight
+                self.step(replica, batch)  # stages the gradients: finish_step sends them
                 self.examples += total
                 self.local_examples += len(batch)
                 if len(batch):
                     self.stream_event_ms = max(self.stream_event_ms, int(batch.ts_ms.max()))
             trained, last = batch, bool(ctrl[:, DONE].all())
-            # a snapshot holds the dedup memory and positions of exactly what was trained: no read ahead then
             snap = bool(ctrl[:, SNAPSHOT].any()) or self._snapshot_due_by_count()
-            if not (last or snap):
+            if last or snap:
+                following = self.ps.finish_step()
+            else:
                 batch, done = self._next(source, total > 0, stop_when_idle_s, max_examples)
-            self.ps.finish_step()
+                following = self.ps.finish_step(*self._opening(batch, done))
             if total:
                 self._evaluate(self.ps.eval_rows)
                 if progress:
@@ -116,11 +112,25 @@ class DistributedTrainer(Trainer):
             self._sync(int(ctrl[0, SYNC]))
             if last:
                 break
-            if snap:
+            if following is None:
                 batch, done = self._next(source, total > 0, stop_when_idle_s, max_examples)
+                following = self.ps.open_step(*self._opening(batch, done))
+            ctrl = following
         self.sync_sparse()
         self.sync_dense()
         return self.summary()
+
+    def _opening(self, batch: ExampleBatch, done: bool) -> tuple[np.ndarray, routing.Requests]:
+        """The control row and FID requests that open the step training ``batch``."""
+        comm = self.comm
+        req = routing.requests([batch.bags[s][0] for s in self.slots], comm.world)
+        row = np.zeros(COUNTS + comm.world, np.int64)
+        row[N_EXAMPLES], row[DONE] = len(batch), done
+        row[SNAPSHOT] = comm.rank == 0 and self._snapshot_due_by_time()
+        row[NOW_S] = int(batch.ts_ms.max() // 1000) if len(batch) else 0
+        row[SYNC] = self._sync_due() if comm.rank == 0 else 0
+        row[COUNTS:] = req.counts
+        return row, req
 
     def _next(self, source: ExampleSource, busy: bool, stop_when_idle_s: float | None,
               max_examples: int | None) -> tuple[ExampleBatch, bool]:
