@@ -22,7 +22,7 @@
    Wall time of the concurrent phase, best of ``--rounds``. Goal: >= 1.0x libcuckoo.
 
 Wall-clock numbers on a shared 2-core machine whose spare capacity drifts (the ceiling ranged
-1.28-2.31x in these runs): README "The trainer on several processes or hosts" has the measurements.
+1.11-2.31x in these runs): README "The trainer on several processes or hosts" has the measurements.
 Usage: python bench/bench_distributed.py [--ratings 100000] [--batch 1024] [--rounds 3] [--only throughput]
 """
 
