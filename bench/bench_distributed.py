@@ -118,7 +118,8 @@ def run_ranks(args: argparse.Namespace, world: int) -> dict:
                          timeout=1800)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    return {**r, "eps": r["examples"] / max(x["wall"] for x in r["ranks"])}
 
 
 def run_ceiling(args: argparse.Namespace) -> dict:
@@ -138,7 +139,7 @@ def run_ceiling(args: argparse.Namespace) -> dict:
     return {"eps": sum(r["examples"] for r in runs) / 2 / max(x["wall"] for x in ranks), "ranks": ranks}
 
 
-def run_embedded(args: argparse.Namespace, records: list[dict]) -> float:
+def run_embedded(args: argparse.Namespace, records: list[dict]) -> dict:
     from trainer.loop import Trainer
     from trainer.sources import MemorySource
 
@@ -147,15 +148,13 @@ def run_embedded(args: argparse.Namespace, records: list[dict]) -> float:
         t = Trainer(trainer_cfg(Path(tmp), args.batch), SPEC)
         t0 = time.perf_counter()
         t.run(MemorySource(records))
-        return len(records) / (time.perf_counter() - t0)
+        return {"eps": len(records) / (time.perf_counter() - t0)}
 
 
 def run_round(args: argparse.Namespace, records: list[dict], k: int) -> dict:
     """1 rank, 2 ranks, the ceiling and the embedded trainer, back to back."""
-    r = {world: run_ranks(args, world) for world in (1, 2)}
-    for world in (1, 2):
-        r[world]["eps"] = r[world]["examples"] / max(x["wall"] for x in r[world]["ranks"])
-    r["ceiling"], r["embedded"] = run_ceiling(args), run_embedded(args, records)
+    r = {1: run_ranks(args, 1), 2: run_ranks(args, 2), "ceiling": run_ceiling(args),
+         "embedded": run_embedded(args, records)}
     print(f"round {k + 1}: 1 rank {r[1]['eps']:9,.0f}, 2 ranks {r[2]['eps']:9,.0f} examples/s = "
           f"{r[2]['eps'] / r[1]['eps']:.2f}x; ceiling {r['ceiling']['eps'] / r[1]['eps']:.2f}x; "
           f"2 ranks / ceiling {r[2]['eps'] / r['ceiling']['eps']:.2f}; loadavg {os.getloadavg()[0]:.1f}",
@@ -173,9 +172,8 @@ def throughput(args: argparse.Namespace) -> None:
         f.flush()
         args.records = f.name
         rounds = [run_round(args, records, k) for k in range(args.rounds)]
-    best = {key: max(rounds, key=lambda r: r[key]["eps"] if key != "embedded" else r[key])[key]
-            for key in (1, 2, "ceiling", "embedded")}
-    one, two, ceiling, emb = best[1], best[2], best["ceiling"], best["embedded"]
+    one, two, ceiling, emb = (max((r[key] for r in rounds), key=lambda x: x["eps"])
+                              for key in (1, 2, "ceiling", "embedded"))
     speedups = sorted(r[2]["eps"] / r[1]["eps"] for r in rounds)
     of_ceiling = sorted(r[2]["eps"] / r["ceiling"]["eps"] for r in rounds)
     print(f"examples: {one['examples']} from {args.ratings} MovieLens ratings, {args.batch} per rank per step; "
@@ -188,11 +186,11 @@ def throughput(args: argparse.Namespace) -> None:
     print(f"ceiling: 2 independent 1-rank jobs, half the examples each, run together: {ceiling['eps']:9,.0f} "
           f"examples/s = {ceiling['eps'] / one['eps']:.2f}x 1 rank (cpu per step of the busier "
           f"{1e3 * cpu_half:.2f} ms)")
-    print(f"embedded trainer (1 process, 2 async worker threads): {emb:,.0f} examples/s")
+    print(f"embedded trainer (1 process, 2 async worker threads): {emb['eps']:,.0f} examples/s")
     print(f"speed-up 2 ranks / 1 rank: best {two['eps'] / one['eps']:.2f}x, median of rounds "
           f"{float(np.median(speedups)):.2f}x (rounds {', '.join(f'{x:.2f}' for x in speedups)}; goal >= 1.6x); "
           f"2 ranks / ceiling: median {float(np.median(of_ceiling)):.2f}; "
-          f"2 ranks / embedded trainer: {two['eps'] / emb:.2f}x")
+          f"2 ranks / embedded trainer: {two['eps'] / emb['eps']:.2f}x")
     r0 = two["ranks"][0]
     steps = max(r0["steps"], 1)
     comm_s = sum(v[1] for v in r0["stats"].values())
