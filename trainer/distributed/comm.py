@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,9 +27,9 @@ class Comm:
         self.world = world
         self.stats: dict[str, list[float]] = {}  # kind -> [calls, seconds, bytes sent] (cost model, bench)
 
-    def _count(self, kind: str, t0: float, nbytes: int) -> None:
+    def _count(self, kind: str, t0: float, nbytes: int, calls: int = 1) -> None:
         s = self.stats.setdefault(kind, [0, 0.0, 0])
-        s[0] += 1
+        s[0] += calls
         s[1] += time.perf_counter() - t0
         s[2] += nbytes
 
@@ -47,16 +48,24 @@ class Comm:
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
-    def exchange(self, send: np.ndarray, send_counts: np.ndarray, recv_counts: np.ndarray) -> np.ndarray:
-        """All-to-all of rows: ``send_counts[r]`` rows to rank r (send is ordered by rank)."""
+    def exchange(self, send: np.ndarray, send_counts: np.ndarray, recv_counts: np.ndarray,
+                 kind: str = "all_to_all") -> np.ndarray:
+        """All-to-all of rows: ``send_counts[r]`` rows to rank r (send is ordered by rank). ``kind``
+        names it in ``stats``: time, including the wait for the slowest rank, and bytes sent."""
+        return self.exchange_async(send, send_counts, recv_counts, kind).wait()
+
+    def exchange_async(self, send: np.ndarray, send_counts: np.ndarray, recv_counts: np.ndarray,
+                       kind: str = "all_to_all") -> Pending:
+        """``exchange`` run by gloo's own thread: the caller works on until ``Pending.wait()``."""
         if self.world == 1:
-            return send
-        t0 = time.perf_counter()
+            return Pending(send, None, self, None, kind)
         recv = torch.empty((int(recv_counts.sum()), *send.shape[1:]), dtype=torch.from_numpy(send[:0]).dtype)
-        dist.all_to_all_single(recv, torch.from_numpy(np.ascontiguousarray(send)),
-                               output_split_sizes=recv_counts.tolist(), input_split_sizes=send_counts.tolist())
-        self._count("all_to_all", t0, send.nbytes)
-        return recv.numpy()
+        src = torch.from_numpy(np.ascontiguousarray(send))
+        t0 = time.perf_counter()
+        work = dist.all_to_all_single(recv, src, output_split_sizes=recv_counts.tolist(),
+                                      input_split_sizes=send_counts.tolist(), async_op=True)
+        self._count(kind, t0, send.nbytes)
+        return Pending(recv, work, self, src, kind)
 
     def all_objects(self, obj: object) -> list[object]:
         """Every rank's (small, picklable) object."""
@@ -66,3 +75,18 @@ class Comm:
         dist.all_gather_object(out, obj)
         return out
 
+
+class Pending:
+    """An exchange in flight; ``wait()`` returns what ``Comm.exchange`` would have (time waited is counted)."""
+
+    def __init__(self, recv: Any, work: Any, comm: Comm, send: Any, kind: str) -> None:
+        self._recv, self._work, self._comm, self._send, self._kind = recv, work, comm, send, kind
+
+    def wait(self) -> np.ndarray:
+        if self._work is None:
+            return self._recv
+        t0 = time.perf_counter()
+        self._work.wait()
+        self._comm._count(self._kind, t0, 0, calls=0)
+        self._send = None  # gloo is done with the send buffer
+        return self._recv.numpy()

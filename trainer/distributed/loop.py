@@ -72,8 +72,9 @@ class DistributedTrainer(Trainer):
     # ---- the loop -------------------------------------------------------------------------------
     def run(self, source: ExampleSource, stop_when_idle_s: float | None = None,
             max_examples: int | None = None, progress: Any = None) -> dict[str, Any]:
-        """Train in lockstep until every rank is done. A step's gradients travel with the next step's
-        opening (``ShardedPS.finish_step``), so the next batch is read and built before them; not
+        """Train in lockstep until every rank is done. The next batch is read and built while the
+        step's rows travel (``ShardedPS.start_pull``), so a rank ahead of the others works instead of
+        waiting, and its requests travel with the step's gradients (``ShardedPS.finish_step``); not
         before a snapshot (it holds the dedup memory and positions of exactly what was trained) or
         after the last step."""
         cfg = self.cfg
@@ -89,18 +90,19 @@ class DistributedTrainer(Trainer):
             self._ctrl = ctrl
             total = int(ctrl[:, N_EXAMPLES].sum())
             if total:
-                self.step(replica, batch)  # stages the gradients: finish_step sends them
+                self.ps.start_pull(self.slots)  # the step's rows travel while the next batch is built
                 self.examples += total
-                self.local_examples += len(batch)
-                if len(batch):
-                    self.stream_event_ms = max(self.stream_event_ms, int(batch.ts_ms.max()))
             trained, last = batch, bool(ctrl[:, DONE].all())
             snap = bool(ctrl[:, SNAPSHOT].any()) or self._snapshot_due_by_count()
-            if last or snap:
-                following = self.ps.finish_step()
-            else:
-                batch, done = self._next(source, total > 0, stop_when_idle_s, max_examples)
-                following = self.ps.finish_step(*self._opening(batch, done))
+            ahead = None if last or snap else self._next(source, total > 0, stop_when_idle_s, max_examples)
+            if total:
+                self.step(replica, trained)  # collects the rows, stages the gradients: finish_step sends them
+                self.local_examples += len(trained)
+                if len(trained):
+                    self.stream_event_ms = max(self.stream_event_ms, int(trained.ts_ms.max()))
+            following = self.ps.finish_step() if ahead is None else self.ps.finish_step(*self._opening(*ahead))
+            if ahead is not None:
+                batch, done = ahead
             if total:
                 self._evaluate(self.ps.eval_rows)
                 if progress:

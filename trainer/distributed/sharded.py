@@ -36,7 +36,7 @@ import torch
 from schemas.spec import FeatureSpec
 from trainer.config import TrainerConfig
 from trainer.distributed import routing
-from trainer.distributed.comm import Comm
+from trainer.distributed.comm import Comm, Pending
 from trainer.ps import TrainingPS
 
 EVAL_COLS = 5  # a scored example for rank 0: ts_ms, item_id, label, score, weight (floats as int64 bits)
@@ -64,6 +64,7 @@ class ShardedPS(TrainingPS):
         self._now = 0
         self._cap = cfg.batch_size  # FID requests per owner carried by the first exchange (see open_step)
         self._dense: np.ndarray | None = None  # staged by push_dense, sent by finish_step
+        self._rows: Pending | None = None  # this step's rows in flight (start_pull)
 
     def open_step(self, row: np.ndarray, req: routing.Requests) -> np.ndarray:
         """A step's first exchange on its own (the job's first step, the one after a snapshot): this
@@ -71,7 +72,7 @@ class ShardedPS(TrainingPS):
         it; returns every rank's control row (int64[world, k]). Other steps open inside the previous
         step's ``finish_step``."""
         one = np.ones(self.comm.world, np.int64)
-        return self._opened(self.comm.exchange(self._opening(row, req), one, one), req)
+        return self._opened(self.comm.exchange(self._opening(row, req), one, one, "ids"), req)
 
     def _opening(self, row: np.ndarray, req: routing.Requests) -> np.ndarray:
         """int64[world, k + 3 cap]: the control row and, for each owner, up to ``cap`` requests.
@@ -105,7 +106,7 @@ class ShardedPS(TrainingPS):
         if over.any():  # every rank sees the same matrix: all take part in the second exchange
             rest = np.concatenate([req.table[bounds[r] + cap:bounds[r + 1]] for r in range(w)
                                    if req.counts[r] > cap] or [np.zeros((0, 3), np.int64)])
-            extra = comm.exchange(rest, over[comm.rank], over[:, comm.rank])
+            extra = comm.exchange(rest, over[comm.rank], over[:, comm.rank], "ids")
             at = np.cumsum([0, *over[:, comm.rank]])
             served = [np.concatenate([served[r], extra[at[r]:at[r + 1]]]) for r in range(w)]
         self._cap = max(64, -(-int(asked.max() * 5 // 4) // 64) * 64)
@@ -114,16 +115,23 @@ class ShardedPS(TrainingPS):
         self._served = np.concatenate(served)
         return ctrl
 
-    def pull_batch(self, slots: list[str], bags: list[np.ndarray], now_s: int
-                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        req = self._req
-        assert req is not None, "open_step() before a step"
+    def start_pull(self, slots: list[str]) -> None:
+        """Look up the rows asked of this shard and send them back in gloo's thread, so the loop can
+        read and build its next batch while they travel (``pull_batch`` collects them)."""
         rows = np.zeros((len(self._served), self.width), np.float32)
         for s, pos in routing.by_slot(self._served[:, 2]):
             ids, cnt = self._served[pos, 0], self._served[pos, 1]
             emb = self.store.lookup(np.repeat(ids, cnt), slot=slots[s], train=True, now=self._now)
             rows[pos, :self.dims[s]] = emb[np.cumsum(cnt) - cnt]
-        back = self.comm.exchange(rows, self._recv_counts, req.counts)
+        self._rows = self.comm.exchange_async(rows, self._recv_counts, self._req.counts, "rows")
+
+    def pull_batch(self, slots: list[str], bags: list[np.ndarray], now_s: int
+                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        req = self._req
+        assert req is not None, "open_step() before a step"
+        if self._rows is None:
+            self.start_pull(slots)
+        back, self._rows = self._rows.wait(), None
         mine = routing.split_slots(routing.unsort(back, req.order), req.uniq, self.dims)
         return list(zip(req.uniq, mine, req.inv, strict=True))
 
@@ -156,9 +164,9 @@ class ShardedPS(TrainingPS):
 
         The next step's rows are looked up after this (``pull_batch``), so they carry these gradients:
         the result is the same as exchanging them apart."""
-        comm, w, opening = self.comm, self.comm.world, None if row is None else self._opening(row, req)
         if self._dense is None:  # no step ran (no rank had examples)
-            return None if opening is None else self._opened(comm.exchange(opening, *[np.ones(w, np.int64)] * 2), req)
+            return None if row is None else self.open_step(row, req)
+        comm, w, opening = self.comm, self.comm.world, None if row is None else self._opening(row, req)
         row_b, dense_b, eval_b = self.width * 4, self._dense.nbytes, EVAL_COLS * 8
         open_b = 0 if opening is None else opening.shape[1] * 8
         parts, send_counts = [], np.zeros(w, np.int64)
@@ -174,7 +182,7 @@ class ShardedPS(TrainingPS):
         recv_counts = self._recv_counts * row_b + dense_b + open_b
         if comm.rank == 0:
             recv_counts = recv_counts + self._examples * eval_b
-        got = comm.exchange(np.concatenate(parts), send_counts, recv_counts)
+        got = comm.exchange(np.concatenate(parts), send_counts, recv_counts, "gradients")
         sparse, dense_sum, evals, opened, at = [], np.zeros(dense_b // 4, np.float32), [], [], 0
         for r in range(w):
             k = int(self._recv_counts[r]) * row_b
