@@ -10,6 +10,8 @@ and serving freshness at a 1 s sparse sync interval, same run.
 2. Freshness: examples produced to a real (Apache Kafka) broker at a steady rate, the trainer online on
    the topic with ``sparse_sync_interval_s = 1``; a sampler reads every 50 ms how old (wall time
    since it was produced) the newest example reflected in the serving PS is. Goal: p99 <= 5 s.
+3. Batch building: ``build_batch`` (Arrow converts the records in C++) vs ``build_batch_python``
+   (the Python walk it falls back to), same records in batches of 1024, interleaved, best of 3.
 
 Usage: python bench/bench_trainer.py [--ratings 30000] [--rate 5000] [--seconds 20]
 """
@@ -32,7 +34,7 @@ from torch import nn
 from jobs.replay_examples import movielens_examples
 from schemas.spec import FeatureSpec
 from streamrec.config import load_config
-from trainer.batch import ExampleBatch, build_batch
+from trainer.batch import ExampleBatch, build_batch, build_batch_python
 from trainer.config import TrainerConfig
 from trainer.loop import Trainer
 from trainer.model import DeepFM
@@ -169,6 +171,19 @@ def run_freshness(tmp: Path, records: list[dict], rate: float, seconds: float) -
                 "p99": float(np.percentile(s, 99)), "samples": len(s), "syncs": trainer.serving.sparse_syncs}
 
 
+def batch_building(records: list[dict], rounds: int = 3) -> dict[str, float]:
+    """Best ms per 1024 examples of each way, the two interleaved (the machine drifts)."""
+    chunks = [records[i:i + 1024] for i in range(0, len(records), 1024)]
+    best = {"arrow": float("inf"), "python": float("inf")}
+    for _ in range(rounds):
+        for name, build in (("arrow", build_batch), ("python", build_batch_python)):
+            t0 = time.perf_counter()
+            for c in chunks:
+                build(c, SPEC)
+            best[name] = min(best[name], 1e3 * (time.perf_counter() - t0) / len(chunks))
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ratings", type=int, default=30_000, help="MovieLens ratings replayed into examples")
@@ -181,6 +196,9 @@ def main() -> None:
     t0 = time.perf_counter()
     records = movielens_examples(SPEC, args.ratings)
     print(f"examples: {len(records)} from {args.ratings} MovieLens ratings (built in {time.perf_counter() - t0:.1f}s)")
+    bb = batch_building(records)
+    print(f"batch building, 1024 examples: Arrow {bb['arrow']:.2f} ms, Python walk {bb['python']:.2f} ms "
+          f"= {bb['python'] / bb['arrow']:.2f}x")
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         cfg = trainer_cfg(tmp)

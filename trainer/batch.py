@@ -6,6 +6,7 @@ What is read comes from the feature spec: one bag per slot it uses, its dense fe
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas.spec import FeatureSpec
 
@@ -34,7 +37,61 @@ class ExampleBatch:
 
 
 def build_batch(records: Sequence[dict[str, Any]], spec: FeatureSpec, ingest_ms: int = 0) -> ExampleBatch:
-    """Vectorise records; absent slots give empty bags, absent dense values their default, absent labels 0."""
+    """Vectorise records; absent slots give empty bags, absent dense values their default, absent labels 0.
+
+    Arrow converts the records in one pass in C++, about twice as fast as walking them in Python,
+    which was half of a training step. Records it cannot take as the spec types them (a value of
+    another type, a required field missing) go the Python way, which raises what it always did."""
+    try:
+        return _build_arrow(records, spec, ingest_ms)
+    except (pa.ArrowException, TypeError, ValueError, _NotArrow):
+        return build_batch_python(records, spec, ingest_ms)
+
+
+class _NotArrow(Exception):
+    """A record Arrow took but the Python path must judge (a required field absent)."""
+
+
+@functools.lru_cache(maxsize=16)
+def _record_type(slots: tuple[str, ...], dense: tuple[str, ...], labels: tuple[str, ...]) -> pa.StructType:
+    return pa.struct([("example_id", pa.string()), ("ts_ms", pa.int64()), ("item_id", pa.int64()),
+                      ("sparse", pa.struct([(s, pa.list_(pa.int64())) for s in slots])),
+                      ("dense", pa.struct([(f, pa.float64()) for f in dense])),
+                      ("labels", pa.struct([(lb, pa.float64()) for lb in labels])),
+                      ("sample_rate", pa.float64())])
+
+
+def _build_arrow(records: Sequence[dict[str, Any]], spec: FeatureSpec, ingest_ms: int) -> ExampleBatch:
+    n = len(records)
+    arr = pa.array(records, type=_record_type(tuple(spec.model_slots), tuple(spec.dense), tuple(spec.labels)))
+    if any(arr.field(f).null_count for f in ("example_id", "ts_ms", "item_id", "sparse", "dense", "labels")):
+        raise _NotArrow
+    sparse = arr.field("sparse")
+    bags = {}
+    for slot in spec.model_slots:
+        col = sparse.field(slot)
+        lens = pc.fill_null(pc.list_value_length(col), 0).to_numpy().astype(np.int64)
+        offsets = np.zeros(n, dtype=np.int64)
+        np.cumsum(lens[:-1], out=offsets[1:])
+        bags[slot] = (pc.list_flatten(col).to_numpy().copy(), offsets)
+    dense = np.empty((n, len(spec.dense)), np.float32)
+    for j, (f, d) in enumerate(spec.dense.items()):
+        dense[:, j] = pc.fill_null(arr.field("dense").field(f), d.default).to_numpy()
+    y = np.empty((n, len(spec.labels)), np.float32)
+    for j, lb in enumerate(spec.labels):
+        y[:, j] = pc.fill_null(arr.field("labels").field(lb), 0.0).to_numpy()
+    return ExampleBatch(
+        example_ids=arr.field("example_id").to_pylist(),
+        ts_ms=arr.field("ts_ms").to_numpy().copy(), item_ids=arr.field("item_id").to_numpy().copy(),
+        bags=bags, dense=normalize_dense(spec, dense), labels=y,
+        sample_rate=pc.fill_null(arr.field("sample_rate"), 1.0).to_numpy().astype(np.float32),
+        ingest_ms=ingest_ms,
+    )
+
+
+def build_batch_python(records: Sequence[dict[str, Any]], spec: FeatureSpec, ingest_ms: int = 0) -> ExampleBatch:
+    """``build_batch`` walking the records in Python: the way for records Arrow cannot take, and the
+    reference the Arrow way is tested against."""
     n = len(records)
     bags = {}
     for slot in spec.model_slots:

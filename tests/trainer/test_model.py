@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from schemas.spec import FeatureSpec
-from trainer.batch import Deduper, build_batch
+from trainer.batch import Deduper, _build_arrow, build_batch, build_batch_python
 from trainer.model import DeepFM, pool
 
 SPEC = FeatureSpec.model_validate({
@@ -36,6 +37,49 @@ def test_build_batch_reads_what_the_spec_says_in_its_order():
     np.testing.assert_allclose(b.dense, np.array(want, np.float32), rtol=1e-6)
     assert b.labels.tolist() == [[1, 0], [0, 0], [0, 0]]
     assert b.ts_ms.tolist() == [1000, 1001, 1002]
+
+
+def assert_same_batch(a, b) -> None:
+    assert a.example_ids == b.example_ids and list(a.bags) == list(b.bags)
+    for k in ("ts_ms", "item_ids", "dense", "labels", "sample_rate"):
+        x, y = getattr(a, k), getattr(b, k)
+        assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y), k
+    for slot in a.bags:
+        for x, y in zip(a.bags[slot], b.bags[slot], strict=True):
+            assert x.dtype == y.dtype == np.int64 and np.array_equal(x, y), slot
+
+
+def random_records(rng: np.random.Generator, n: int) -> list[dict]:
+    """Records as the joiner writes them, with every optional part absent or empty somewhere."""
+    out = []
+    for i in range(n):
+        sparse = {s: rng.integers(0, 2**62, int(rng.integers(0, 4))).tolist()
+                  for s in ("genre", "user_id") if rng.random() < 0.8}
+        dense = {f: (float(rng.normal()) if rng.random() < 0.7 else int(rng.integers(-5, 5)))
+                 for f in ("a", "missing", "count", "z") if rng.random() < 0.7}
+        r = {"example_id": f"e{i}", "ts_ms": int(rng.integers(0, 2**40)), "item_id": int(rng.integers(0, 1000)),
+             "sparse": sparse, "dense": dense, "labels": {lb: int(rng.integers(0, 2)) for lb in ("click", "like")
+                                                          if rng.random() < 0.6},
+             "request_id": "extra keys are ignored", "kind": "window"}
+        if rng.random() < 0.5:
+            r["sample_rate"] = float(rng.uniform(0.01, 1))
+        out.append(r)
+    return out
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 300])
+def test_arrow_batch_equals_the_python_walk(n):
+    records = random_records(np.random.default_rng(n), n)
+    assert_same_batch(_build_arrow(records, SPEC, 5), build_batch_python(records, SPEC, 5))
+
+
+def test_records_arrow_cannot_take_go_the_python_way():
+    good = random_records(np.random.default_rng(1), 3)
+    odd = [dict(good[0], labels={"click": True}), dict(good[1], sparse={"genre": [1.5]}), good[2]]
+    assert_same_batch(build_batch(odd, SPEC), build_batch_python(odd, SPEC))  # bools, floats: as numpy takes them
+    no_time = [{k: v for k, v in good[0].items() if k != "ts_ms"}]
+    with pytest.raises(KeyError, match="ts_ms"):
+        build_batch(no_time, SPEC)
 
 
 def test_deduper_drops_repeats_and_forgets_the_oldest():
