@@ -8,7 +8,8 @@ A step is three exchanges, in lockstep on every rank, of which two are sync poin
    with them its control row to every rank (one all-to-all instead of a control all-gather
    followed by the requests);
 2. rows: each owner looks them up (``train=True``: every occurrence from every rank counts in the
-   filter, as if the ranks' batches were one) and sends the rows back;
+   filter, as if the ranks' batches were one) and sends the rows back, in gloo's thread while the
+   loop reads and builds its next batch (``start_pull``), so this one rarely waits;
 3. gradients: after backward, each rank sends the gradient of each row to its owner, which
    applies them all in one ``apply_gradients`` (duplicates from several ranks are summed first,
    then one optimizer step per id: the single-process semantics of the union of the batches).
