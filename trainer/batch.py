@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from schemas.spec import FeatureSpec
 
@@ -39,12 +37,13 @@ class ExampleBatch:
 def build_batch(records: Sequence[dict[str, Any]], spec: FeatureSpec, ingest_ms: int = 0) -> ExampleBatch:
     """Vectorise records; absent slots give empty bags, absent dense values their default, absent labels 0.
 
-    Arrow converts the records in one pass in C++, about twice as fast as walking them in Python,
-    which was half of a training step. Records it cannot take as the spec types them (a value of
-    another type, a required field missing) go the Python way, which raises what it always did."""
+    Arrow converts the records in one pass in C++, 1.2-1.8x faster here than walking them in
+    Python, which was about half of a training step (a null counts as absent). Records it cannot
+    take as the spec types them (a value of another type, a required field missing) go the Python
+    way, which raises what it always did."""
     try:
         return _build_arrow(records, spec, ingest_ms)
-    except (pa.ArrowException, TypeError, ValueError, _NotArrow):
+    except (ValueError, TypeError, NotImplementedError, _NotArrow):  # Arrow's own errors derive from these
         return build_batch_python(records, spec, ingest_ms)
 
 
@@ -53,7 +52,9 @@ class _NotArrow(Exception):
 
 
 @functools.lru_cache(maxsize=16)
-def _record_type(slots: tuple[str, ...], dense: tuple[str, ...], labels: tuple[str, ...]) -> pa.StructType:
+def _record_type(slots: tuple[str, ...], dense: tuple[str, ...], labels: tuple[str, ...]) -> Any:
+    import pyarrow as pa
+
     return pa.struct([("example_id", pa.string()), ("ts_ms", pa.int64()), ("item_id", pa.int64()),
                       ("sparse", pa.struct([(s, pa.list_(pa.int64())) for s in slots])),
                       ("dense", pa.struct([(f, pa.float64()) for f in dense])),
@@ -62,6 +63,9 @@ def _record_type(slots: tuple[str, ...], dense: tuple[str, ...], labels: tuple[s
 
 
 def _build_arrow(records: Sequence[dict[str, Any]], spec: FeatureSpec, ingest_ms: int) -> ExampleBatch:
+    import pyarrow as pa  # here, not at the top: a serving replica imports this module, never builds batches
+    import pyarrow.compute as pc
+
     n = len(records)
     arr = pa.array(records, type=_record_type(tuple(spec.model_slots), tuple(spec.dense), tuple(spec.labels)))
     if any(arr.field(f).null_count for f in ("example_id", "ts_ms", "item_id", "sparse", "dense", "labels")):
