@@ -43,12 +43,8 @@ def build_batch(records: Sequence[dict[str, Any]], spec: FeatureSpec, ingest_ms:
     way, which raises what it always did."""
     try:
         return _build_arrow(records, spec, ingest_ms)
-    except (ValueError, TypeError, NotImplementedError, _NotArrow):  # Arrow's own errors derive from these
+    except (ValueError, TypeError, NotImplementedError):  # Arrow's own errors derive from these
         return build_batch_python(records, spec, ingest_ms)
-
-
-class _NotArrow(Exception):
-    """A record Arrow took but the Python path must judge (a required field absent)."""
 
 
 @functools.lru_cache(maxsize=16)
@@ -69,8 +65,8 @@ def _build_arrow(records: Sequence[dict[str, Any]], spec: FeatureSpec, ingest_ms
     n = len(records)
     arr = pa.array(records, type=_record_type(tuple(spec.model_slots), tuple(spec.dense), tuple(spec.labels)))
     if any(arr.field(f).null_count for f in ("example_id", "ts_ms", "item_id", "sparse", "dense", "labels")):
-        raise _NotArrow
-    sparse = arr.field("sparse")
+        raise ValueError("a required field is absent: the Python way names it")
+    sparse, dense_col, label_col = arr.field("sparse"), arr.field("dense"), arr.field("labels")
     bags = {}
     for slot in spec.model_slots:
         col = sparse.field(slot)
@@ -80,10 +76,10 @@ def _build_arrow(records: Sequence[dict[str, Any]], spec: FeatureSpec, ingest_ms
         bags[slot] = (pc.list_flatten(col).to_numpy().copy(), offsets)
     dense = np.empty((n, len(spec.dense)), np.float32)
     for j, (f, d) in enumerate(spec.dense.items()):
-        dense[:, j] = pc.fill_null(arr.field("dense").field(f), d.default).to_numpy()
+        dense[:, j] = pc.fill_null(dense_col.field(f), d.default).to_numpy()
     y = np.empty((n, len(spec.labels)), np.float32)
     for j, lb in enumerate(spec.labels):
-        y[:, j] = pc.fill_null(arr.field("labels").field(lb), 0.0).to_numpy()
+        y[:, j] = pc.fill_null(label_col.field(lb), 0.0).to_numpy()
     return ExampleBatch(
         example_ids=arr.field("example_id").to_pylist(),
         ts_ms=arr.field("ts_ms").to_numpy().copy(), item_ids=arr.field("item_id").to_numpy().copy(),

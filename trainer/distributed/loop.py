@@ -100,9 +100,11 @@ class DistributedTrainer(Trainer):
                 self.local_examples += len(trained)
                 if len(trained):
                     self.stream_event_ms = max(self.stream_event_ms, int(trained.ts_ms.max()))
-            following = self.ps.finish_step() if ahead is None else self.ps.finish_step(*self._opening(*ahead))
-            if ahead is not None:
+            if ahead is None:
+                following = self.ps.finish_step()
+            else:
                 batch, done = ahead
+                following = self.ps.finish_step(*self._opening(batch, done))
             if total:
                 self._evaluate(self.ps.eval_rows)
                 if progress:
