@@ -24,6 +24,9 @@ class DistributedConfig(Section):
     pin_cores: bool = Field(True, description="pin each rank (all its threads) to its own core, the local rank's, "
                             "when a host runs several ranks and has a core for each: no migrations between "
                             "cores at every collective (bench_distributed)")
+    spin_wait_ms: float = Field(5.0, ge=0, description="a rank waiting on a collective spins this long before it "
+                                "blocks: on a VM an idle core halts and may be lent to another guest at every "
+                                "step (bench_distributed); 0 = block at once")
 
 
 class TrainerConfig(Section):
