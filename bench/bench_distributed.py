@@ -1,33 +1,38 @@
 """Benchmark: the distributed trainer at 1 and 2 processes, and the table under concurrent access.
 
-1. Throughput (examples/s), same MovieLens examples, same run: ``DistributedTrainer`` under
-   torchrun (gloo on loopback) with 1 rank and with 2 ranks (each rank its half of the examples,
-   ``--batch`` examples per rank per step, snapshots off), and the single-process embedded trainer
-   (``streamrec train``'s default: 2 async worker threads) as a reference. Goal: 2 ranks >= 1.6x
-   1 rank. Also per step on 2 ranks: time in collectives vs the rest, bytes sent, for the cost model.
-   Every rank, the 1-rank reference included, computes on one thread (``OMP_NUM_THREADS=1`` from
-   ``trainer.distributed.launch.RANK_ENV`` and ``trainer.torch_threads = 1``, which the loop sets
-   with ``torch.set_num_threads``; the table kernels are single-threaded numba) and is pinned to one
-   core (``trainer.distributed.pin_cores``; the 1-rank jobs by this bench): 1 rank is one core's
-   work, 2 ranks two cores', so the ratio measures the distribution, not intra-op threading. The
-   1-rank reference runs on each core in turn and the faster counts (this VM's cores are not always
-   equal). Each rank holds only its own examples, contiguous in memory, as if read from its own
-   partitions, and the ranks start their timed runs together. A step is two sync points (gradients
-   + dense + scores + the next step's control row and FID requests; rows back, travelling while the
-   next batch is built), the minimum for synchronous training. The ``ceiling`` is what the machine
-   allows 2 ranks at best, measured in the same round: two independent 1-rank jobs (no
-   communication, no shared model) on half the examples each, timed together. The machine drifts
-   between rounds, so each round's own ratios are printed, then the best of each and the median of
-   the rounds' speed-ups. Each round also prints the steal of each run: the share of this VM's CPU
-   time its hypervisor gave to others (``/proc/stat``).
+1. Throughput (examples/s), same MovieLens examples, same run: ``DistributedTrainer`` with 1 rank
+   and with 2 ranks (gloo on loopback; each rank its half of the examples, ``--batch`` examples per
+   rank per step, snapshots off), and the single-process embedded trainer (``streamrec train``'s
+   default: 2 async worker threads) as a reference. Goal: 2 ranks >= 1.6x 1 rank. This VM's
+   capacity drifts within seconds, so everything runs inside one torchrun launch of 2 ranks (a
+   round), on the examples cut into ``--segments``, each segment trained by every phase in turn,
+   the order reversed every other segment, so drift hits the phases alike:
+
+   - ``solo0``/``solo1``: 1 rank (a world of one) on core 0, then on core 1, the other rank idle;
+     the faster core counts (the cores are not always equal);
+   - ``duo``: 2 ranks, each its half of the segment (fresh and contiguous in memory, as if read from
+     its own partitions), waiting on collectives as configured (``spin_wait_ms``);
+   - ``blocking``: the same with ``spin_wait_ms = 0``, the spin's baseline;
+   - ``ceiling``: each rank an independent 1-rank trainer on its half, both at once: what the
+     machine allows 2 ranks at best at that moment.
+
+   Each phase's trainer goes on across segments, so every phase trains all the examples. Every
+   rank computes on one thread (``OMP_NUM_THREADS=1``, ``trainer.torch_threads = 1``; the table
+   kernels are single-threaded numba) and is pinned to its core (``trainer.distributed.pin_cores``):
+   1 rank is one core's work, 2 ranks two cores', so the ratio measures the distribution, not
+   intra-op threading. Printed per round: each phase's examples/s, the segments' speed-ups and the
+   steal of each phase (the share of its cores' time the hypervisor gave to others, ``/proc/stat``);
+   then the medians, and per step on 2 ranks the time in collectives, bytes sent and CPU, for the
+   cost model.
 2. Concurrent table: lookups + Adagrad updates of 2 M keys from 2 threads (each thread every other
    batch of ``--table-batch`` keys), ``EmbeddingStore`` with ``--lock-shards`` lock shards per slot
    vs libcuckoo (``bench/libcuckoo/concurrent.cc``, 2 std::threads, per-key find_fn + update_fn).
    Wall time of the concurrent phase, best of ``--rounds``. Goal: >= 1.0x libcuckoo.
 
-Wall-clock numbers on a shared 2-core machine whose spare capacity drifts (the ceiling ranged
-1.11-2.31x in these runs): README "The trainer on several processes or hosts" has the measurements.
-Usage: python bench/bench_distributed.py [--ratings 100000] [--batch 1024] [--rounds 3] [--only throughput]
+Wall-clock numbers on a shared 2-core machine whose spare capacity drifts: README "The trainer on
+several processes or hosts" has the measurements.
+Usage: python bench/bench_distributed.py [--ratings 100000] [--batch 1024] [--rounds 3] [--segments 8]
+       [--only throughput]
 """
 
 from __future__ import annotations
@@ -114,8 +119,8 @@ def worker(args: argparse.Namespace) -> None:
                 else:  # the other rank's solo: this core stays idle (its rank waits in the next barrier)
                     out = None
                 if out is not None:  # the share of its cores' time the hypervisor gave to others
-                    d = (cpu_ticks() - ticks)[[comm.rank] if phase.startswith("solo") else slice(None)].sum(0)
-                    phases[phase].append({**out, "steal": d[0] / max(d[1], 1)})
+                    used = (cpu_ticks() - ticks)[[comm.rank] if phase.startswith("solo") else slice(None)].sum(0)
+                    phases[phase].append({**out, "steal": used[0] / max(used[1], 1)})
         stats = {k: list(v) for k, v in comm.stats.items()}
         s_solo, s_duo = solo.finish(), duo.finish()
     out = comm.all_objects({"phases": phases, "stats": stats, "auc_solo": s_solo["auc"], "latency": latency(comm)})

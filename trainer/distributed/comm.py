@@ -9,8 +9,9 @@ short-cuts every call.
 A rank waiting on a collective spins (``sched_yield``) for up to ``spin_s`` before it blocks. On
 a VM an idle virtual CPU halts and its hypervisor may hand the physical core to another guest until
 the next wake-up: the lockstep makes every rank idle ~1 ms a step, and blocking there cost 2 ranks
-4-13 % of their examples/s, with more steal (bench_distributed). Past ``spin_s`` (an idle stream,
-a snapshot on another rank) it blocks, so a job waiting for data does not burn its cores.
+~6 % of their examples/s (0.99-1.13x in 12 rounds), with more steal (bench_distributed). Past
+``spin_s`` (an idle stream, a snapshot on another rank) it blocks, so a job waiting for data does
+not burn its cores.
 """
 
 from __future__ import annotations
