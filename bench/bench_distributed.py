@@ -86,8 +86,7 @@ def worker(args: argparse.Namespace) -> None:
     from trainer.distributed.loop import DistributedTrainer
     from trainer.sources import MemorySource
 
-    d = TrainerConfig().distributed
-    comm = Comm.from_env(d.backend, d.timeout_s, d.spin_wait_ms / 1e3)
+    comm = Comm.from_env(TrainerConfig().distributed)
     alone, blocking = Comm(0, 1), Comm(comm.rank, comm.world)  # a world of one (no collectives); no spinning
     records = pickle.loads(Path(args.records).read_bytes())
     bounds = np.linspace(0, len(records), args.segments + 1).astype(int)
@@ -102,27 +101,23 @@ def worker(args: argparse.Namespace) -> None:
 
         trainer("warm", comm).run(MemorySource(records[comm.rank:4000:2]))  # numba compiles; the rank is pinned
         comm.stats.clear()
-        solo, duo, pair = trainer("solo", alone), trainer("duo", comm), trainer("pair", alone)
-        duo_blocking = trainer("blocking", blocking)
+        # phase -> this rank's trainer and what it trains of each segment; the other rank's solo is
+        # absent: this core stays idle meanwhile (its rank waits in the next barrier)
+        jobs = {f"solo{comm.rank}": (trainer("solo", alone), segments), "duo": (trainer("duo", comm), halves),
+                "blocking": (trainer("blocking", blocking), halves), "ceiling": (trainer("pair", alone), halves)}
         for k in range(len(segments)):
             for phase in PHASES if k % 2 == 0 else PHASES[::-1]:  # drift within a segment: order alternated
                 comm.all_objects(None)  # one phase at a time, its ranks starting together
+                if phase not in jobs:
+                    continue
                 ticks = cpu_ticks()
-                if phase == "duo":
-                    out = timed(duo, halves[k], f"seg-{k}")
-                elif phase == "blocking":
-                    out = timed(duo_blocking, halves[k], f"seg-{k}")
-                elif phase == "ceiling":
-                    out = timed(pair, halves[k], f"seg-{k}")
-                elif phase == f"solo{comm.rank}":
-                    out = timed(solo, segments[k], f"seg-{k}")
-                else:  # the other rank's solo: this core stays idle (its rank waits in the next barrier)
-                    out = None
-                if out is not None:  # the share of its cores' time the hypervisor gave to others
-                    used = (cpu_ticks() - ticks)[[comm.rank] if phase.startswith("solo") else slice(None)].sum(0)
-                    phases[phase].append({**out, "steal": used[0] / max(used[1], 1)})
+                t, data = jobs[phase]
+                out = timed(t, data[k], f"seg-{k}")
+                # the share of its cores' time the hypervisor gave to others
+                used = (cpu_ticks() - ticks)[[comm.rank] if phase.startswith("solo") else slice(None)].sum(0)
+                phases[phase].append({**out, "steal": used[0] / max(used[1], 1)})
         stats = {k: list(v) for k, v in comm.stats.items()}
-        s_solo, s_duo = solo.finish(), duo.finish()
+        s_solo, s_duo = jobs[f"solo{comm.rank}"][0].finish(), jobs["duo"][0].finish()
     out = comm.all_objects({"phases": phases, "stats": stats, "auc_solo": s_solo["auc"], "latency": latency(comm)})
     if comm.rank == 0:
         print(json.dumps({"examples": len(records), "bounds": bounds.tolist(), "ranks": out, "auc_duo": s_duo["auc"],
@@ -149,6 +144,11 @@ def cpu_ticks() -> np.ndarray:
         return np.zeros((os.cpu_count() or 1, 2), np.int64)
     f = [np.array(ln[1:], np.int64) for ln in lines]
     return np.array([[x[7] if len(x) > 7 else 0, x.sum()] for x in f])
+
+
+def per_step(runs: list[dict], key: str) -> float:
+    """Seconds of ``key`` (wall, cpu) a step over a phase's segments on one rank."""
+    return sum(r[key] for r in runs) / max(sum(r["steps"] for r in runs), 1)
 
 
 def run_launch(args: argparse.Namespace) -> dict:
@@ -222,8 +222,8 @@ def throughput(args: argparse.Namespace) -> None:
     print(f"1 rank  (gloo, world of one, core {best['core']}): {e[1]:9,.0f} examples/s  AUC {best['auc_solo']:.4f}")
     print(f"2 ranks (torchrun, gloo, loopback): {e['duo']:9,.0f} examples/s  AUC {best['auc_duo']:.4f}  "
           f"rows per shard {best['rows_per_shard']}")
-    cpu_c = max(sum(s["cpu"] for s in rk["ceiling"]) / max(sum(s["steps"] for s in rk["ceiling"]), 1)
-                for rk in (x["phases"] for x in best["ranks"]))
+    ranks = [x["phases"] for x in best["ranks"]]
+    cpu_c = max(per_step(rk["ceiling"], "cpu") for rk in ranks)
     print(f"ceiling: 2 independent 1-rank jobs, half the examples each, run together: {e['ceiling']:9,.0f} "
           f"examples/s = {e['ceiling'] / e[1]:.2f}x 1 rank (cpu per step of the busier {1e3 * cpu_c:.2f} ms)")
     print(f"embedded trainer (1 process, 2 async worker threads): {emb['eps']:,.0f} examples/s")
@@ -234,18 +234,17 @@ def throughput(args: argparse.Namespace) -> None:
           f"2 ranks / ceiling: median of rounds "
           f"{float(np.median([r['eps']['duo'] / r['eps']['ceiling'] for r in rounds])):.2f}; "
           f"2 ranks / embedded trainer: {e['duo'] / emb['eps']:.2f}x")
-    r0, ranks = best["ranks"][0], [x["phases"] for x in best["ranks"]]
+    r0 = best["ranks"][0]
     steps = max(sum(s["steps"] for s in ranks[0]["duo"]), 1)
     comm_s = sum(v[1] for v in r0["stats"].values())
-    cpu2, work2 = (max(sum(s["cpu"] for s in rk[p]) for rk in ranks) / steps for p in ("duo", "blocking"))
+    cpu2, work2 = (max(per_step(rk[p], "cpu") for rk in ranks) for p in ("duo", "blocking"))
     print(f"per step on rank 0 of 2 ({steps} steps): {1e3 * sum(best['wall']['duo']) / steps:.2f} ms wall "
           f"(cpu of the busier rank {1e3 * cpu2:.2f} ms with spinning, {1e3 * work2:.2f} ms blocking at once), "
           f"{1e3 * comm_s / steps:.2f} ms in collectives (incl. waiting for the other rank), "
           + ", ".join(f"{k} {v[0] / steps:.0f} calls {1e3 * v[1] / steps:.2f} ms {v[2] / steps / 1024:.1f} KiB"
                       for k, v in r0["stats"].items()))
-    steps1 = max(sum(s["steps"] for s in best["solo"]), 1)
-    cpu1 = sum(s["cpu"] for s in best["solo"]) / steps1
-    print(f"per step on 1 rank: {1e3 * sum(best['wall'][1]) / steps1:.2f} ms wall (cpu {1e3 * cpu1:.2f} ms)")
+    cpu1 = per_step(best["solo"], "cpu")
+    print(f"per step on 1 rank: {1e3 * per_step(best['solo'], 'wall'):.2f} ms wall (cpu {1e3 * cpu1:.2f} ms)")
     # with a core per rank and nobody else on it, a step would cost the busier rank's work (its CPU when
     # it blocks: no spinning) plus the latency of its one exposed sync point (the rows travel while the
     # next batch is built), measured in the same ranks, apart from training

@@ -66,7 +66,7 @@ def train(settings: Any, batch: str | None = None, online: bool = False, restore
         from trainer.distributed.loop import DistributedTrainer
 
         faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <rank>`: where is it waiting?
-        comm = Comm.from_env(cfg.distributed.backend, cfg.distributed.timeout_s, cfg.distributed.spin_wait_ms / 1e3)
+        comm = Comm.from_env(cfg.distributed)
         rank, world = comm.rank, comm.world
         publisher = _publisher(settings, online, rank)  # each rank publishes its own shard's rows
         trainer: Trainer = DistributedTrainer(cfg, settings.features, comm, serving=publisher)

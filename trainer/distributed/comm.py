@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from trainer.config import DistributedConfig
+
 
 class Comm:
     """This rank's view of the process group."""
@@ -42,15 +44,15 @@ class Comm:
         s[2] += nbytes
 
     @classmethod
-    def from_env(cls, backend: str, timeout_s: float, spin_s: float = 0.0) -> Comm:
-        """Join the group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
+    def from_env(cls, cfg: DistributedConfig) -> Comm:
+        """Join the group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) as ``cfg`` says."""
         missing = [v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
         if missing:
             raise RuntimeError(f"--distributed outside torchrun: {', '.join(missing)} not set "
                                "(launch with `streamrec train --distributed --nproc N` or torchrun)")
         if not dist.is_initialized():
-            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
-        return cls(dist.get_rank(), dist.get_world_size(), spin_s)
+            dist.init_process_group(cfg.backend, timeout=timedelta(seconds=cfg.timeout_s))
+        return cls(dist.get_rank(), dist.get_world_size(), cfg.spin_wait_ms / 1e3)
 
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
